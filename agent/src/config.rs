@@ -1,0 +1,111 @@
+//! The agent's identity after `join`: a JSON file readable by its owner only.
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What `ipw-agent join` stores and `ipw-agent run` reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentConfig {
+    /// The coordinator's URL.
+    pub coordinator: String,
+    /// This agent's id.
+    pub agent_id: String,
+    /// `<agent-id>.<secret>`, sent on every call.
+    pub credential: String,
+    /// Display name.
+    pub name: String,
+    /// Labels given at join time.
+    pub labels: BTreeMap<String, String>,
+    /// The hardware class the coordinator assigned.
+    pub hardware_class: String,
+}
+
+/// `/etc/ipw-agent/agent.json` for root (a service), else `$XDG_CONFIG_HOME/ipw-agent/agent.json`.
+pub fn default_config_path() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/etc/ipw-agent/agent.json");
+    }
+    xdg_dir("XDG_CONFIG_HOME", ".config").join("ipw-agent/agent.json")
+}
+
+/// `/var/lib/ipw-agent/spool` for root, else `$XDG_STATE_HOME/ipw-agent/spool`.
+pub fn default_spool_dir() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/var/lib/ipw-agent/spool");
+    }
+    xdg_dir("XDG_STATE_HOME", ".local/state").join("ipw-agent/spool")
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn xdg_dir(var: &str, fallback: &str) -> PathBuf {
+    if let Some(d) = std::env::var_os(var).filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(fallback)
+}
+
+impl AgentConfig {
+    /// Reads the file written by `join`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read {}; run `ipw-agent join URL --token T` first",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a valid agent config", path.display()))
+    }
+
+    /// Writes the file atomically with mode 0600: it holds the agent's credential.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = path.with_extension("json.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn saved_config_is_owner_only_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/agent.json");
+        let c = AgentConfig {
+            coordinator: "http://127.0.0.1:7443".into(),
+            agent_id: "a".into(),
+            credential: "a.secret".into(),
+            name: "box".into(),
+            labels: [("rack".to_owned(), "3".to_owned())].into(),
+            hardware_class: "cpu:x:2c:24GiB".into(),
+        };
+        c.save(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(AgentConfig::load(&path).unwrap(), c);
+    }
+}

@@ -1,0 +1,195 @@
+//! An OpenAI-compatible chat endpoint (llama.cpp `llama-server`, vLLM, SGLang, Ollama, LM
+//! Studio, MLX-LM), always streamed so time to first token and inter-token latency are
+//! measured here, on the client, the way a user would feel them.
+
+use futures::StreamExt;
+use ipw_proto::v1::{ChatMessage, GenerationParams};
+use serde::Deserialize;
+use std::time::{Duration, Instant};
+
+/// One completed (or failed) request, with its client-side timings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Completion {
+    /// Wall-clock time the request was sent.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// Monotonic time the request was sent.
+    pub started: Option<Instant>,
+    /// Send to last byte, in seconds.
+    pub latency_s: f64,
+    /// Send to the first generated text, in seconds.
+    pub ttft_s: Option<f64>,
+    /// Mean gap between successive generated chunks, in seconds.
+    pub mean_itl_s: Option<f64>,
+    /// Prompt tokens, from the server's `usage`.
+    pub tokens_in: u32,
+    /// Completion tokens, from the server's `usage`.
+    pub tokens_out: u32,
+    /// The generated text.
+    pub text: String,
+    /// Why generation stopped (`stop`, `length`, ...).
+    pub finish_reason: String,
+    /// What went wrong, if the request failed.
+    pub error: Option<String>,
+}
+
+/// A client for one engine.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    http: reqwest::Client,
+    base_url: String,
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    choices: Vec<ChunkChoice>,
+    usage: Option<Usage>,
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice {
+    #[serde(default)]
+    delta: Delta,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct Delta {
+    content: Option<String>,
+    reasoning_content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    prompt_tokens: u32,
+    completion_tokens: u32,
+}
+
+impl Engine {
+    /// An engine at `base_url` (e.g. `http://127.0.0.1:8080`); requests give up after `timeout`.
+    pub fn new(base_url: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder().timeout(timeout).build()?;
+        Ok(Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// The endpoint's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Sends one chat request and measures it. Failures are recorded in the result, not
+    /// returned: a failed query is still a measured outcome.
+    pub async fn chat(
+        &self,
+        model: &str,
+        messages: &[ChatMessage],
+        params: &GenerationParams,
+    ) -> Completion {
+        let body = serde_json::json!({
+            "model": model,
+            "messages": messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        });
+        let started_at = chrono::Utc::now();
+        let started = Instant::now();
+        let mut c = Completion {
+            started_at,
+            started: Some(started),
+            ..Default::default()
+        };
+        if let Err(e) = self.stream_into(&body, started, &mut c).await {
+            c.error = Some(e);
+        }
+        c.latency_s = started.elapsed().as_secs_f64();
+        if c.error.is_none() && c.tokens_out > 0 && c.ttft_s.is_none() {
+            c.error = Some("the engine reported completion tokens but streamed no text".into());
+        }
+        c
+    }
+
+    async fn stream_into(
+        &self,
+        body: &serde_json::Value,
+        started: Instant,
+        c: &mut Completion,
+    ) -> Result<(), String> {
+        let url = format!("{}/v1/chat/completions", self.base_url);
+        let resp = self
+            .http
+            .post(&url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| format!("POST {url}: {e}"))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            return Err(format!(
+                "engine answered {status}: {}",
+                text.chars().take(500).collect::<String>()
+            ));
+        }
+        let mut bytes = resp.bytes_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut chunk_times: Vec<Instant> = Vec::new();
+        let mut usage_seen = false;
+        while let Some(piece) = bytes.next().await {
+            buf.extend_from_slice(&piece.map_err(|e| format!("stream broke off: {e}"))?);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                let line = String::from_utf8_lossy(&line);
+                let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else {
+                    continue;
+                };
+                if data == "[DONE]" {
+                    continue;
+                }
+                let chunk: Chunk = serde_json::from_str(data)
+                    .map_err(|e| format!("unparseable stream chunk: {e}"))?;
+                if let Some(err) = chunk.error {
+                    return Err(format!("engine error: {err}"));
+                }
+                for choice in chunk.choices {
+                    let text: String = [choice.delta.reasoning_content, choice.delta.content]
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                    if !text.is_empty() {
+                        let now = Instant::now();
+                        if c.ttft_s.is_none() {
+                            c.ttft_s = Some((now - started).as_secs_f64());
+                        }
+                        chunk_times.push(now);
+                        c.text.push_str(&text);
+                    }
+                    if let Some(r) = choice.finish_reason {
+                        c.finish_reason = r;
+                    }
+                }
+                if let Some(u) = chunk.usage {
+                    c.tokens_in = u.prompt_tokens;
+                    c.tokens_out = u.completion_tokens;
+                    usage_seen = true;
+                }
+            }
+        }
+        if chunk_times.len() >= 2 {
+            let span = (*chunk_times.last().expect("non-empty") - chunk_times[0]).as_secs_f64();
+            c.mean_itl_s = Some(span / (chunk_times.len() - 1) as f64);
+        }
+        if !usage_seen {
+            return Err(
+                "the engine sent no `usage` (stream_options.include_usage unsupported?)".into(),
+            );
+        }
+        Ok(())
+    }
+}

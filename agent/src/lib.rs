@@ -1,0 +1,15 @@
+//! `ipw-agent`: enrolls with a coordinator, then leases shards of queries, runs them on a
+//! local OpenAI-compatible engine while sampling power, and uploads the results from a durable
+//! spool that is emptied only after the coordinator has committed them.
+
+pub mod client;
+pub mod config;
+pub mod engine;
+pub mod hardware;
+pub mod join;
+pub mod power;
+pub mod runner;
+pub mod spool;
+
+/// The agent's version, recorded with every join.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,36 @@
+//! The source of last resort: no reading at all, and the reason why.
+
+use ipw_proto::v1::Energy;
+
+/// Stands in when nothing can be read. It never produces a number.
+#[derive(Debug, Clone)]
+pub struct NoPower {
+    reason: String,
+}
+
+impl NoPower {
+    /// Records why no source could be used.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+
+    /// The reason recorded with every result.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The energy record of a result measured without power data.
+    pub fn energy_record(&self) -> Energy {
+        Energy {
+            energy_j: None,
+            dynamic_energy_j: None,
+            source: "none".into(),
+            scope: String::new(),
+            sample_hz: 0.0,
+            attribution: "time-share".into(),
+            null_reason: self.reason.clone(),
+        }
+    }
+}

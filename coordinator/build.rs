@@ -1,0 +1,4 @@
+//! Rebuilds when migrations change, since `sqlx::migrate!` embeds them at compile time.
+fn main() {
+    println!("cargo:rerun-if-changed=../migrations");
+}

@@ -1,0 +1,321 @@
+//! `ipw`: the operator CLI. Every command is an admin call to the coordinator.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ipw_coordinator::cli::{self, Admin};
+use ipw_coordinator::paths;
+use ipw_proto::v1::{
+    ApproveAgentRequest, CreateRunRequest, CreateTokenRequest, GenerationParams, ListAgentsRequest,
+    ReportRequest, RunStatusRequest,
+};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Operate an ipw-fleet: enroll agents, import workloads, run and report."
+)]
+struct Args {
+    /// The coordinator's address.
+    #[arg(
+        long,
+        env = "IPW_COORDINATOR",
+        default_value = "http://127.0.0.1:7443",
+        global = true
+    )]
+    coordinator: String,
+    /// The admin token. Default: read from the coordinator's DATA_DIR/admin-token.
+    #[arg(long, env = "IPW_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    admin_token: Option<String>,
+    /// The coordinator's data directory, where its admin token is kept.
+    #[arg(long, env = "IPW_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Join tokens for enrolling agents.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Enrolled agents.
+    #[command(subcommand)]
+    Agents(AgentsCmd),
+    /// Query workloads.
+    #[command(subcommand)]
+    Workload(WorkloadCmd),
+    /// Runs: one model over a seeded sample of a workload.
+    #[command(subcommand)]
+    Run(RunCmd),
+    /// Accuracy, latency, energy and IPW of a run.
+    Report {
+        /// The run id.
+        run: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCmd {
+    /// Creates a join token; it is shown once.
+    Create {
+        /// How long the token stays valid (e.g. 30m, 24h, 7d).
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// How many agents may join with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Agents joining with this token are approved at once.
+        #[arg(long)]
+        auto_approve: bool,
+        /// A note for other operators.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AgentsCmd {
+    /// Lists agents with their status and hardware class.
+    List,
+    /// Approves a pending agent, by id or unique name.
+    Approve {
+        /// Agent id or name.
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum WorkloadCmd {
+    /// Imports a JSONL file (MMLU-Pro, or generic {id, prompt, answer}); all or nothing.
+    Import {
+        /// The JSONL file.
+        file: PathBuf,
+        /// Name to refer to the workload by.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RunCmd {
+    /// Creates a run: a seeded sample of the workload, cut into shards for agents to lease.
+    Create {
+        /// Workload name or id.
+        #[arg(long)]
+        workload: String,
+        /// Model name, as the agents' engine serves it.
+        #[arg(long)]
+        model: String,
+        /// How many queries to sample.
+        #[arg(long)]
+        sample: u32,
+        /// Sampling seed; the same seed gives the same queries.
+        #[arg(long, default_value_t = 0)]
+        seed: i64,
+        /// Queries in flight at once on an agent.
+        #[arg(long, default_value_t = 1)]
+        concurrency: u32,
+        /// Queries per shard (the unit of leasing).
+        #[arg(long, default_value_t = 50)]
+        shard_size: u32,
+        /// Times each query is run.
+        #[arg(long, default_value_t = 1)]
+        repetitions: u32,
+        /// Completion token budget per query.
+        #[arg(long, default_value_t = 1024)]
+        max_tokens: u32,
+        /// Sampling temperature.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// Nucleus sampling.
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+    },
+    /// Shows a run's progress.
+    Status {
+        /// The run id.
+        run: String,
+        /// Keep watching with a progress bar until the run completes.
+        #[arg(long)]
+        watch: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let token = match args.admin_token {
+        Some(t) => t,
+        None => {
+            let path =
+                paths::admin_token_file(&args.data_dir.unwrap_or_else(paths::default_data_dir));
+            std::fs::read_to_string(&path).with_context(|| {
+                format!("no --admin-token given and {} is unreadable; pass --admin-token or IPW_ADMIN_TOKEN", path.display())
+            })?
+        }
+    };
+    let mut admin = cli::connect(&args.coordinator, &token).await?;
+    let status = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
+    match args.command {
+        Command::Token(TokenCmd::Create {
+            ttl,
+            uses,
+            auto_approve,
+            description,
+        }) => {
+            let t = admin
+                .create_token(CreateTokenRequest {
+                    ttl_seconds: ttl.as_secs().max(1),
+                    max_uses: uses,
+                    auto_approve,
+                    description,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let expires =
+                chrono::DateTime::from_timestamp_micros(t.expires_unix_us).unwrap_or_default();
+            println!("token {}", t.token);
+            println!(
+                "expires {} · {} use(s){}",
+                expires.to_rfc3339(),
+                t.max_uses,
+                if t.auto_approve {
+                    " · auto-approve"
+                } else {
+                    ""
+                }
+            );
+            println!(
+                "join with:  ipw-agent join {} --token {}",
+                args.coordinator, t.token
+            );
+        }
+        Command::Agents(AgentsCmd::List) => {
+            let agents = admin
+                .list_agents(ListAgentsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .agents;
+            println!(
+                "{:<36}  {:<20}  {:<9}  {}",
+                "ID", "NAME", "STATUS", "HARDWARE CLASS"
+            );
+            for a in agents {
+                println!(
+                    "{:<36}  {:<20}  {:<9}  {}",
+                    a.id, a.name, a.status, a.hardware_class
+                );
+            }
+        }
+        Command::Agents(AgentsCmd::Approve { id }) => {
+            let a = admin
+                .approve_agent(ApproveAgentRequest { agent_id: id })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("approved {} ({})", a.name, a.id);
+        }
+        Command::Workload(WorkloadCmd::Import { file, name }) => {
+            let w = cli::import_workload(&mut admin, &file, &name).await?;
+            println!(
+                "imported {} {} queries as workload \"{}\" ({})",
+                w.queries, w.format, w.name, w.workload_id
+            );
+        }
+        Command::Run(RunCmd::Create {
+            workload,
+            model,
+            sample,
+            seed,
+            concurrency,
+            shard_size,
+            repetitions,
+            max_tokens,
+            temperature,
+            top_p,
+        }) => {
+            let r = admin
+                .create_run(CreateRunRequest {
+                    workload,
+                    model,
+                    sample,
+                    seed,
+                    concurrency,
+                    shard_size,
+                    repetitions,
+                    params: Some(GenerationParams {
+                        max_tokens,
+                        temperature,
+                        top_p,
+                    }),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "run {}: {} queries of \"{}\" on {} in {} shards",
+                r.run_id, r.queries, r.workload, r.model, r.shards
+            );
+        }
+        Command::Run(RunCmd::Status { run, watch }) => {
+            if watch {
+                watch_run(&mut admin, &run).await?;
+            }
+            let st = admin
+                .get_run_status(RunStatusRequest { run_id: run })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print!("{}", cli::render_status(&st));
+        }
+        Command::Report { run } => {
+            let report = admin
+                .get_report(ReportRequest { run_id: run })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print!("{}", cli::render_report(&report));
+        }
+    }
+    Ok(())
+}
+
+/// Polls the run, with a progress bar on a terminal (indicatif hides it otherwise).
+async fn watch_run(admin: &mut Admin, run: &str) -> anyhow::Result<()> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} results · {msg} · ETA {eta}")
+            .expect("valid template"),
+    );
+    loop {
+        let st = admin
+            .get_run_status(RunStatusRequest {
+                run_id: run.to_owned(),
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+            .into_inner();
+        bar.set_length(st.expected_results);
+        bar.set_position(st.results);
+        bar.set_message(format!(
+            "{} errors, {} shards leased",
+            st.errors, st.shards_leased
+        ));
+        if matches!(st.status.as_str(), "completed" | "failed" | "cancelled") {
+            bar.finish_and_clear();
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}

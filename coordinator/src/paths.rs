@@ -1,0 +1,23 @@
+//! Where the coordinator keeps its files when not told otherwise.
+
+use std::path::PathBuf;
+
+/// The default `--data-dir`: `/var/lib/ipw-fleet` for root (a service), else
+/// `$XDG_DATA_HOME/ipw-fleet` or `~/.local/share/ipw-fleet`.
+pub fn default_data_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/ipw-fleet");
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("ipw-fleet");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/ipw-fleet")
+}
+
+/// The file holding the admin token that the coordinator generated in `data_dir`.
+pub fn admin_token_file(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("admin-token")
+}

@@ -1,0 +1,100 @@
+//! Wires the services onto one listener.
+
+use crate::auth::{bearer, constant_time_eq, hash_secret};
+use crate::service::State;
+use crate::service::admin::AdminService;
+use crate::service::agent::AgentServiceImpl;
+use crate::service::enrollment::EnrollmentService;
+use ipw_proto::v1::admin_server::AdminServer;
+use ipw_proto::v1::agent_service_server::AgentServiceServer;
+use ipw_proto::v1::enrollment_server::EnrollmentServer;
+use std::future::Future;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Status};
+
+/// Largest message accepted: result batches and workload chunks stay well under it.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Largest message accepted on the unauthenticated `Join`.
+pub const MAX_JOIN_MESSAGE_BYTES: usize = 256 << 10;
+
+/// Serves every service on `listener` until `shutdown` resolves, then drains in-flight calls.
+pub async fn serve(
+    listener: TcpListener,
+    state: State,
+    admin_token: &str,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let admin_hash = hash_secret(admin_token);
+    let check_admin = move |req: Request<()>| -> Result<Request<()>, Status> {
+        let token = bearer(&req)?;
+        if constant_time_eq(&hash_secret(token), &admin_hash) {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated("admin token rejected"))
+        }
+    };
+    tonic::transport::Server::builder()
+        .add_service(
+            EnrollmentServer::new(EnrollmentService::new(state.clone()))
+                .max_decoding_message_size(MAX_JOIN_MESSAGE_BYTES),
+        )
+        .add_service(
+            AgentServiceServer::new(AgentServiceImpl::new(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(InterceptedService::new(
+            AdminServer::new(AdminService::new(state)).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            check_admin,
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// A coordinator serving in the background of this process (tests, benchmarks).
+#[derive(Debug)]
+pub struct Background {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Background {
+    /// Binds `addr` (port 0 for any free port) and serves in a task.
+    pub async fn spawn(
+        addr: SocketAddr,
+        state: State,
+        admin_token: String,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            serve(listener, state, &admin_token, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        Ok(Self {
+            addr,
+            shutdown: Some(tx),
+            task,
+        })
+    }
+
+    /// `http://addr`, for clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving and waits for in-flight calls.
+    pub async fn stop(mut self) -> Result<(), tonic::transport::Error> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await.expect("coordinator task panicked")
+    }
+}

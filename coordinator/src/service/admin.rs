@@ -1,0 +1,566 @@
+//! Calls from the `ipw` CLI. The admin token is checked by the interceptor in
+//! [`crate::server`] before any of these run.
+
+use super::{State, db_error, parse_uuid, unix_us};
+use crate::auth::{hash_secret, new_secret};
+use crate::workload::{NewQuery, Parser};
+use ipw_proto::v1::admin_server::Admin;
+use ipw_proto::v1::{
+    AgentInfo, AgentShare, ApproveAgentRequest, CreateRunRequest, CreateTokenRequest,
+    CreateTokenResponse, ImportWorkloadResponse, ListAgentsRequest, ListAgentsResponse, Report,
+    ReportRequest, ReportRow, RunInfo, RunStatus, RunStatusRequest, WorkloadChunk,
+};
+use std::collections::HashMap;
+use tonic::{Request, Response, Status, Streaming};
+use uuid::Uuid;
+
+/// Default join-token lifetime.
+const DEFAULT_TOKEN_TTL_SECS: u64 = 24 * 3600;
+/// Queries inserted per statement during an import.
+const IMPORT_BATCH: usize = 2000;
+/// Default completion budget when a run does not set one.
+pub const DEFAULT_MAX_TOKENS: u32 = 1024;
+
+/// The admin service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    state: State,
+}
+
+impl AdminService {
+    /// Serves admin calls over `state`.
+    pub fn new(state: State) -> Self {
+        Self { state }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_token(
+        &self,
+        request: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenResponse>, Status> {
+        let req = request.into_inner();
+        let ttl = if req.ttl_seconds == 0 {
+            DEFAULT_TOKEN_TTL_SECS
+        } else {
+            req.ttl_seconds
+        };
+        let ttl = i64::try_from(ttl)
+            .ok()
+            .and_then(chrono::Duration::try_seconds)
+            .ok_or_else(|| Status::invalid_argument("ttl is too long"))?;
+        let max_uses = if req.max_uses == 0 { 1 } else { req.max_uses };
+        let max_uses =
+            i32::try_from(max_uses).map_err(|_| Status::invalid_argument("too many uses"))?;
+        let token = new_secret();
+        let id = Uuid::now_v7();
+        let expires_at = chrono::Utc::now() + ttl;
+        sqlx::query!(
+            "INSERT INTO join_tokens (id, token_hash, description, expires_at, max_uses, auto_approve)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            id,
+            hash_secret(&token),
+            req.description,
+            expires_at,
+            max_uses,
+            req.auto_approve
+        )
+        .execute(&self.state.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(Response::new(CreateTokenResponse {
+            token_id: id.to_string(),
+            token,
+            expires_unix_us: unix_us(expires_at),
+            max_uses: max_uses as u32,
+            auto_approve: req.auto_approve,
+        }))
+    }
+
+    async fn list_agents(
+        &self,
+        _: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsResponse>, Status> {
+        let rows = sqlx::query_as!(
+            AgentRow,
+            "SELECT id, name, status, hardware_class, labels, joined_at, last_seen_at, agent_version
+             FROM agents ORDER BY joined_at"
+        )
+        .fetch_all(&self.state.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(Response::new(ListAgentsResponse {
+            agents: rows.into_iter().map(AgentInfo::from).collect(),
+        }))
+    }
+
+    async fn approve_agent(
+        &self,
+        request: Request<ApproveAgentRequest>,
+    ) -> Result<Response<AgentInfo>, Status> {
+        let key = request.into_inner().agent_id;
+        // An id, or a name that only one agent has.
+        let matches = sqlx::query_as!(
+            AgentRow,
+            "SELECT id, name, status, hardware_class, labels, joined_at, last_seen_at, agent_version
+             FROM agents WHERE id::text = $1 OR name = $1",
+            key.trim()
+        )
+        .fetch_all(&self.state.pool)
+        .await
+        .map_err(db_error)?;
+        let agent = match matches.as_slice() {
+            [] => {
+                return Err(Status::not_found(format!(
+                    "no agent with id or name \"{key}\"; see `ipw agents list`"
+                )));
+            }
+            [one] => one,
+            many => {
+                let ids: Vec<String> = many.iter().map(|a| a.id.to_string()).collect();
+                return Err(Status::invalid_argument(format!(
+                    "{} agents are named \"{key}\"; approve one by id: {}",
+                    many.len(),
+                    ids.join(", ")
+                )));
+            }
+        };
+        if agent.status == "revoked" {
+            return Err(Status::failed_precondition(format!(
+                "agent {} was revoked; it must join again",
+                agent.id
+            )));
+        }
+        let row = sqlx::query_as!(
+            AgentRow,
+            "UPDATE agents SET status = 'approved', approved_at = coalesce(approved_at, now())
+             WHERE id = $1
+             RETURNING id, name, status, hardware_class, labels, joined_at, last_seen_at, agent_version",
+            agent.id
+        )
+        .fetch_one(&self.state.pool)
+        .await
+        .map_err(db_error)?;
+        tracing::info!(agent = %row.id, name = %row.name, "agent approved");
+        Ok(Response::new(row.into()))
+    }
+
+    async fn import_workload(
+        &self,
+        request: Request<Streaming<WorkloadChunk>>,
+    ) -> Result<Response<ImportWorkloadResponse>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty import stream"))?;
+        let name = first.name.trim().to_owned();
+        if name.is_empty() || name.len() > 200 {
+            return Err(Status::invalid_argument(
+                "workload name must be 1 to 200 bytes",
+            ));
+        }
+        let nothing = "; nothing was imported";
+        // Everything happens in one transaction: any error below drops it, rolling back.
+        let mut tx = self.state.pool.begin().await.map_err(db_error)?;
+        let workload_id = Uuid::now_v7();
+        sqlx::query!(
+            "INSERT INTO workloads (id, name, format, source, n_queries) VALUES ($1, $2, 'generic', $3, 0)",
+            workload_id,
+            name,
+            first.source
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                Status::already_exists(format!("a workload named \"{name}\" already exists{nothing}"))
+            }
+            _ => db_error(e),
+        })?;
+
+        let mut parser = Parser::new();
+        let mut pending: Vec<NewQuery> = Vec::with_capacity(IMPORT_BATCH);
+        let mut chunk = Some(first);
+        while let Some(c) = chunk {
+            for line in &c.lines {
+                let parsed = parser
+                    .parse_line(line.line_no, &line.text)
+                    .map_err(|e| Status::invalid_argument(format!("{e}{nothing}")))?;
+                pending.extend(parsed);
+                if pending.len() >= IMPORT_BATCH {
+                    insert_queries(&mut tx, workload_id, &pending).await?;
+                    pending.clear();
+                }
+            }
+            chunk = stream.message().await.map_err(|s| {
+                Status::aborted(format!(
+                    "import stream broke off ({}){nothing}",
+                    s.message()
+                ))
+            })?;
+        }
+        insert_queries(&mut tx, workload_id, &pending).await?;
+        let (Some(format), n @ 1..) = (parser.format(), parser.count()) else {
+            return Err(Status::invalid_argument(format!(
+                "the file has no queries{nothing}"
+            )));
+        };
+        sqlx::query!(
+            "UPDATE workloads SET n_queries = $2, format = $3 WHERE id = $1",
+            workload_id,
+            n as i32,
+            format.as_str()
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        tracing::info!(workload = %name, queries = n, format = format.as_str(), "workload imported");
+        Ok(Response::new(ImportWorkloadResponse {
+            workload_id: workload_id.to_string(),
+            name,
+            format: format.as_str().into(),
+            queries: n as u64,
+        }))
+    }
+
+    async fn create_run(
+        &self,
+        request: Request<CreateRunRequest>,
+    ) -> Result<Response<RunInfo>, Status> {
+        let req = request.into_inner();
+        let bad = |m: &str| Err(Status::invalid_argument(m.to_owned()));
+        if req.model.trim().is_empty() || req.model.len() > 200 {
+            return bad("--model must name the model as the engine serves it (1 to 200 bytes)");
+        }
+        if req.sample == 0 {
+            return bad("--sample must be at least 1");
+        }
+        if req.shard_size == 0 {
+            return bad("--shard-size must be at least 1");
+        }
+        if !(1..=1024).contains(&req.concurrency) {
+            return bad("--concurrency must be between 1 and 1024");
+        }
+        let repetitions = req.repetitions.max(1);
+        if repetitions > 100 {
+            return bad("--repetitions must be between 1 and 100");
+        }
+        let params = req.params.unwrap_or_default();
+        let max_tokens = if params.max_tokens == 0 {
+            DEFAULT_MAX_TOKENS
+        } else {
+            params.max_tokens
+        };
+        let top_p = if params.top_p == 0.0 {
+            1.0
+        } else {
+            params.top_p
+        };
+        if !(params.temperature.is_finite() && params.temperature >= 0.0)
+            || !(top_p > 0.0 && top_p <= 1.0)
+        {
+            return bad("temperature must be >= 0 and top-p in (0, 1]");
+        }
+
+        let mut tx = self.state.pool.begin().await.map_err(db_error)?;
+        let workload = sqlx::query!(
+            "SELECT id, name, n_queries FROM workloads WHERE name = $1 OR id::text = $1",
+            req.workload.trim()
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "no workload \"{}\"; import one with `ipw workload import FILE --name NAME`",
+                req.workload
+            ))
+        })?;
+        if req.sample as i32 > workload.n_queries {
+            return Err(Status::invalid_argument(format!(
+                "--sample {} exceeds the {} queries of workload \"{}\"",
+                req.sample, workload.n_queries, workload.name
+            )));
+        }
+        let model_id = sqlx::query_scalar!(
+            "INSERT INTO models (id, name) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+            Uuid::now_v7(),
+            req.model.trim()
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let run_id = Uuid::now_v7();
+        sqlx::query!(
+            "INSERT INTO runs (id, workload_id, model_id, sample_size, seed, concurrency, shard_size,
+                               repetitions, max_tokens, temperature, top_p)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            run_id,
+            workload.id,
+            model_id,
+            req.sample as i32,
+            req.seed,
+            req.concurrency as i32,
+            req.shard_size as i32,
+            repetitions as i32,
+            max_tokens as i32,
+            params.temperature,
+            top_p
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        // The seeded sample: queries ordered by a hash of (seed, id). The same seed always gives
+        // the same queries, whatever order the file was imported in, and a smaller sample is a
+        // prefix of a larger one.
+        let sample: Vec<i64> = sqlx::query_scalar!(
+            "SELECT id FROM queries WHERE workload_id = $1
+             ORDER BY md5($2::bigint::text || ':' || external_id), id LIMIT $3",
+            workload.id,
+            req.seed,
+            i64::from(req.sample)
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let shard_ids: Vec<Uuid> = sample
+            .chunks(req.shard_size as usize)
+            .map(|_| Uuid::now_v7())
+            .collect();
+        let indexes: Vec<i32> = (0..shard_ids.len() as i32).collect();
+        sqlx::query!(
+            "INSERT INTO shards (id, run_id, shard_index) SELECT id, $1, idx FROM UNNEST($2::uuid[], $3::int[]) AS u(id, idx)",
+            run_id,
+            &shard_ids,
+            &indexes
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let positions: Vec<i32> = (0..sample.len() as i32).collect();
+        let query_shards: Vec<Uuid> = positions
+            .iter()
+            .map(|p| shard_ids[*p as usize / req.shard_size as usize])
+            .collect();
+        sqlx::query!(
+            "INSERT INTO run_queries (run_id, query_id, position, shard_id)
+             SELECT $1, q, p, s FROM UNNEST($2::bigint[], $3::int[], $4::uuid[]) AS u(q, p, s)",
+            run_id,
+            &sample,
+            &positions,
+            &query_shards
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        tracing::info!(run = %run_id, queries = sample.len(), shards = shard_ids.len(), "run created");
+        Ok(Response::new(RunInfo {
+            run_id: run_id.to_string(),
+            workload: workload.name,
+            model: req.model.trim().to_owned(),
+            queries: sample.len() as u32,
+            shards: shard_ids.len() as u32,
+        }))
+    }
+
+    async fn get_run_status(
+        &self,
+        request: Request<RunStatusRequest>,
+    ) -> Result<Response<RunStatus>, Status> {
+        let run_id = parse_uuid("run", &request.get_ref().run_id)?;
+        let run = run_info(&self.state.pool, run_id).await?;
+        let s = sqlx::query!(
+            r#"SELECT r.status, r.created_at, r.repetitions,
+                      (SELECT count(*) FROM shards WHERE run_id = r.id AND status = 'pending') AS "pending!",
+                      (SELECT count(*) FROM shards WHERE run_id = r.id AND status = 'leased') AS "leased!",
+                      (SELECT count(*) FROM shards WHERE run_id = r.id AND status = 'completed') AS "completed!",
+                      (SELECT count(*) FROM shards WHERE run_id = r.id AND status = 'failed') AS "failed!",
+                      (SELECT count(*) FROM results WHERE run_id = r.id) AS "results!",
+                      (SELECT count(*) FROM results WHERE run_id = r.id AND error IS NOT NULL) AS "errors!"
+               FROM runs r WHERE r.id = $1"#,
+            run_id
+        )
+        .fetch_one(&self.state.pool)
+        .await
+        .map_err(db_error)?;
+        let agents = sqlx::query!(
+            r#"SELECT a.id, a.name,
+                      (SELECT count(*) FROM shards s WHERE s.run_id = $1 AND s.completed_by = a.id) AS "shards!",
+                      (SELECT count(*) FROM results r WHERE r.run_id = $1 AND r.agent_id = a.id) AS "results!"
+               FROM agents a
+               WHERE a.id IN (SELECT agent_id FROM lease_attempts la JOIN shards s ON s.id = la.shard_id
+                              WHERE s.run_id = $1)
+               ORDER BY a.name, a.id"#,
+            run_id
+        )
+        .fetch_all(&self.state.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(Response::new(RunStatus {
+            expected_results: u64::from(run.queries) * s.repetitions as u64,
+            run: Some(run),
+            status: s.status,
+            results: s.results as u64,
+            errors: s.errors as u64,
+            shards_pending: s.pending as u32,
+            shards_leased: s.leased as u32,
+            shards_completed: s.completed as u32,
+            shards_failed: s.failed as u32,
+            agents: agents
+                .into_iter()
+                .map(|a| AgentShare {
+                    agent_name: a.name,
+                    agent_id: a.id.to_string(),
+                    shards_completed: a.shards as u32,
+                    results: a.results as u64,
+                })
+                .collect(),
+            created_unix_us: unix_us(s.created_at),
+        }))
+    }
+
+    async fn get_report(
+        &self,
+        request: Request<ReportRequest>,
+    ) -> Result<Response<Report>, Status> {
+        let run_id = parse_uuid("run", &request.get_ref().run_id)?;
+        let run = run_info(&self.state.pool, run_id).await?;
+        let rows = sqlx::query!(
+            "SELECT hardware_class, queries, errors, scored, accuracy::float8 AS accuracy,
+                    latency_mean_s, latency_p50_s, latency_p95_s, ttft_mean_s, ttft_p50_s, ttft_p95_s,
+                    output_tokens_per_s, tokens_out, energy_per_query_j, mean_power_w,
+                    ipw::float8 AS ipw, ipj::float8 AS ipj, power_sources, energy_null_reasons
+             FROM ipw_summary WHERE run_id = $1 ORDER BY hardware_class",
+            run_id
+        )
+        .fetch_all(&self.state.pool)
+        .await
+        .map_err(db_error)?;
+        let rows = rows
+            .into_iter()
+            .map(|r| ReportRow {
+                hardware_class: r.hardware_class.unwrap_or_default(),
+                queries: r.queries.unwrap_or(0) as u64,
+                errors: r.errors.unwrap_or(0) as u64,
+                scored: r.scored.unwrap_or(0) as u64,
+                accuracy: r.accuracy,
+                latency_mean_s: r.latency_mean_s,
+                latency_p50_s: r.latency_p50_s,
+                latency_p95_s: r.latency_p95_s,
+                ttft_mean_s: r.ttft_mean_s,
+                ttft_p50_s: r.ttft_p50_s,
+                ttft_p95_s: r.ttft_p95_s,
+                output_tokens_per_s: r.output_tokens_per_s,
+                energy_per_query_j: r.energy_per_query_j,
+                mean_power_w: r.mean_power_w,
+                ipw: r.ipw,
+                ipj: r.ipj,
+                power_source: r.power_sources.unwrap_or_default(),
+                energy_null_reason: r.energy_null_reasons.unwrap_or_default(),
+                tokens_out: r.tokens_out.unwrap_or(0) as u64,
+            })
+            .collect();
+        Ok(Response::new(Report {
+            run: Some(run),
+            rows,
+        }))
+    }
+}
+
+/// A row of `agents` as the CLI sees it.
+struct AgentRow {
+    id: Uuid,
+    name: String,
+    status: String,
+    hardware_class: String,
+    labels: serde_json::Value,
+    joined_at: chrono::DateTime<chrono::Utc>,
+    last_seen_at: Option<chrono::DateTime<chrono::Utc>>,
+    agent_version: String,
+}
+
+impl From<AgentRow> for AgentInfo {
+    fn from(a: AgentRow) -> Self {
+        AgentInfo {
+            id: a.id.to_string(),
+            name: a.name,
+            status: a.status,
+            hardware_class: a.hardware_class,
+            labels: serde_json::from_value::<HashMap<String, String>>(a.labels).unwrap_or_default(),
+            joined_unix_us: unix_us(a.joined_at),
+            last_seen_unix_us: a.last_seen_at.map(unix_us).unwrap_or(0),
+            agent_version: a.agent_version,
+        }
+    }
+}
+
+/// The run's identity and size, or NotFound.
+async fn run_info(pool: &sqlx::PgPool, run_id: Uuid) -> Result<RunInfo, Status> {
+    let r = sqlx::query!(
+        r#"SELECT w.name AS workload, m.name AS model,
+                  (SELECT count(*) FROM run_queries WHERE run_id = r.id) AS "queries!",
+                  (SELECT count(*) FROM shards WHERE run_id = r.id) AS "shards!"
+           FROM runs r JOIN workloads w ON w.id = r.workload_id JOIN models m ON m.id = r.model_id
+           WHERE r.id = $1"#,
+        run_id
+    )
+    .fetch_optional(pool)
+    .await
+    .map_err(db_error)?
+    .ok_or_else(|| Status::not_found(format!("no run {run_id}")))?;
+    Ok(RunInfo {
+        run_id: run_id.to_string(),
+        workload: r.workload,
+        model: r.model,
+        queries: r.queries as u32,
+        shards: r.shards as u32,
+    })
+}
+
+/// Inserts parsed queries with one statement.
+async fn insert_queries(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    workload_id: Uuid,
+    queries: &[NewQuery],
+) -> Result<(), Status> {
+    if queries.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&NewQuery) -> String| queries.iter().map(f).collect::<Vec<String>>();
+    let line_nos: Vec<i32> = queries
+        .iter()
+        .map(|q| i32::try_from(q.line_no).unwrap_or(i32::MAX))
+        .collect();
+    let choices: Vec<Option<String>> = queries
+        .iter()
+        .map(|q| {
+            q.choices
+                .as_ref()
+                .map(|c| serde_json::to_string(c).expect("strings are JSON"))
+        })
+        .collect();
+    let categories: Vec<Option<String>> = queries.iter().map(|q| q.category.clone()).collect();
+    sqlx::query(
+        "INSERT INTO queries (workload_id, external_id, line_no, prompt, choices, answer, category, scorer)
+         SELECT $1, u.external_id, u.line_no, u.prompt, u.choices::jsonb, u.answer, u.category, u.scorer
+         FROM UNNEST($2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+              AS u(external_id, line_no, prompt, choices, answer, category, scorer)",
+    )
+    .bind(workload_id)
+    .bind(col(|q| q.external_id.clone()))
+    .bind(line_nos)
+    .bind(col(|q| q.prompt.clone()))
+    .bind(choices)
+    .bind(col(|q| q.answer.clone()))
+    .bind(categories)
+    .bind(col(|q| q.scorer.as_str().to_owned()))
+    .execute(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}

@@ -1,0 +1,347 @@
+//! Calls from enrolled agents: heartbeat, lease, upload, complete.
+
+use super::{State, db_error, parse_uuid, unix_us};
+use crate::auth::{AgentCredential, bearer, constant_time_eq, hash_secret};
+use crate::ingest::{self, IngestError, MAX_BATCH_RESULTS};
+use crate::prompt;
+use futures::Stream;
+use ipw_proto::v1::agent_service_server::AgentService;
+use ipw_proto::v1::{
+    AcquireLeaseRequest, AcquireLeaseResponse, BatchAck, CompleteShardRequest,
+    CompleteShardResponse, GenerationParams, HeartbeatRequest, HeartbeatResponse, Lease,
+    ResultBatch, WorkItem,
+};
+use std::collections::HashSet;
+use std::pin::Pin;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use uuid::Uuid;
+
+/// The agent service.
+#[derive(Debug, Clone)]
+pub struct AgentServiceImpl {
+    state: State,
+}
+
+impl AgentServiceImpl {
+    /// Serves agents over `state`.
+    pub fn new(state: State) -> Self {
+        Self { state }
+    }
+}
+
+/// An agent whose credential checked out.
+struct Caller {
+    id: Uuid,
+    status: String,
+}
+
+/// Checks the request's agent credential against its stored hash. Revoked agents are refused.
+async fn authenticate<T>(state: &State, request: &Request<T>) -> Result<Caller, Status> {
+    let cred = AgentCredential::parse(bearer(request)?)?;
+    let row = sqlx::query!(
+        "SELECT credential_hash, status FROM agents WHERE id = $1",
+        cred.agent_id
+    )
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(db_error)?
+    .ok_or_else(|| {
+        Status::unauthenticated(format!("unknown agent {}; join again", cred.agent_id))
+    })?;
+    if !constant_time_eq(&row.credential_hash, &hash_secret(&cred.secret)) {
+        return Err(Status::unauthenticated("agent credential rejected"));
+    }
+    if row.status == "revoked" {
+        return Err(Status::permission_denied(format!(
+            "agent {} was revoked",
+            cred.agent_id
+        )));
+    }
+    Ok(Caller {
+        id: cred.agent_id,
+        status: row.status,
+    })
+}
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<BatchAck, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for AgentServiceImpl {
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let caller = authenticate(&self.state, &request).await?;
+        let renewed = sqlx::query!(
+            "WITH seen AS (UPDATE agents SET last_seen_at = now() WHERE id = $1)
+             UPDATE shards SET lease_expires_at = now() + make_interval(secs => $2)
+             WHERE lease_owner = $1 AND status = 'leased'",
+            caller.id,
+            self.state.lease_ttl.as_secs_f64(),
+        )
+        .execute(&self.state.pool)
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+        Ok(Response::new(HeartbeatResponse {
+            status: caller.status,
+            leases_renewed: renewed as u32,
+        }))
+    }
+
+    async fn acquire_lease(
+        &self,
+        request: Request<AcquireLeaseRequest>,
+    ) -> Result<Response<AcquireLeaseResponse>, Status> {
+        let caller = authenticate(&self.state, &request).await?;
+        if caller.status != "approved" {
+            return Err(Status::permission_denied(format!(
+                "agent {} is {}: an operator must run `ipw agents approve {}` before it gets work",
+                caller.id, caller.status, caller.id
+            )));
+        }
+        let mut tx = self.state.pool.begin().await.map_err(db_error)?;
+        // The next pending shard, or one whose lease ran out, of the oldest active run. SKIP
+        // LOCKED lets many agents (and replicas) take different shards at once without waiting.
+        let shard = sqlx::query!(
+            r#"WITH next AS (
+                 SELECT s.id FROM shards s JOIN runs r ON r.id = s.run_id
+                 WHERE r.status IN ('pending', 'running')
+                   AND (s.status = 'pending' OR (s.status = 'leased' AND s.lease_expires_at < now()))
+                 ORDER BY r.created_at, s.shard_index
+                 LIMIT 1
+                 FOR UPDATE OF s SKIP LOCKED)
+               UPDATE shards s
+               SET status = 'leased', lease_owner = $1, attempts = s.attempts + 1,
+                   lease_expires_at = now() + make_interval(secs => $2)
+               FROM next WHERE s.id = next.id
+               RETURNING s.id, s.run_id, s.shard_index, s.attempts, s.lease_expires_at AS "expires_at!""#,
+            caller.id,
+            self.state.lease_ttl.as_secs_f64(),
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let Some(shard) = shard else {
+            sqlx::query!(
+                "UPDATE agents SET last_seen_at = now() WHERE id = $1",
+                caller.id
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            return Ok(Response::new(AcquireLeaseResponse { lease: None }));
+        };
+        sqlx::query!(
+            "INSERT INTO lease_attempts (shard_id, attempt, agent_id) VALUES ($1, $2, $3)",
+            shard.id,
+            shard.attempts,
+            caller.id
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let run = sqlx::query!(
+            "UPDATE runs r SET status = 'running', started_at = coalesce(r.started_at, now())
+             FROM models m WHERE r.id = $1 AND m.id = r.model_id
+             RETURNING r.concurrency, r.max_tokens, r.temperature, r.top_p, r.repetitions, m.name AS model",
+            shard.run_id
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let queries = sqlx::query!(
+            "SELECT q.id, q.prompt, q.choices, q.category
+             FROM run_queries rq JOIN queries q ON q.id = rq.query_id
+             WHERE rq.shard_id = $1 ORDER BY rq.position",
+            shard.id
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        // A re-leased shard only hands out what no earlier attempt has committed.
+        let done: HashSet<(i64, i32)> = sqlx::query!(
+            "SELECT query_id, repetition FROM results WHERE shard_id = $1",
+            shard.id
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(|r| (r.query_id, r.repetition))
+        .collect();
+        tx.commit().await.map_err(db_error)?;
+
+        let mut items = Vec::new();
+        for q in &queries {
+            let choices: Option<Vec<String>> = q
+                .choices
+                .clone()
+                .and_then(|c| serde_json::from_value(c).ok());
+            let messages = prompt::render(&q.prompt, choices.as_deref(), q.category.as_deref());
+            for repetition in 0..run.repetitions {
+                if !done.contains(&(q.id, repetition)) {
+                    items.push(WorkItem {
+                        query_id: q.id,
+                        repetition: repetition as u32,
+                        messages: messages.clone(),
+                    });
+                }
+            }
+        }
+        tracing::info!(agent = %caller.id, shard = %shard.id, index = shard.shard_index, items = items.len(), "lease granted");
+        Ok(Response::new(AcquireLeaseResponse {
+            lease: Some(Lease {
+                shard_id: shard.id.to_string(),
+                run_id: shard.run_id.to_string(),
+                shard_index: shard.shard_index as u32,
+                expires_unix_us: unix_us(shard.expires_at),
+                model: run.model,
+                concurrency: run.concurrency as u32,
+                params: Some(GenerationParams {
+                    max_tokens: run.max_tokens as u32,
+                    temperature: run.temperature,
+                    top_p: run.top_p,
+                }),
+                items,
+            }),
+        }))
+    }
+
+    type UploadResultsStream = AckStream;
+
+    async fn upload_results(
+        &self,
+        request: Request<Streaming<ResultBatch>>,
+    ) -> Result<Response<Self::UploadResultsStream>, Status> {
+        let caller = authenticate(&self.state, &request).await?;
+        let mut inbound = request.into_inner();
+        let (acks, rx) = tokio::sync::mpsc::channel(16);
+        let pool = self.state.pool.clone();
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(batch)) => {
+                        let outcome = ingest_batch(&pool, caller.id, batch).await;
+                        let failed = outcome.is_err();
+                        if acks.send(outcome).await.is_err() || failed {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    // A stream cut mid-message: every batch before it was committed and
+                    // acknowledged; the partial one was never decoded, so nothing of it is written.
+                    Err(status) => {
+                        tracing::warn!(agent = %caller.id, %status, "result stream broke off");
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn complete_shard(
+        &self,
+        request: Request<CompleteShardRequest>,
+    ) -> Result<Response<CompleteShardResponse>, Status> {
+        let caller = authenticate(&self.state, &request).await?;
+        let shard_id = parse_uuid("shard_id", &request.get_ref().shard_id)?;
+        let mut tx = self.state.pool.begin().await.map_err(db_error)?;
+        let shard = sqlx::query!(
+            "SELECT s.status, s.lease_owner, s.run_id, r.repetitions,
+                    (SELECT count(*) FROM run_queries WHERE shard_id = s.id) AS \"queries!\",
+                    (SELECT count(*) FROM results WHERE shard_id = s.id) AS \"results!\"
+             FROM shards s JOIN runs r ON r.id = s.run_id WHERE s.id = $1 FOR UPDATE OF s",
+            shard_id
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| Status::not_found(format!("no shard {shard_id}")))?;
+        if shard.lease_owner != Some(caller.id) {
+            return Err(Status::permission_denied(format!(
+                "shard {shard_id} is not leased to this agent"
+            )));
+        }
+        if shard.status != "completed" {
+            let expected = shard.queries * i64::from(shard.repetitions);
+            if shard.results < expected {
+                return Err(Status::failed_precondition(format!(
+                    "shard {shard_id} has {} of {expected} results committed; upload the rest first",
+                    shard.results
+                )));
+            }
+            sqlx::query!(
+                "UPDATE shards SET status = 'completed', completed_by = $2, completed_at = now(),
+                                   lease_expires_at = NULL
+                 WHERE id = $1",
+                shard_id,
+                caller.id
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
+        let run_completed = sqlx::query!(
+            "UPDATE runs SET status = 'completed', completed_at = now()
+             WHERE id = $1 AND status <> 'completed'
+               AND NOT EXISTS (SELECT 1 FROM shards WHERE run_id = $1 AND status <> 'completed')",
+            shard.run_id
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .rows_affected()
+            > 0;
+        tx.commit().await.map_err(db_error)?;
+        if run_completed {
+            tracing::info!(run = %shard.run_id, "run completed");
+        }
+        Ok(Response::new(CompleteShardResponse { run_completed }))
+    }
+}
+
+/// Validates and commits one batch; the ack is built only after the commit.
+async fn ingest_batch(
+    pool: &sqlx::PgPool,
+    agent_id: Uuid,
+    batch: ResultBatch,
+) -> Result<BatchAck, Status> {
+    let seq = batch.batch_seq;
+    if batch.results.len() > MAX_BATCH_RESULTS {
+        return Err(Status::invalid_argument(format!(
+            "batch {seq} has {} results; at most {MAX_BATCH_RESULTS} per batch",
+            batch.results.len()
+        )));
+    }
+    let valid = batch
+        .results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            ingest::validate(r)
+                .map_err(|e| Status::invalid_argument(format!("batch {seq}: result {i}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut tx = pool.begin().await.map_err(db_error)?;
+    let outcome = ingest::insert_batch(&mut tx, agent_id, &valid)
+        .await
+        .map_err(|e| match e {
+            IngestError::Db(e) => db_error(e),
+            e @ IngestError::NotYourShard { .. } => {
+                Status::permission_denied(format!("batch {seq}: {e}"))
+            }
+            e @ IngestError::Invalid { .. } => {
+                Status::invalid_argument(format!("batch {seq}: {e}"))
+            }
+        })?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(BatchAck {
+        batch_seq: seq,
+        inserted: outcome.inserted,
+        duplicates: outcome.duplicates,
+    })
+}

@@ -1,0 +1,28 @@
+//! The gRPC contract between `ipw-coordinator`, `ipw-agent` and the `ipw` CLI.
+//!
+//! Everything here is generated from `proto/ipw/v1/*.proto`; edit the `.proto`, not this crate.
+
+/// Version 1 of the ipw-fleet protocol.
+pub mod v1 {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("ipw.v1");
+}
+
+/// Adds `authorization: Bearer <token>` to every call: the admin token for the CLI, the
+/// agent credential for agents.
+#[derive(Clone, Debug)]
+pub struct BearerAuth(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl BearerAuth {
+    /// Fails when the token has characters that cannot travel in gRPC metadata.
+    pub fn new(token: &str) -> Result<Self, tonic::metadata::errors::InvalidMetadataValue> {
+        Ok(Self(format!("Bearer {}", token.trim()).parse()?))
+    }
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
