@@ -1,1 +1,118 @@
+//! Who may join, and who may get work.
 
+use ipw_agent::client;
+use ipw_e2e::Fleet;
+use ipw_proto::v1::{
+    AcquireLeaseRequest, ApproveAgentRequest, HeartbeatRequest, ListAgentsRequest,
+};
+use std::time::Duration;
+use tonic::Code;
+
+fn refusal(e: anyhow::Error) -> String {
+    format!("{e:#}")
+}
+
+#[tokio::test]
+async fn wrong_expired_and_used_up_tokens_are_refused_with_the_reason() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start().await?;
+
+    let e = refusal(fleet.join("not-a-real-token", "x").await.unwrap_err());
+    assert!(e.contains("join token not recognised"), "{e}");
+
+    let short = fleet.token(5, false, Duration::from_secs(1)).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let e = refusal(fleet.join(&short, "late").await.unwrap_err());
+    assert!(e.contains("join token expired"), "{e}");
+
+    let once = fleet.token(1, false, Duration::from_secs(60)).await?;
+    fleet.join(&once, "first").await?;
+    let e = refusal(fleet.join(&once, "second").await.unwrap_err());
+    assert!(e.contains("used up (1 of 1 uses)"), "{e}");
+
+    // Refusals change nothing: only the one good join left an agent behind.
+    let agents = fleet
+        .admin
+        .list_agents(ListAgentsRequest {})
+        .await?
+        .into_inner()
+        .agents;
+    assert_eq!(
+        agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+        ["first"]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unapproved_agent_gets_no_lease_until_approved() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start().await?;
+    let token = fleet.token(1, false, Duration::from_secs(60)).await?;
+    let cfg = fleet.join(&token, "pending-box").await?;
+    let mut coord = client::connect(&cfg.coordinator, &cfg.credential).await?;
+
+    assert_eq!(
+        coord
+            .heartbeat(HeartbeatRequest {})
+            .await?
+            .into_inner()
+            .status,
+        "pending"
+    );
+    let e = coord
+        .acquire_lease(AcquireLeaseRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(
+        e.message()
+            .contains(&format!("ipw agents approve {}", cfg.agent_id)),
+        "{}",
+        e.message()
+    );
+
+    fleet
+        .admin
+        .approve_agent(ApproveAgentRequest {
+            agent_id: cfg.agent_id.clone(),
+        })
+        .await?;
+    let lease = coord
+        .acquire_lease(AcquireLeaseRequest {})
+        .await?
+        .into_inner()
+        .lease;
+    assert!(lease.is_none(), "approved, and there is simply no work yet");
+    Ok(())
+}
+
+#[tokio::test]
+async fn forged_credentials_and_admin_tokens_are_refused() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start().await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let cfg = fleet.join(&token, "real").await?;
+
+    let forged = format!("{}.{}", cfg.agent_id, "0".repeat(64));
+    let mut coord = client::connect(&cfg.coordinator, &forged).await?;
+    let e = coord.heartbeat(HeartbeatRequest {}).await.unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::Unauthenticated, "agent credential rejected")
+    );
+
+    let unknown = format!("{}.{}", uuid::Uuid::new_v4(), "0".repeat(64));
+    let mut coord = client::connect(&cfg.coordinator, &unknown).await?;
+    let e = coord.heartbeat(HeartbeatRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().starts_with("unknown agent"), "{}", e.message());
+
+    let mut wrong_admin = ipw_coordinator::cli::connect(&fleet.coordinator.url(), "wrong").await?;
+    let e = wrong_admin
+        .list_agents(ListAgentsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::Unauthenticated, "admin token rejected")
+    );
+    Ok(())
+}

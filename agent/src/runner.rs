@@ -141,7 +141,7 @@ async fn execute_shard(
     opts: &RunOptions,
 ) -> anyhow::Result<(u64, u64)> {
     tracing::info!(shard = %lease.shard_id, index = lease.shard_index, queries = lease.items.len(), concurrency = lease.concurrency, "running shard");
-    let params = lease.params.clone().unwrap_or_default();
+    let params = lease.params.unwrap_or_default();
     let params = &params;
     let (tx, rx) = tokio::sync::mpsc::channel::<(SpoolKey, QueryResult)>(lease.items.len().max(1));
     let upload = {

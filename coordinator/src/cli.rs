@@ -48,7 +48,7 @@ pub async fn import_workload(
         let mut chunk = WorkloadChunk {
             name,
             source,
-            lines: Vec::new(),
+            ..Default::default()
         };
         for (i, line) in std::io::BufReader::new(f).split(b'\n').enumerate() {
             let line_no = i as u64 + 1;
@@ -58,12 +58,15 @@ pub async fn import_workload(
             })?;
             chunk.lines.push(WorkloadLine { line_no, text });
             if chunk.lines.len() == IMPORT_CHUNK_LINES {
-                let full = std::mem::replace(&mut chunk, WorkloadChunk::default());
+                let full = std::mem::take(&mut chunk);
                 if tx.blocking_send(full).is_err() {
                     return Ok(()); // the server gave up; its error is the one to show
                 }
             }
         }
+        // Only a file read to its end is marked last; any error above leaves the stream
+        // unterminated, so the server rolls back.
+        chunk.last = true;
         let _ = tx.blocking_send(chunk);
         Ok(())
     });
@@ -97,13 +100,7 @@ pub fn render_report(report: &Report) -> String {
         s.push_str("no results yet\n");
     }
     for r in &report.rows {
-        let energy_unknown = r.energy_per_query_j.is_none();
-        let reason = if energy_unknown {
-            format!(" ({})", r.energy_null_reason)
-        } else {
-            String::new()
-        };
-        let rows: Vec<(&str, String)> = vec![
+        let mut rows: Vec<(&str, String)> = vec![
             ("hardware class", r.hardware_class.clone()),
             ("queries", r.queries.to_string()),
             ("errors", r.errors.to_string()),
@@ -134,15 +131,15 @@ pub fn render_report(report: &Report) -> String {
                 opt(r.output_tokens_per_s, "", 1),
             ),
             ("output tokens (total)", r.tokens_out.to_string()),
-            (
-                "energy per query",
-                opt(r.energy_per_query_j, " J", 2) + &reason,
-            ),
-            ("mean power", opt(r.mean_power_w, " W", 2) + &reason),
+            ("energy per query", opt(r.energy_per_query_j, " J", 2)),
+            ("mean power", opt(r.mean_power_w, " W", 2)),
             ("IPW (accuracy / W)", opt(r.ipw, "", 5)),
             ("IPJ (accuracy / J)", opt(r.ipj, "", 5)),
             ("power source", r.power_source.clone()),
         ];
+        if r.energy_per_query_j.is_none() {
+            rows.push(("energy n/a because", r.energy_null_reason.clone()));
+        }
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         s.push('\n');
         for (k, v) in rows {
@@ -216,7 +213,15 @@ mod tests {
         assert!(text.contains("accuracy"));
         assert!(text.contains("50.0%"));
         assert!(text.contains("1.23 s"));
-        assert!(text.contains("n/a (no readable power source)"));
+        assert!(
+            text.lines()
+                .any(|l| l.contains("energy per query") && l.ends_with("n/a"))
+        );
+        assert!(
+            text.lines().any(
+                |l| l.contains("energy n/a because") && l.ends_with("no readable power source")
+            )
+        );
         let ipw_line = text
             .lines()
             .find(|l| l.trim_start().starts_with("IPW"))

@@ -293,10 +293,10 @@ pub fn find_bin_dir() -> Option<PathBuf> {
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>());
     for dir in from_path {
         let initdb = dir.join("initdb");
-        if let Ok(real) = std::fs::canonicalize(&initdb) {
-            if let Some(parent) = real.parent().filter(|p| has_both(p)) {
-                return Some(parent.to_path_buf());
-            }
+        if let Ok(real) = std::fs::canonicalize(&initdb)
+            && let Some(parent) = real.parent().filter(|p| has_both(p))
+        {
+            return Some(parent.to_path_buf());
         }
     }
     let mut candidates: Vec<PathBuf> = Vec::new();

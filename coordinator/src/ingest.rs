@@ -395,7 +395,8 @@ mod tests {
 
     #[test]
     fn malformed_results_are_refused_by_field() {
-        let cases: Vec<(Box<dyn Fn(&mut QueryResult)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut QueryResult)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|r| r.run_id = "x".into()), "run_id"),
             (Box::new(|r| r.latency_s = f64::NAN), "latency_s"),
             (Box::new(|r| r.ttft_s = Some(3.0)), "exceeds latency_s"),

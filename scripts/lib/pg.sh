@@ -66,3 +66,21 @@ pg_stop() {
   [[ -n ${PGDATA_DIR:-} && -d $PGDATA_DIR ]] || return 0
   pg_as "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m fast -w stop >/dev/null 2>&1 || true
 }
+
+# pg_ensure_installed: installs Debian's PostgreSQL server when none is found and we can.
+pg_ensure_installed() {
+  pg_find_bin >/dev/null && return 0
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    echo "installing PostgreSQL server binaries (apt-get install postgresql)" >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
+  fi
+  pg_find_bin >/dev/null || { pg_install_hint; return 1; }
+}
+
+# pg_apply_migrations URL: applies migrations/*.sql in order (for the sqlx macro cache).
+pg_apply_migrations() {
+  local f
+  for f in "$(dirname "${BASH_SOURCE[0]}")"/../../migrations/*.sql; do
+    psql "$1" -q -v ON_ERROR_STOP=1 -f "$f" >/dev/null || return 1
+  done
+}

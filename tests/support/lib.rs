@@ -1,1 +1,146 @@
-//! placeholder
+//! Shared harness for the end-to-end tests.
+//!
+//! `scripts/test` provides a throwaway PostgreSQL cluster (`IPW_TEST_DATABASE_URL`) and a
+//! llama-server with SmolLM2 (`IPW_TEST_ENGINE_URL`). Each test gets a fresh database,
+//! migrated by a real coordinator serving on a free port.
+
+use anyhow::Context;
+use ipw_agent::config::AgentConfig;
+use ipw_agent::spool::Spool;
+use ipw_coordinator::cli::{self, Admin};
+use ipw_coordinator::server::Background;
+use ipw_coordinator::service::State;
+use ipw_proto::v1::CreateTokenRequest;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, PgPool};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The cluster's admin URL, from `scripts/test`.
+pub fn database_url() -> String {
+    std::env::var("IPW_TEST_DATABASE_URL")
+        .expect("IPW_TEST_DATABASE_URL is unset: run the tests with scripts/test")
+}
+
+/// The llama-server serving SmolLM2, from `scripts/test`.
+pub fn engine_url() -> String {
+    std::env::var("IPW_TEST_ENGINE_URL")
+        .expect("IPW_TEST_ENGINE_URL is unset: run the tests with scripts/test")
+}
+
+/// The real MMLU-Pro test split in `../shared/data`.
+pub fn mmlu_pro() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mmlu-pro-test.jsonl");
+    assert!(
+        p.exists(),
+        "{} is missing: ../shared must sit beside the clone",
+        p.display()
+    );
+    p
+}
+
+/// Creates an empty database with a unique name and returns options for it.
+pub async fn fresh_database() -> anyhow::Result<PgConnectOptions> {
+    let admin = PgConnectOptions::from_str(&database_url())?;
+    let name = format!("ipw_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = admin
+        .connect()
+        .await
+        .context("connecting to the test cluster")?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await?;
+    Ok(admin.database(&name))
+}
+
+/// A coordinator over a fresh database, plus an admin client and a scratch directory.
+pub struct Fleet {
+    /// The coordinator serving in this process.
+    pub coordinator: Background,
+    /// A pool on the same database, for assertions.
+    pub pool: PgPool,
+    /// Admin client authenticated with the admin token.
+    pub admin: Admin,
+    /// The admin token.
+    pub admin_token: String,
+    /// Agent configs and spools live here.
+    pub dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    /// Starts a coordinator with a 10-minute lease TTL.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_lease_ttl(Duration::from_secs(600)).await
+    }
+
+    /// Starts a coordinator with the given lease TTL.
+    pub async fn start_with_lease_ttl(lease_ttl: Duration) -> anyhow::Result<Self> {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn")
+            .with_test_writer()
+            .try_init();
+        let pool = ipw_coordinator::db::connect_and_migrate(fresh_database().await?).await?;
+        let admin_token = ipw_coordinator::auth::new_secret();
+        let coordinator = Background::spawn(
+            "127.0.0.1:0".parse().expect("valid address"),
+            State {
+                pool: pool.clone(),
+                lease_ttl,
+            },
+            admin_token.clone(),
+        )
+        .await?;
+        let admin = cli::connect(&coordinator.url(), &admin_token).await?;
+        Ok(Self {
+            coordinator,
+            pool,
+            admin,
+            admin_token,
+            dir: tempfile::tempdir()?,
+        })
+    }
+
+    /// A join token.
+    pub async fn token(
+        &mut self,
+        uses: u32,
+        auto_approve: bool,
+        ttl: Duration,
+    ) -> anyhow::Result<String> {
+        Ok(self
+            .admin
+            .create_token(CreateTokenRequest {
+                ttl_seconds: ttl.as_secs(),
+                max_uses: uses,
+                auto_approve,
+                description: "test".into(),
+            })
+            .await?
+            .into_inner()
+            .token)
+    }
+
+    /// Joins an agent named `name` the way `ipw-agent join` does.
+    pub async fn join(&self, token: &str, name: &str) -> anyhow::Result<AgentConfig> {
+        ipw_agent::join::join(
+            &self.coordinator.url(),
+            token,
+            name,
+            [("test".to_owned(), name.to_owned())].into(),
+        )
+        .await
+    }
+
+    /// A spool directory of the agent's own.
+    pub fn spool(&self, agent: &str) -> Spool {
+        Spool::open(&self.dir.path().join(format!("spool-{agent}"))).expect("spool opens")
+    }
+
+    /// Imports a workload file through the CLI's code path.
+    pub async fn import(&mut self, file: &std::path::Path, name: &str) -> anyhow::Result<u64> {
+        Ok(cli::import_workload(&mut self.admin, file, name)
+            .await?
+            .queries)
+    }
+}

@@ -6,7 +6,7 @@ use ipw_coordinator::cli::{self, Admin};
 use ipw_coordinator::paths;
 use ipw_proto::v1::{
     ApproveAgentRequest, CreateRunRequest, CreateTokenRequest, GenerationParams, ListAgentsRequest,
-    ReportRequest, RunStatusRequest,
+    ListWorkloadsRequest, ReportRequest, RunStatusRequest,
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -96,6 +96,8 @@ enum WorkloadCmd {
         #[arg(long)]
         name: String,
     },
+    /// Lists imported workloads.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -208,8 +210,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .into_inner()
                 .agents;
             println!(
-                "{:<36}  {:<20}  {:<9}  {}",
-                "ID", "NAME", "STATUS", "HARDWARE CLASS"
+                "{:<36}  {:<20}  {:<9}  HARDWARE CLASS",
+                "ID", "NAME", "STATUS"
             );
             for a in agents {
                 println!(
@@ -232,6 +234,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 "imported {} {} queries as workload \"{}\" ({})",
                 w.queries, w.format, w.name, w.workload_id
             );
+        }
+        Command::Workload(WorkloadCmd::List) => {
+            let ws = admin
+                .list_workloads(ListWorkloadsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .workloads;
+            println!("{:<36}  {:<24}  {:<9}  QUERIES", "ID", "NAME", "FORMAT");
+            for w in ws {
+                println!(
+                    "{:<36}  {:<24}  {:<9}  {}",
+                    w.workload_id, w.name, w.format, w.queries
+                );
+            }
         }
         Command::Run(RunCmd::Create {
             workload,

@@ -65,7 +65,10 @@ mod tests {
 
     #[test]
     fn no_letter_is_none_and_letters_beyond_j_are_ignored() {
-        assert_eq!(extract_letter("I cannot decide."), None);
+        assert_eq!(extract_letter("We cannot decide."), None);
+        // As in MMLU-Pro, a lone capital "I" (the pronoun) is read as option I: the fallback
+        // is faithful, not clever.
+        assert_eq!(extract_letter("I cannot decide."), Some('I'));
         assert_eq!(extract_letter("The answer is (K)"), None);
         assert_eq!(extract_letter(""), None);
     }

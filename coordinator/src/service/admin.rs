@@ -7,8 +7,9 @@ use crate::workload::{NewQuery, Parser};
 use ipw_proto::v1::admin_server::Admin;
 use ipw_proto::v1::{
     AgentInfo, AgentShare, ApproveAgentRequest, CreateRunRequest, CreateTokenRequest,
-    CreateTokenResponse, ImportWorkloadResponse, ListAgentsRequest, ListAgentsResponse, Report,
-    ReportRequest, ReportRow, RunInfo, RunStatus, RunStatusRequest, WorkloadChunk,
+    CreateTokenResponse, ImportWorkloadResponse, ListAgentsRequest, ListAgentsResponse,
+    ListWorkloadsRequest, ListWorkloadsResponse, Report, ReportRequest, ReportRow, RunInfo,
+    RunStatus, RunStatusRequest, WorkloadChunk,
 };
 use std::collections::HashMap;
 use tonic::{Request, Response, Status, Streaming};
@@ -183,7 +184,14 @@ impl Admin for AdminService {
         let mut parser = Parser::new();
         let mut pending: Vec<NewQuery> = Vec::with_capacity(IMPORT_BATCH);
         let mut chunk = Some(first);
+        let mut saw_last = false;
         while let Some(c) = chunk {
+            if saw_last {
+                return Err(Status::invalid_argument(format!(
+                    "a chunk followed the one marked last{nothing}"
+                )));
+            }
+            saw_last = c.last;
             for line in &c.lines {
                 let parsed = parser
                     .parse_line(line.line_no, &line.text)
@@ -200,6 +208,11 @@ impl Admin for AdminService {
                     s.message()
                 ))
             })?;
+        }
+        if !saw_last {
+            return Err(Status::aborted(format!(
+                "import stream ended before its last chunk{nothing}"
+            )));
         }
         insert_queries(&mut tx, workload_id, &pending).await?;
         let (Some(format), n @ 1..) = (parser.format(), parser.count()) else {
@@ -223,6 +236,28 @@ impl Admin for AdminService {
             name,
             format: format.as_str().into(),
             queries: n as u64,
+        }))
+    }
+
+    async fn list_workloads(
+        &self,
+        _: Request<ListWorkloadsRequest>,
+    ) -> Result<Response<ListWorkloadsResponse>, Status> {
+        let rows =
+            sqlx::query!("SELECT id, name, format, n_queries FROM workloads ORDER BY imported_at")
+                .fetch_all(&self.state.pool)
+                .await
+                .map_err(db_error)?;
+        Ok(Response::new(ListWorkloadsResponse {
+            workloads: rows
+                .into_iter()
+                .map(|w| ImportWorkloadResponse {
+                    workload_id: w.id.to_string(),
+                    name: w.name,
+                    format: w.format,
+                    queries: w.n_queries as u64,
+                })
+                .collect(),
         }))
     }
 
@@ -259,8 +294,10 @@ impl Admin for AdminService {
         } else {
             params.top_p
         };
-        if !(params.temperature.is_finite() && params.temperature >= 0.0)
-            || !(top_p > 0.0 && top_p <= 1.0)
+        if !(params.temperature.is_finite()
+            && params.temperature >= 0.0
+            && top_p > 0.0
+            && top_p <= 1.0)
         {
             return bad("temperature must be >= 0 and top-p in (0, 1]");
         }
