@@ -149,6 +149,33 @@ pub fn render_report(report: &Report) -> String {
     s
 }
 
+/// A plain table: a header row, then one row per item, columns padded to fit.
+pub fn render_table(headers: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows.into_iter().collect();
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([headers[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned() + "\n"
+    };
+    let mut s = line(headers.to_vec());
+    for r in &rows {
+        s.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    s
+}
+
 /// `ipw run status`: a one-screen summary.
 pub fn render_status(st: &RunStatus) -> String {
     let mut s = String::new();
@@ -188,6 +215,18 @@ pub fn render_status(st: &RunStatus) -> String {
 mod tests {
     use super::*;
     use ipw_proto::v1::{ReportRow, RunInfo};
+
+    #[test]
+    fn tables_pad_columns_to_their_widest_cell() {
+        let t = render_table(
+            &["ID", "NAME"],
+            [
+                vec!["1".into(), "long-name".into()],
+                vec!["22".into(), "x".into()],
+            ],
+        );
+        assert_eq!(t, "ID  NAME\n1   long-name\n22  x\n");
+    }
 
     #[test]
     fn unknown_energy_reads_na_with_its_reason() {

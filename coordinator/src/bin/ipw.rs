@@ -209,16 +209,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .map_err(status)?
                 .into_inner()
                 .agents;
-            println!(
-                "{:<36}  {:<20}  {:<9}  HARDWARE CLASS",
-                "ID", "NAME", "STATUS"
+            let rows = agents
+                .into_iter()
+                .map(|a| vec![a.id, a.name, a.status, a.hardware_class]);
+            print!(
+                "{}",
+                cli::render_table(&["ID", "NAME", "STATUS", "HARDWARE CLASS"], rows)
             );
-            for a in agents {
-                println!(
-                    "{:<36}  {:<20}  {:<9}  {}",
-                    a.id, a.name, a.status, a.hardware_class
-                );
-            }
         }
         Command::Agents(AgentsCmd::Approve { id }) => {
             let a = admin
@@ -242,13 +239,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .map_err(status)?
                 .into_inner()
                 .workloads;
-            println!("{:<36}  {:<24}  {:<9}  QUERIES", "ID", "NAME", "FORMAT");
-            for w in ws {
-                println!(
-                    "{:<36}  {:<24}  {:<9}  {}",
-                    w.workload_id, w.name, w.format, w.queries
-                );
-            }
+            let rows = ws
+                .into_iter()
+                .map(|w| vec![w.workload_id, w.name, w.format, w.queries.to_string()]);
+            print!(
+                "{}",
+                cli::render_table(&["ID", "NAME", "FORMAT", "QUERIES"], rows)
+            );
         }
         Command::Run(RunCmd::Create {
             workload,
