@@ -86,6 +86,49 @@ async fn an_unapproved_agent_gets_no_lease_until_approved() -> anyhow::Result<()
 }
 
 #[tokio::test]
+async fn an_agent_whose_engine_is_down_takes_no_work() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start().await?;
+    let file = fleet.dir.path().join("one.jsonl");
+    std::fs::write(
+        &file,
+        "{\"id\": \"1\", \"prompt\": \"hi\", \"answer\": \"hello\"}\n",
+    )?;
+    fleet.import(&file, "one").await?;
+    fleet
+        .admin
+        .create_run(ipw_proto::v1::CreateRunRequest {
+            workload: "one".into(),
+            model: "m".into(),
+            sample: 1,
+            concurrency: 1,
+            shard_size: 1,
+            ..Default::default()
+        })
+        .await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let cfg = fleet.join(&token, "no-engine").await?;
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let opts = ipw_agent::runner::RunOptions {
+        engine_url: format!("http://{dead}"),
+        exit_when_idle: true,
+        ..Default::default()
+    };
+    let e = format!(
+        "{:#}",
+        ipw_agent::runner::run(&cfg, &fleet.spool("x"), &opts)
+            .await
+            .unwrap_err()
+    );
+    assert!(e.contains("the engine is not answering"), "{e}");
+    let leased: i64 = sqlx::query_scalar("SELECT count(*) FROM lease_attempts")
+        .fetch_one(&fleet.pool)
+        .await?;
+    assert_eq!(leased, 0);
+    Ok(())
+}
+
+#[tokio::test]
 async fn forged_credentials_and_admin_tokens_are_refused() -> anyhow::Result<()> {
     let mut fleet = Fleet::start().await?;
     let token = fleet.token(1, true, Duration::from_secs(60)).await?;

@@ -81,6 +81,23 @@ impl Engine {
         &self.base_url
     }
 
+    /// Checks that the engine answers `GET /v1/models`, so work is not leased to an agent
+    /// whose engine is down. The error says what was tried.
+    pub async fn check(&self) -> Result<(), String> {
+        let url = format!("{}/v1/models", self.base_url);
+        match self
+            .http
+            .get(&url)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("GET {url} answered {}", r.status())),
+            Err(e) => Err(format!("GET {url}: {e}")),
+        }
+    }
+
     /// Sends one chat request and measures it. Failures are recorded in the result, not
     /// returned: a failed query is still a measured outcome.
     pub async fn chat(

@@ -89,6 +89,15 @@ async fn lease_loop(
     summary.committed += committed;
     summary.duplicates += duplicates;
     loop {
+        // No engine, no lease: a shard run against a dead engine would only record errors.
+        if let Err(e) = engine.check().await {
+            if opts.exit_when_idle {
+                anyhow::bail!("the engine is not answering ({e}); not taking work");
+            }
+            tracing::error!("the engine is not answering ({e}); not taking work until it does");
+            tokio::time::sleep(opts.poll_interval).await;
+            continue;
+        }
         let lease = match coord.acquire_lease(AcquireLeaseRequest {}).await {
             Ok(r) => r.into_inner().lease,
             Err(s) if s.code() == Code::PermissionDenied => {
