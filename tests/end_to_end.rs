@@ -2,7 +2,7 @@
 //! server, results and IPW in Postgres.
 
 use ipw_agent::runner::{self, RunOptions};
-use ipw_e2e::{Fleet, engine_url, mmlu_pro};
+use ipw_e2e::{Fleet, mmlu_pro};
 use ipw_proto::v1::{
     ApproveAgentRequest, CreateRunRequest, GenerationParams, ReportRequest, RunStatusRequest,
 };
@@ -49,10 +49,8 @@ async fn two_agents_share_a_sharded_run_and_every_query_lands_once() -> anyhow::
     let run_id = Uuid::parse_str(&run.run_id)?;
 
     let opts = RunOptions {
-        engine_url: engine_url(),
-        exit_when_idle: true,
         upload_batch: 3,
-        ..RunOptions::default()
+        ..fleet.run_options()
     };
     let (spool_a, spool_b) = (fleet.spool("a"), fleet.spool("b"));
     let (ra, rb) = tokio::join!(
@@ -184,11 +182,7 @@ async fn a_resent_result_is_acknowledged_as_duplicate_and_not_recorded_twice() -
         })
         .await?;
     let spool = fleet.spool("solo");
-    let opts = RunOptions {
-        engine_url: engine_url(),
-        exit_when_idle: true,
-        ..RunOptions::default()
-    };
+    let opts = fleet.run_options();
     let first = runner::run(&agent, &spool, &opts).await?;
     assert_eq!((first.committed, first.duplicates), (2, 0));
 
@@ -234,4 +228,147 @@ fn chrono_now_us() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
         .as_micros() as i64
+}
+
+/// The whole energy path (sampler, idle baseline, attribution, upload, audit series, views)
+/// driven by a RAPL counter in the kernel's sysfs format that this test advances at a known
+/// 25 W. The figures are the fixture's, not a measurement; they check the plumbing and the
+/// conservation of energy end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn energy_from_a_powercap_counter_is_attributed_conserved_and_audited() -> anyhow::Result<()>
+{
+    const WATTS: f64 = 25.0;
+    let mut fleet = Fleet::start().await?;
+    let file = fleet.dir.path().join("four.jsonl");
+    std::fs::write(
+        &file,
+        (1..=4)
+            .map(|i| {
+                format!(
+                    "{{\"id\": \"{i}\", \"prompt\": \"Count from 1 to {}.\", \"answer\": \"x\"}}\n",
+                    i + 3
+                )
+            })
+            .collect::<String>(),
+    )?;
+    fleet.import(&file, "four").await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let agent = fleet.join(&token, "metered").await?;
+    let run = fleet
+        .admin
+        .create_run(CreateRunRequest {
+            workload: "four".into(),
+            model: "SmolLM2-135M-Instruct".into(),
+            sample: 4,
+            seed: 3,
+            concurrency: 2,
+            shard_size: 4,
+            repetitions: 1,
+            params: Some(GenerationParams {
+                max_tokens: 48,
+                temperature: 0.0,
+                top_p: 1.0,
+            }),
+        })
+        .await?
+        .into_inner();
+
+    // A package zone whose counter grows by WATTS joules per second (and wraps like the real one).
+    let powercap = fleet.dir.path().join("powercap");
+    let zone = powercap.join("intel-rapl:0");
+    std::fs::create_dir_all(&zone)?;
+    std::fs::write(zone.join("name"), "package-0\n")?;
+    std::fs::write(zone.join("max_energy_range_uj"), "262143328850\n")?;
+    std::fs::write(zone.join("energy_uj"), "0\n")?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (zone, stop) = (zone.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let uj = (start.elapsed().as_secs_f64() * WATTS * 1e6) as u64 % 262_143_328_850;
+                let tmp = zone.join("energy_uj.tmp");
+                std::fs::write(&tmp, format!("{uj}\n")).unwrap();
+                std::fs::rename(&tmp, zone.join("energy_uj")).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+
+    let mut opts = fleet.run_options();
+    opts.power.idle = Duration::from_secs(1);
+    opts.power.discovery.powercap_root = powercap;
+    let summary = runner::run(&agent, &fleet.spool("metered"), &opts).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_eq!(summary?.committed, 4);
+    let run_id = Uuid::parse_str(&run.run_id)?;
+
+    // Every result carries energy with its provenance; none is missing.
+    let rows: Vec<(f64, f64, f64, String, String, f64, String)> = sqlx::query_as(
+        "SELECT energy_j, dynamic_energy_j, latency_s, power_source, power_scope, sample_hz, energy_attribution
+         FROM results WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_all(&fleet.pool)
+    .await?;
+    assert_eq!(rows.len(), 4);
+    for (energy, dynamic, latency, source, scope, hz, rule) in &rows {
+        assert_eq!(
+            (source.as_str(), scope.as_str(), *hz, rule.as_str()),
+            ("rapl", "cpu-package", 20.0, "time-share")
+        );
+        // Concurrency 2 shares the time, so a query gets between half and all of WATTS x latency.
+        assert!(
+            *energy >= 0.45 * WATTS * latency && *energy <= 1.05 * WATTS * latency,
+            "{energy} J over {latency} s"
+        );
+        // Idle power equals load power here, so dynamic energy is about nothing.
+        assert!(
+            dynamic.abs() <= 0.1 * energy,
+            "dynamic {dynamic} of raw {energy}"
+        );
+    }
+
+    // Conservation: the per-query energies add up to the shard's active energy (0.5%), which is
+    // WATTS over the time any query ran; the idle baseline is WATTS.
+    let (sum, active, idle, series_points, span): (f64, f64, f64, i64, f64) = sqlx::query_as(
+        "SELECT (SELECT sum(energy_j) FROM results WHERE run_id = $1),
+                t.active_energy_j, t.idle_power_w,
+                (SELECT sum(cardinality(t_s)) FROM power_series p WHERE p.shard_id = t.shard_id)::bigint,
+                (SELECT extract(epoch FROM max(started_at + make_interval(secs => latency_s)) - min(started_at))
+                 FROM results WHERE run_id = $1)::float8
+         FROM shard_telemetry t JOIN shards s ON s.id = t.shard_id WHERE s.run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_one(&fleet.pool)
+    .await?;
+    assert!(
+        (sum - active).abs() <= 0.005 * active,
+        "sum {sum} vs active {active}"
+    );
+    assert!((idle - WATTS).abs() <= 0.05 * WATTS, "idle {idle} W");
+    assert!(
+        active <= WATTS * span * 1.02,
+        "active {active} J over a {span} s span"
+    );
+    assert!(
+        series_points >= 20,
+        "the audit series holds the samples ({series_points})"
+    );
+
+    // The summary now has power and IPW.
+    let report = fleet
+        .admin
+        .get_report(ReportRequest {
+            run_id: run.run_id.clone(),
+        })
+        .await?
+        .into_inner();
+    let row = &report.rows[0];
+    let power = row.mean_power_w.expect("mean power");
+    assert!(power > 0.45 * WATTS && power <= 1.05 * WATTS, "{power} W");
+    assert!(row.ipw.is_some() && row.ipj.is_some());
+    assert_eq!(row.power_source, "rapl");
+    Ok(())
 }

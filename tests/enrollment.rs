@@ -111,8 +111,7 @@ async fn an_agent_whose_engine_is_down_takes_no_work() -> anyhow::Result<()> {
     let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let opts = ipw_agent::runner::RunOptions {
         engine_url: format!("http://{dead}"),
-        exit_when_idle: true,
-        ..Default::default()
+        ..fleet.run_options()
     };
     let e = format!(
         "{:#}",

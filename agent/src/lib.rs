@@ -2,13 +2,16 @@
 //! local OpenAI-compatible engine while sampling power, and uploads the results from a durable
 //! spool that is emptied only after the coordinator has committed them.
 
+pub mod attribution;
 pub mod client;
 pub mod config;
 pub mod engine;
 pub mod hardware;
 pub mod join;
+pub mod meter;
 pub mod power;
 pub mod runner;
+pub mod sampler;
 pub mod spool;
 
 /// The agent's version, recorded with every join.

@@ -1,10 +1,14 @@
 //! `ipw-agent`: join a fleet, run its work, probe this machine.
 
 use clap::{Parser, Subcommand};
+use ipw_agent::attribution::Rule;
 use ipw_agent::config::{self, AgentConfig};
+use ipw_agent::meter::PowerOptions;
+use ipw_agent::power::{self, DiscoveryOptions};
 use ipw_agent::runner::{self, RunOptions};
+use ipw_agent::sampler::Sampler;
 use ipw_agent::spool::Spool;
-use ipw_agent::{hardware, join, power};
+use ipw_agent::{hardware, join};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -54,9 +58,50 @@ enum Command {
         /// Per-request timeout.
         #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
         request_timeout: Duration,
+        /// Idle power measurement before each shard (0s to skip).
+        #[arg(long, env = "IPW_IDLE", default_value = "10s", value_parser = humantime::parse_duration)]
+        idle: Duration,
+        /// How concurrent queries share an interval's energy: time-share or token-share.
+        #[arg(long, default_value = "time-share", value_parser = Rule::parse)]
+        attribution: Rule,
+        #[command(flatten)]
+        power: PowerArgs,
     },
-    /// Prints the detected hardware and power sources.
-    Probe,
+    /// Prints the detected hardware, and each power source with a reading.
+    Probe {
+        /// How long to read each source.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        seconds: Duration,
+        #[command(flatten)]
+        power: PowerArgs,
+    },
+}
+
+/// Where power is read from, and how often.
+#[derive(clap::Args, Debug)]
+struct PowerArgs {
+    /// Power samples per second.
+    #[arg(long, env = "IPW_POWER_HZ", default_value_t = ipw_agent::sampler::DEFAULT_HZ)]
+    power_hz: f64,
+    /// NVIDIA GPUs to measure: indices or UUIDs, comma-separated (default: CUDA_VISIBLE_DEVICES, else all).
+    #[arg(long, env = "IPW_GPUS")]
+    gpus: Option<String>,
+    /// The powercap sysfs root, for RAPL.
+    #[arg(long, default_value = power::rapl::POWERCAP_ROOT, hide = true)]
+    powercap_root: PathBuf,
+    /// The DRM sysfs root, for AMD GPUs.
+    #[arg(long, default_value = power::amd_hwmon::DRM_ROOT, hide = true)]
+    drm_root: PathBuf,
+}
+
+impl PowerArgs {
+    fn discovery(&self) -> DiscoveryOptions {
+        DiscoveryOptions {
+            powercap_root: self.powercap_root.clone(),
+            drm_root: self.drm_root.clone(),
+            gpus: self.gpus.clone(),
+        }
+    }
 }
 
 #[tokio::main]
@@ -102,6 +147,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             exit_when_idle,
             poll_interval,
             request_timeout,
+            idle,
+            attribution,
+            power,
         } => {
             let cfg = AgentConfig::load(&config_path)?;
             let spool = Spool::open(&spool_dir.unwrap_or_else(config::default_spool_dir))?;
@@ -110,6 +158,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 exit_when_idle,
                 poll_interval,
                 request_timeout,
+                power: PowerOptions {
+                    hz: power.power_hz,
+                    idle,
+                    rule: attribution,
+                    discovery: power.discovery(),
+                },
                 ..RunOptions::default()
             };
             let s = runner::run(&cfg, &spool, &opts).await?;
@@ -118,47 +172,69 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 s.shards, s.committed, s.duplicates
             );
         }
-        Command::Probe => {
-            let hw = hardware::probe();
-            println!("host      {}", hw.hostname);
-            println!("os        {} (kernel {})", hw.os, hw.kernel);
-            println!(
-                "cpu       {} ({} logical cores)",
-                hw.cpu_model, hw.cpu_cores
-            );
-            println!(
-                "memory    {:.1} GiB",
-                hw.memory_bytes as f64 / (1u64 << 30) as f64
-            );
-            match hardware::nvidia_gpus() {
-                Ok(gpus) if !gpus.is_empty() => {
-                    for g in gpus {
-                        println!(
-                            "gpu {}     {} {} ({:.0} GiB, driver {})",
-                            g.index,
-                            g.vendor,
-                            g.model,
-                            g.memory_bytes as f64 / (1u64 << 30) as f64,
-                            g.driver_version
-                        );
-                    }
+        Command::Probe { seconds, power } => probe(seconds, &power),
+    }
+    Ok(())
+}
+
+/// Hardware, then every power source found with a reading over `seconds`, then every source
+/// not found with its reason.
+fn probe(seconds: Duration, power: &PowerArgs) {
+    let hw = hardware::probe();
+    println!("host      {}", hw.hostname);
+    println!("os        {} (kernel {})", hw.os, hw.kernel);
+    println!(
+        "cpu       {} ({} logical cores)",
+        hw.cpu_model, hw.cpu_cores
+    );
+    println!(
+        "memory    {:.1} GiB",
+        hw.memory_bytes as f64 / (1u64 << 30) as f64
+    );
+    for g in &hw.accelerators {
+        println!(
+            "gpu {}     {} {} ({:.0} GiB, driver {})",
+            g.index,
+            g.vendor,
+            g.model,
+            g.memory_bytes as f64 / (1u64 << 30) as f64,
+            g.driver_version
+        );
+    }
+    let d = power::discover(&power.discovery());
+    println!("power sources found:");
+    if d.sources.is_empty() {
+        println!("  (none)");
+    } else {
+        let sampler = Sampler::start(
+            d.sources,
+            power.power_hz,
+            (power.power_hz * (seconds.as_secs_f64() + 5.0)) as usize,
+        );
+        std::thread::sleep(seconds);
+        let samples = sampler.samples(0.0, f64::INFINITY);
+        for (i, info) in sampler.sources().iter().enumerate() {
+            let reading = match (samples.first(), samples.last()) {
+                (Some(a), Some(b)) if b.t > a.t => {
+                    let j = b.cumulative_j[i] - a.cumulative_j[i];
+                    format!(
+                        "{:.2} W mean over {:.1} s ({:.2} J, {} samples)",
+                        j / (b.t - a.t),
+                        b.t - a.t,
+                        j,
+                        samples.len()
+                    )
                 }
-                Ok(_) => println!("gpus      none (NVML reports no devices)"),
-                Err(reason) => println!("gpus      none ({reason})"),
-            }
-            let d = power::discover();
-            println!("power sources found:");
-            if d.sources.is_empty() {
-                println!("  (none)");
-            }
-            for s in &d.sources {
-                println!("  {} ({})", s.kind(), s.scope());
-            }
-            println!("power sources not usable:");
-            for u in &d.unavailable {
-                println!("  {}: {}", u.kind, u.reason);
+                _ => "no reading in time".into(),
+            };
+            println!("  {} {} ({}): {reading}", info.kind, info.name, info.scope);
+            if !info.details.is_null() {
+                println!("      {}", info.details);
             }
         }
     }
-    Ok(())
+    println!("power sources not usable:");
+    for u in &d.unavailable {
+        println!("  {}: {}", u.kind, u.reason);
+    }
 }

@@ -1,9 +1,11 @@
 //! `ipw-agent run`: lease, execute, upload, repeat.
 
+use crate::attribution::Window;
 use crate::client::{self, Coordinator};
 use crate::config::AgentConfig;
 use crate::engine::{Completion, Engine};
-use crate::power;
+use crate::meter::{Meter, PowerOptions};
+use crate::power::NoPower;
 use crate::spool::{Spool, SpoolKey};
 use anyhow::Context;
 use futures::{Stream, StreamExt};
@@ -31,6 +33,8 @@ pub struct RunOptions {
     pub upload_batch: usize,
     /// Heartbeat period; heartbeats renew leases.
     pub heartbeat_interval: Duration,
+    /// How power is sampled and attributed.
+    pub power: PowerOptions,
 }
 
 impl Default for RunOptions {
@@ -42,6 +46,7 @@ impl Default for RunOptions {
             exit_when_idle: false,
             upload_batch: 64,
             heartbeat_interval: Duration::from_secs(30),
+            power: PowerOptions::default(),
         }
     }
 }
@@ -65,13 +70,9 @@ pub async fn run(
 ) -> anyhow::Result<RunSummary> {
     let mut coord = client::connect(&config.coordinator, &config.credential).await?;
     let engine = Engine::new(&opts.engine_url, opts.request_timeout)?;
-    let discovery = power::discover();
-    let energy = discovery.energy_record();
-    if discovery.sources.is_empty() {
-        tracing::warn!(reason = %energy.null_reason, "no readable power source: energy will be recorded as unknown");
-    }
+    let meter = Meter::start(&opts.power);
     let heartbeat = tokio::spawn(heartbeat_loop(coord.clone(), opts.heartbeat_interval));
-    let outcome = lease_loop(&mut coord, &engine, &energy, spool, opts).await;
+    let outcome = lease_loop(&mut coord, &engine, &meter, spool, opts).await;
     heartbeat.abort();
     outcome
 }
@@ -79,7 +80,7 @@ pub async fn run(
 async fn lease_loop(
     coord: &mut Coordinator,
     engine: &Engine,
-    energy: &Energy,
+    meter: &Meter,
     spool: &Spool,
     opts: &RunOptions,
 ) -> anyhow::Result<RunSummary> {
@@ -119,7 +120,7 @@ async fn lease_loop(
             continue;
         };
         let (committed, duplicates) =
-            execute_shard(coord, engine, energy, spool, &lease, opts).await?;
+            execute_shard(coord, engine, meter, spool, &lease, opts).await?;
         summary.committed += committed;
         summary.duplicates += duplicates;
         match coord
@@ -139,34 +140,24 @@ async fn lease_loop(
     }
 }
 
-/// Runs a shard's queries at the run's concurrency. Each result is spooled as soon as it is
-/// measured and streamed to the coordinator; the spool keeps it until the commit is acked.
+/// Measures idle power, runs a shard's queries at the run's concurrency, attributes their
+/// energy, then uploads. Each result is spooled the moment it is measured (energy follows once
+/// the shard's windows are all known) and stays spooled until its commit is acknowledged.
 async fn execute_shard(
     coord: &mut Coordinator,
     engine: &Engine,
-    energy: &Energy,
+    meter: &Meter,
     spool: &Spool,
     lease: &Lease,
     opts: &RunOptions,
 ) -> anyhow::Result<(u64, u64)> {
     tracing::info!(shard = %lease.shard_id, index = lease.shard_index, queries = lease.items.len(), concurrency = lease.concurrency, "running shard");
+    let idle = meter.idle_baseline().await;
+    if let Some(i) = idle {
+        tracing::info!(shard = %lease.shard_id, idle_w = i.power_w, seconds = i.seconds, "idle baseline");
+    }
     let params = lease.params.unwrap_or_default();
     let params = &params;
-    let (tx, rx) = tokio::sync::mpsc::channel::<(SpoolKey, QueryResult)>(lease.items.len().max(1));
-    let upload = {
-        let mut coord = coord.clone();
-        let spool = spool.clone();
-        let batch = opts.upload_batch;
-        tokio::spawn(async move {
-            upload(
-                &mut coord,
-                &spool,
-                tokio_stream::wrappers::ReceiverStream::new(rx),
-                batch,
-            )
-            .await
-        })
-    };
     let concurrency = lease.concurrency.max(1) as usize;
     let mut measured = futures::stream::iter(lease.items.iter())
         .map(|item| async move {
@@ -176,35 +167,62 @@ async fn execute_shard(
             )
         })
         .buffer_unordered(concurrency);
-    let mut spool_error = None;
+    let mut results: Vec<QueryResult> = Vec::with_capacity(lease.items.len());
+    let mut windows: Vec<Window> = Vec::with_capacity(lease.items.len());
     while let Some((item, completion)) = measured.next().await {
-        let result = to_result(lease, item, completion, energy);
-        let writer = spool.clone();
-        let put =
-            tokio::task::spawn_blocking(move || writer.put(&result).map(|k| (k, result))).await?;
-        match put {
-            Ok(entry) => {
-                if tx.send(entry).await.is_err() {
-                    break; // the uploader failed; its error is reported below
-                }
-            }
-            Err(e) => {
-                tracing::error!(spool = %spool.dir().display(), error = %e, "cannot write to the spool; stopping this shard");
-                spool_error = Some(e);
-                break;
-            }
-        }
+        let start = completion.started.map(|s| meter.clock(s)).unwrap_or(0.0);
+        windows.push(Window {
+            start,
+            end: start + completion.latency_s,
+            tokens: f64::from(completion.tokens_out),
+        });
+        let result = to_result(lease, item, completion, None);
+        spool_put(spool, vec![result.clone()]).await?;
+        results.push(result);
     }
-    drop(tx);
-    let uploaded = upload.await.expect("uploader panicked");
-    if let Some(e) = spool_error {
-        return Err(anyhow::Error::new(e)
-            .context(format!("spool {} is not writable", spool.dir().display())));
+
+    let (energies, active) = meter.attribute(&windows, idle).await;
+    for (r, e) in results.iter_mut().zip(energies) {
+        r.energy = Some(e);
     }
-    uploaded
+    let entries = spool_put(spool, results).await?;
+    let uploaded = upload(coord, spool, tokio_stream::iter(entries), opts.upload_batch).await?;
+
+    let from = idle.map(|i| i.from).unwrap_or_else(|| {
+        windows
+            .iter()
+            .map(|w| w.start)
+            .fold(f64::INFINITY, f64::min)
+    });
+    let to = windows.iter().map(|w| w.end).fold(from, f64::max);
+    if let Some(t) = meter.telemetry(&lease.shard_id, from, to, idle, active) {
+        coord.upload_shard_telemetry(t).await.map_err(|s| {
+            anyhow::anyhow!(
+                "uploading the power series of shard {} failed: {}",
+                lease.shard_id,
+                s.message()
+            )
+        })?;
+    }
+    Ok(uploaded)
 }
 
-fn to_result(lease: &Lease, item: &WorkItem, c: Completion, energy: &Energy) -> QueryResult {
+/// Writes results to the spool durably (off the async threads); a full or broken disk stops
+/// the shard, loudly.
+async fn spool_put(
+    spool: &Spool,
+    results: Vec<QueryResult>,
+) -> anyhow::Result<Vec<(SpoolKey, QueryResult)>> {
+    let writer = spool.clone();
+    tokio::task::spawn_blocking(move || results.into_iter().map(|r| writer.put(&r).map(|k| (k, r))).collect::<Result<Vec<_>, _>>())
+        .await?
+        .map_err(|e| {
+            tracing::error!(spool = %spool.dir().display(), error = %e, "cannot write to the spool; stopping");
+            anyhow::Error::new(e).context(format!("spool {} is not writable", spool.dir().display()))
+        })
+}
+
+fn to_result(lease: &Lease, item: &WorkItem, c: Completion, energy: Option<Energy>) -> QueryResult {
     QueryResult {
         shard_id: lease.shard_id.clone(),
         run_id: lease.run_id.clone(),
@@ -219,7 +237,7 @@ fn to_result(lease: &Lease, item: &WorkItem, c: Completion, energy: &Energy) -> 
         response: c.text,
         finish_reason: c.finish_reason,
         error: c.error.unwrap_or_default(),
-        energy: Some(energy.clone()),
+        energy,
     }
 }
 
@@ -237,6 +255,20 @@ pub async fn flush_spool(
         return Ok((0, 0));
     }
     tracing::info!(results = pending.len(), "re-sending spooled results");
+    // A result spooled before its shard's energy was attributed lost its power series with
+    // the process: its energy is unknown, and says so.
+    let pending = pending
+        .into_iter()
+        .map(|(k, mut r)| {
+            if r.energy.is_none() {
+                r.energy = Some(
+                    NoPower::new("the agent stopped before this result's energy was attributed")
+                        .energy_record("time-share"),
+                );
+            }
+            (k, r)
+        })
+        .collect::<Vec<_>>();
     upload(coord, spool, tokio_stream::iter(pending), batch).await
 }
 

@@ -15,14 +15,14 @@ pub const MAX_SHORT_TEXT_BYTES: usize = 4096;
 /// Most results accepted in one batch.
 pub const MAX_BATCH_RESULTS: usize = 10_000;
 
-const POWER_SOURCES: &[&str] = &[
+/// Power source kinds; a result measured by several joins them with '+'.
+pub const POWER_SOURCES: &[&str] = &[
     "nvml-counter",
     "nvml-power",
     "rapl",
     "amd-hwmon",
     "apple-ioreport",
     "powermetrics",
-    "none",
 ];
 const ATTRIBUTIONS: &[&str] = &["time-share", "token-share"];
 
@@ -124,9 +124,9 @@ pub fn validate(r: &QueryResult) -> Result<ValidResult, String> {
     } else {
         energy.source.clone()
     };
-    if !POWER_SOURCES.contains(&power_source.as_str()) {
+    if power_source != "none" && !power_source.split('+').all(|k| POWER_SOURCES.contains(&k)) {
         return Err(format!(
-            "unknown power source \"{power_source}\"; expected one of {}",
+            "unknown power source \"{power_source}\"; expected none, or one or more of {} joined with '+'",
             POWER_SOURCES.join(", ")
         ));
     }
@@ -391,6 +391,19 @@ mod tests {
         assert_eq!(v.energy_null_reason.as_deref(), Some("no power source"));
         assert_eq!(v.energy_attribution, "time-share");
         assert_eq!(v.error, None);
+    }
+
+    #[test]
+    fn several_sources_are_joined_with_plus() {
+        let mut r = ok_result();
+        r.energy = Some(Energy {
+            energy_j: Some(3.0),
+            source: "nvml-counter+rapl".into(),
+            ..Default::default()
+        });
+        assert_eq!(validate(&r).unwrap().power_source, "nvml-counter+rapl");
+        r.energy.as_mut().unwrap().source = "rapl+guess".into();
+        assert!(validate(&r).unwrap_err().contains("unknown power source"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use anyhow::Context;
 use ipw_agent::config::AgentConfig;
+use ipw_agent::runner::RunOptions;
 use ipw_agent::spool::Spool;
 use ipw_coordinator::cli::{self, Admin};
 use ipw_coordinator::server::Background;
@@ -135,6 +136,22 @@ impl Fleet {
     /// A spool directory of the agent's own.
     pub fn spool(&self, agent: &str) -> Spool {
         Spool::open(&self.dir.path().join(format!("spool-{agent}"))).expect("spool opens")
+    }
+
+    /// Agent options for tests: the test engine, exit when idle, and no power source at all
+    /// (discovery looks at empty trees and no GPUs), so energy is NULL with its reason whatever
+    /// machine the tests run on, and no idle baseline is waited for.
+    pub fn run_options(&self) -> RunOptions {
+        let mut opts = RunOptions {
+            engine_url: engine_url(),
+            exit_when_idle: true,
+            ..RunOptions::default()
+        };
+        opts.power.idle = Duration::ZERO;
+        opts.power.discovery.powercap_root = self.dir.path().join("no-powercap");
+        opts.power.discovery.drm_root = self.dir.path().join("no-drm");
+        opts.power.discovery.gpus = Some(String::new());
+        opts
     }
 
     /// Imports a workload file through the CLI's code path.

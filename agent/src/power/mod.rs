@@ -1,33 +1,54 @@
 //! Power sources: one trait, one file per kind of source.
 //!
-//! A source reports what it measures (its kind and scope). When nothing readable is found,
-//! energy is recorded as unknown with the reason, never estimated.
+//! A source reports what it measures (its kind and scope) and how: a cumulative energy
+//! counter, or instantaneous power that the sampler integrates. When nothing readable is
+//! found, energy is recorded as unknown with the reason, never estimated.
 
+pub mod amd_hwmon;
+pub mod ioreport;
 mod none;
+pub mod nvml;
+pub mod powermetrics;
 pub mod rapl;
 
 pub use none::NoPower;
 
-use ipw_proto::v1::Energy;
+use std::path::PathBuf;
+use std::time::Duration;
 
 /// A reading from a power source.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Reading {
-    /// A monotonically increasing energy counter, in joules.
+    /// A cumulative energy counter, in joules. It may wrap (see [`PowerSource::wrap_j`]).
     EnergyJ(f64),
-    /// Instantaneous power, in watts.
+    /// Instantaneous (or short-average) power, in watts.
     PowerW(f64),
 }
 
 /// One place power can be read from.
 pub trait PowerSource: Send {
     /// The provenance name stored with results: nvml-counter, nvml-power, rapl, amd-hwmon,
-    /// apple-ioreport, powermetrics or none.
+    /// apple-ioreport or powermetrics.
     fn kind(&self) -> &'static str;
     /// What the source covers: gpu, cpu-package, dram or soc.
     fn scope(&self) -> &'static str;
+    /// Which device or domain, for people: "GPU 0 NVIDIA H100", "package-0".
+    fn name(&self) -> String;
     /// Takes one reading.
     fn read(&mut self) -> std::io::Result<Reading>;
+    /// Where an energy counter wraps around, in joules; `None` if it does not.
+    fn wrap_j(&self) -> Option<f64> {
+        None
+    }
+    /// How often the underlying value changes; windows shorter than this are warned about.
+    /// Zero where it is not known.
+    fn update_period(&self) -> Duration {
+        Duration::ZERO
+    }
+    /// Settings worth keeping with the measurements: power limit, clocks, driver version.
+    fn details(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }
 
 /// A candidate that was looked for and not usable, with why.
@@ -39,6 +60,27 @@ pub struct Unavailable {
     pub reason: String,
 }
 
+/// Where to look, and which devices to use. Defaults are the real system locations.
+#[derive(Debug, Clone)]
+pub struct DiscoveryOptions {
+    /// The powercap sysfs root (`/sys/class/powercap`).
+    pub powercap_root: PathBuf,
+    /// The DRM sysfs root for AMD GPUs (`/sys/class/drm`).
+    pub drm_root: PathBuf,
+    /// NVIDIA GPUs to measure (`--gpus`), overriding `CUDA_VISIBLE_DEVICES`.
+    pub gpus: Option<String>,
+}
+
+impl Default for DiscoveryOptions {
+    fn default() -> Self {
+        Self {
+            powercap_root: PathBuf::from(rapl::POWERCAP_ROOT),
+            drm_root: PathBuf::from(amd_hwmon::DRM_ROOT),
+            gpus: None,
+        }
+    }
+}
+
 /// What [`discover`] found on this machine.
 pub struct Discovery {
     /// Readable sources.
@@ -48,68 +90,50 @@ pub struct Discovery {
 }
 
 /// Looks for every kind of source this platform can have.
-pub fn discover() -> Discovery {
-    let mut sources: Vec<Box<dyn PowerSource>> = Vec::new();
-    let mut unavailable = Vec::new();
-    match crate::hardware::nvidia_gpus() {
-        Ok(gpus) if !gpus.is_empty() => unavailable.push(Unavailable {
-            kind: "nvml-counter",
-            reason: format!(
-                "{} NVIDIA GPU(s) found, but NVML energy sampling is not implemented yet",
-                gpus.len()
-            ),
-        }),
-        Ok(_) => unavailable.push(Unavailable {
-            kind: "nvml-counter",
-            reason: "NVML reports no GPUs".into(),
-        }),
-        Err(reason) => unavailable.push(Unavailable {
-            kind: "nvml-counter",
-            reason,
-        }),
-    }
-    match rapl::discover(std::path::Path::new(rapl::POWERCAP_ROOT)) {
-        Ok(domains) => sources.extend(
-            domains
-                .into_iter()
-                .map(|d| Box::new(d) as Box<dyn PowerSource>),
-        ),
-        Err(reason) => unavailable.push(Unavailable {
-            kind: "rapl",
-            reason,
-        }),
-    }
-    Discovery {
-        sources,
-        unavailable,
-    }
+pub fn discover(opts: &DiscoveryOptions) -> Discovery {
+    let mut d = Discovery {
+        sources: Vec::new(),
+        unavailable: Vec::new(),
+    };
+    let gpu_spec = opts
+        .gpus
+        .clone()
+        .or_else(|| std::env::var("CUDA_VISIBLE_DEVICES").ok());
+    d.take("nvml", nvml::discover(gpu_spec.as_deref()));
+    d.take("rapl", rapl::discover(&opts.powercap_root));
+    d.take("amd-hwmon", amd_hwmon::discover(&opts.drm_root));
+    d.unavailable.push(Unavailable {
+        kind: "apple-ioreport",
+        reason: ioreport::unavailable_reason(),
+    });
+    d.take("powermetrics", powermetrics::discover());
+    d
 }
 
 impl Discovery {
-    /// The energy record for results measured with what was found. Until per-query
-    /// attribution exists, every result records why its energy is unknown.
-    pub fn energy_record(&self) -> Energy {
-        let mut reasons: Vec<String> = self
-            .unavailable
-            .iter()
-            .map(|u| format!("{}: {}", u.kind, u.reason))
-            .collect();
-        if !self.sources.is_empty() {
-            let found: Vec<String> = self
-                .sources
-                .iter()
-                .map(|s| format!("{} ({})", s.kind(), s.scope()))
-                .collect();
-            reasons.insert(
-                0,
-                format!(
-                    "found {} but per-query energy attribution is not implemented yet",
-                    found.join(", ")
-                ),
-            );
-        } else {
-            reasons.insert(0, "no readable power source".into());
+    fn take<S: PowerSource + 'static>(
+        &mut self,
+        kind: &'static str,
+        found: Result<Vec<S>, String>,
+    ) {
+        match found {
+            Ok(sources) => self.sources.extend(
+                sources
+                    .into_iter()
+                    .map(|s| Box::new(s) as Box<dyn PowerSource>),
+            ),
+            Err(reason) => self.unavailable.push(Unavailable { kind, reason }),
         }
-        NoPower::new(reasons.join("; ")).energy_record()
+    }
+
+    /// Why there is no energy, when no source was found: every candidate and its reason.
+    pub fn null_reason(&self) -> String {
+        let mut reasons = vec!["no readable power source".to_owned()];
+        reasons.extend(
+            self.unavailable
+                .iter()
+                .map(|u| format!("{}: {}", u.kind, u.reason)),
+        );
+        reasons.join("; ")
     }
 }

@@ -9,27 +9,22 @@ pub struct NoPower {
 }
 
 impl NoPower {
-    /// Records why no source could be used.
+    /// Records why no energy could be measured.
     pub fn new(reason: impl Into<String>) -> Self {
         Self {
             reason: reason.into(),
         }
     }
 
-    /// The reason recorded with every result.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-
     /// The energy record of a result measured without power data.
-    pub fn energy_record(&self) -> Energy {
+    pub fn energy_record(&self, attribution: &str) -> Energy {
         Energy {
             energy_j: None,
             dynamic_energy_j: None,
             source: "none".into(),
             scope: String::new(),
             sample_hz: 0.0,
-            attribution: "time-share".into(),
+            attribution: attribution.into(),
             null_reason: self.reason.clone(),
         }
     }

@@ -9,7 +9,7 @@ use ipw_proto::v1::agent_service_server::AgentService;
 use ipw_proto::v1::{
     AcquireLeaseRequest, AcquireLeaseResponse, BatchAck, CompleteShardRequest,
     CompleteShardResponse, GenerationParams, HeartbeatRequest, HeartbeatResponse, Lease,
-    ResultBatch, WorkItem,
+    ResultBatch, ShardTelemetry, ShardTelemetryAck, WorkItem,
 };
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -243,6 +243,89 @@ impl AgentService for AgentServiceImpl {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    async fn upload_shard_telemetry(
+        &self,
+        request: Request<ShardTelemetry>,
+    ) -> Result<Response<ShardTelemetryAck>, Status> {
+        let caller = authenticate(&self.state, &request).await?;
+        let t = request.into_inner();
+        let shard_id = parse_uuid("shard_id", &t.shard_id)?;
+        validate_telemetry(&t)
+            .map_err(|e| Status::invalid_argument(format!("telemetry of shard {shard_id}: {e}")))?;
+        let mut tx = self.state.pool.begin().await.map_err(db_error)?;
+        let leased = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM lease_attempts WHERE shard_id = $1 AND agent_id = $2) AS "leased!""#,
+            shard_id,
+            caller.id
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if !leased {
+            return Err(Status::permission_denied(format!(
+                "shard {shard_id} was never leased to this agent"
+            )));
+        }
+        let sources: Vec<serde_json::Value> = t
+            .sources
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "kind": s.kind, "scope": s.scope, "name": s.name,
+                    "details": serde_json::from_str::<serde_json::Value>(&s.details_json).unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .collect();
+        let clock_zero = chrono::DateTime::from_timestamp_micros(t.clock_zero_unix_us)
+            .ok_or_else(|| Status::invalid_argument("clock_zero_unix_us is not a valid time"))?;
+        let fresh = sqlx::query!(
+            "INSERT INTO shard_telemetry (shard_id, agent_id, idle_power_w, idle_seconds, sample_hz, attribution,
+                                          sources, clock_zero, active_energy_j)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (shard_id, agent_id) DO NOTHING",
+            shard_id,
+            caller.id,
+            t.idle_power_w,
+            t.idle_seconds,
+            t.sample_hz,
+            t.attribution,
+            serde_json::Value::Array(sources),
+            clock_zero,
+            t.active_energy_j,
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?
+        .rows_affected()
+            > 0;
+        // A retry finds the first upload in place and changes nothing.
+        if fresh {
+            for c in &t.chunks {
+                sqlx::query!(
+                    "INSERT INTO power_series (shard_id, agent_id, source_index, chunk_index, t_s, energy_j)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    shard_id,
+                    caller.id,
+                    c.source_index as i32,
+                    c.chunk_index as i32,
+                    &c.t_s,
+                    &c.energy_j
+                )
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match &e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => Status::invalid_argument(format!(
+                        "chunk {} of source {} appears twice",
+                        c.chunk_index, c.source_index
+                    )),
+                    _ => db_error(e),
+                })?;
+            }
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(Response::new(ShardTelemetryAck {}))
+    }
+
     async fn complete_shard(
         &self,
         request: Request<CompleteShardRequest>,
@@ -302,6 +385,65 @@ impl AgentService for AgentServiceImpl {
         }
         Ok(Response::new(CompleteShardResponse { run_completed }))
     }
+}
+
+/// Most power sources one shard's telemetry may name.
+const MAX_TELEMETRY_SOURCES: usize = 64;
+
+/// Checks a telemetry upload on its own; the error names what is wrong.
+fn validate_telemetry(t: &ShardTelemetry) -> Result<(), String> {
+    let finite_nonneg = |v: f64| v.is_finite() && v >= 0.0;
+    if t.sources.len() > MAX_TELEMETRY_SOURCES {
+        return Err(format!(
+            "{} sources; at most {MAX_TELEMETRY_SOURCES}",
+            t.sources.len()
+        ));
+    }
+    if !(t.sample_hz.is_finite() && t.sample_hz > 0.0) {
+        return Err(format!("sample_hz must be > 0, got {}", t.sample_hz));
+    }
+    if !finite_nonneg(t.idle_seconds) || t.idle_power_w.is_some_and(|p| !finite_nonneg(p)) {
+        return Err("idle_seconds and idle_power_w must be finite and >= 0".into());
+    }
+    if t.active_energy_j.is_some_and(|e| !finite_nonneg(e)) {
+        return Err("active_energy_j must be finite and >= 0".into());
+    }
+    if !["time-share", "token-share"].contains(&t.attribution.as_str()) {
+        return Err(format!("unknown attribution \"{}\"", t.attribution));
+    }
+    for s in &t.sources {
+        if !crate::ingest::POWER_SOURCES.contains(&s.kind.as_str()) {
+            return Err(format!("unknown power source \"{}\"", s.kind));
+        }
+        serde_json::from_str::<serde_json::Value>(if s.details_json.is_empty() {
+            "null"
+        } else {
+            &s.details_json
+        })
+        .map_err(|e| format!("details of {} are not JSON: {e}", s.name))?;
+    }
+    for c in &t.chunks {
+        if c.source_index as usize >= t.sources.len() {
+            return Err(format!(
+                "chunk {} names source {} of {}",
+                c.chunk_index,
+                c.source_index,
+                t.sources.len()
+            ));
+        }
+        if c.t_s.len() != c.energy_j.len() {
+            return Err(format!(
+                "chunk {} has {} times but {} energies",
+                c.chunk_index,
+                c.t_s.len(),
+                c.energy_j.len()
+            ));
+        }
+        if !c.t_s.iter().chain(&c.energy_j).all(|v| v.is_finite()) {
+            return Err(format!("chunk {} holds a non-finite value", c.chunk_index));
+        }
+    }
+    Ok(())
 }
 
 /// Validates and commits one batch; the ack is built only after the commit.
