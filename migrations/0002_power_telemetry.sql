@@ -34,3 +34,74 @@ CREATE TABLE power_series (
     FOREIGN KEY (shard_id, agent_id) REFERENCES shard_telemetry (shard_id, agent_id) ON DELETE CASCADE,
     CHECK (cardinality(t_s) = cardinality(energy_j))
 );
+
+-- Both raw and dynamic (minus idle) figures, appended to the views.
+CREATE OR REPLACE VIEW query_results AS
+SELECT r.id AS result_id,
+       r.run_id,
+       m.name AS model,
+       w.name AS workload,
+       q.external_id AS query_external_id,
+       q.category,
+       r.repetition,
+       a.id AS agent_id,
+       a.name AS agent_name,
+       a.hardware_class,
+       r.started_at,
+       r.latency_s,
+       r.ttft_s,
+       r.mean_itl_s,
+       r.tokens_in,
+       r.tokens_out,
+       r.error,
+       s.scorer,
+       s.extracted,
+       s.correct,
+       r.energy_j,
+       r.dynamic_energy_j,
+       CASE WHEN r.energy_j IS NOT NULL AND r.latency_s > 0 THEN r.energy_j / r.latency_s END AS power_w,
+       r.power_source,
+       r.power_scope,
+       r.sample_hz,
+       r.energy_attribution,
+       r.energy_null_reason,
+       CASE WHEN r.dynamic_energy_j IS NOT NULL AND r.latency_s > 0 THEN r.dynamic_energy_j / r.latency_s END
+           AS dynamic_power_w
+FROM results r
+JOIN runs ru ON ru.id = r.run_id
+JOIN models m ON m.id = ru.model_id
+JOIN workloads w ON w.id = ru.workload_id
+JOIN queries q ON q.id = r.query_id
+JOIN agents a ON a.id = r.agent_id
+LEFT JOIN scores s ON s.result_id = r.id AND s.scorer = q.scorer;
+
+CREATE OR REPLACE VIEW ipw_summary AS
+SELECT run_id,
+       model,
+       workload,
+       hardware_class,
+       count(*) AS queries,
+       count(*) FILTER (WHERE error IS NOT NULL) AS errors,
+       count(correct) AS scored,
+       avg(CASE WHEN error IS NOT NULL THEN 0.0 WHEN correct THEN 1.0 WHEN correct IS NOT NULL THEN 0.0 END) AS accuracy,
+       avg(latency_s) FILTER (WHERE error IS NULL) AS latency_mean_s,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_s) FILTER (WHERE error IS NULL) AS latency_p50_s,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_s) FILTER (WHERE error IS NULL) AS latency_p95_s,
+       avg(ttft_s) AS ttft_mean_s,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY ttft_s) AS ttft_p50_s,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY ttft_s) AS ttft_p95_s,
+       avg(tokens_out / latency_s) FILTER (WHERE error IS NULL AND latency_s > 0) AS output_tokens_per_s,
+       sum(tokens_out) AS tokens_out,
+       avg(energy_j) AS energy_per_query_j,
+       avg(power_w) AS mean_power_w,
+       avg(CASE WHEN correct THEN 1.0 ELSE 0.0 END) FILTER (WHERE power_w IS NOT NULL)
+           / NULLIF(avg(power_w), 0) AS ipw,
+       avg(CASE WHEN correct THEN 1.0 ELSE 0.0 END) FILTER (WHERE energy_j IS NOT NULL)
+           / NULLIF(avg(energy_j), 0) AS ipj,
+       string_agg(DISTINCT power_source, ', ') AS power_sources,
+       string_agg(DISTINCT energy_null_reason, '; ') AS energy_null_reasons,
+       avg(dynamic_energy_j) AS dynamic_energy_per_query_j,
+       avg(dynamic_power_w) AS mean_dynamic_power_w,
+       string_agg(DISTINCT power_scope, ', ') FILTER (WHERE power_scope <> '') AS power_scopes
+FROM query_results
+GROUP BY run_id, model, workload, hardware_class;

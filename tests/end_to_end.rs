@@ -369,6 +369,12 @@ async fn energy_from_a_powercap_counter_is_attributed_conserved_and_audited() ->
     let power = row.mean_power_w.expect("mean power");
     assert!(power > 0.45 * WATTS && power <= 1.05 * WATTS, "{power} W");
     assert!(row.ipw.is_some() && row.ipj.is_some());
-    assert_eq!(row.power_source, "rapl");
+    assert_eq!(
+        (row.power_source.as_str(), row.power_scope.as_str()),
+        ("rapl", "cpu-package")
+    );
+    // Idle power equals load power in this fixture, so dynamic power is near zero.
+    assert!(row.mean_dynamic_power_w.expect("dynamic power").abs() < 0.1 * WATTS);
+    assert!(row.dynamic_energy_per_query_j.is_some());
     Ok(())
 }

@@ -131,11 +131,28 @@ pub fn render_report(report: &Report) -> String {
                 opt(r.output_tokens_per_s, "", 1),
             ),
             ("output tokens (total)", r.tokens_out.to_string()),
-            ("energy per query", opt(r.energy_per_query_j, " J", 2)),
-            ("mean power", opt(r.mean_power_w, " W", 2)),
+            (
+                "energy per query (raw / dynamic)",
+                format!(
+                    "{} / {}",
+                    opt(r.energy_per_query_j, " J", 2),
+                    opt(r.dynamic_energy_per_query_j, " J", 2)
+                ),
+            ),
+            (
+                "mean power (raw / dynamic)",
+                format!(
+                    "{} / {}",
+                    opt(r.mean_power_w, " W", 2),
+                    opt(r.mean_dynamic_power_w, " W", 2)
+                ),
+            ),
             ("IPW (accuracy / W)", opt(r.ipw, "", 5)),
             ("IPJ (accuracy / J)", opt(r.ipj, "", 5)),
-            ("power source", r.power_source.clone()),
+            (
+                "power source (scope)",
+                format!("{} ({})", r.power_source, r.power_scope),
+            ),
         ];
         if r.energy_per_query_j.is_none() {
             rows.push(("energy n/a because", r.energy_null_reason.clone()));

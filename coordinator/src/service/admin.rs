@@ -471,7 +471,8 @@ impl Admin for AdminService {
             "SELECT hardware_class, queries, errors, scored, accuracy::float8 AS accuracy,
                     latency_mean_s, latency_p50_s, latency_p95_s, ttft_mean_s, ttft_p50_s, ttft_p95_s,
                     output_tokens_per_s, tokens_out, energy_per_query_j, mean_power_w,
-                    ipw::float8 AS ipw, ipj::float8 AS ipj, power_sources, energy_null_reasons
+                    ipw::float8 AS ipw, ipj::float8 AS ipj, power_sources, energy_null_reasons,
+                    dynamic_energy_per_query_j, mean_dynamic_power_w, power_scopes
              FROM ipw_summary WHERE run_id = $1 ORDER BY hardware_class",
             run_id
         )
@@ -500,6 +501,9 @@ impl Admin for AdminService {
                 power_source: r.power_sources.unwrap_or_default(),
                 energy_null_reason: r.energy_null_reasons.unwrap_or_default(),
                 tokens_out: r.tokens_out.unwrap_or(0) as u64,
+                dynamic_energy_per_query_j: r.dynamic_energy_per_query_j,
+                mean_dynamic_power_w: r.mean_dynamic_power_w,
+                power_scope: r.power_scopes.unwrap_or_default(),
             })
             .collect();
         Ok(Response::new(Report {
