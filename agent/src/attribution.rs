@@ -301,4 +301,64 @@ mod tests {
             prop_assert!((sum - active).abs() <= 0.005 * active.max(1e-9) + 1e-9, "sum {sum} vs active {active}");
         }
     }
+
+    /// A constant `watts` load sampled at irregular times: the exact answer for any window is
+    /// `watts * duration`, whatever the sample times.
+    fn irregular_constant() -> impl Strategy<Value = (f64, Vec<(f64, f64)>)> {
+        (1.0f64..700.0, prop::collection::vec(0.001f64..0.3, 2..100)).prop_map(|(watts, gaps)| {
+            let mut t = 0.0;
+            let mut out = vec![(0.0, 0.0)];
+            for g in gaps {
+                t += g;
+                out.push((t, watts * t));
+            }
+            (watts, out)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn edges_interpolate_exactly_under_constant_power((watts, series) in irregular_constant(), a in 0.0f64..1.0, b in 0.0f64..1.0) {
+            let span = series.last().unwrap().0;
+            let (s, e) = if a <= b { (a * span, b * span) } else { (b * span, a * span) };
+            let got = attribute(&series, &[Window { start: s, end: e, tokens: 1.0 }], Rule::TimeShare, None).unwrap();
+            prop_assert!((got[0].raw_j - watts * (e - s)).abs() <= 1e-6 * watts.max(1.0));
+        }
+
+        #[test]
+        fn a_query_inside_one_sample_interval_gets_power_times_duration(
+            (watts, series) in irregular_constant(), pick in 0usize..1000, a in 0.0f64..1.0, b in 0.0f64..1.0,
+        ) {
+            let k = pick % (series.len() - 1);
+            let (t0, t1) = (series[k].0, series[k + 1].0);
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            let (s, e) = (t0 + lo * (t1 - t0), t0 + hi * (t1 - t0));
+            let got = attribute(&series, &[Window { start: s, end: e, tokens: 1.0 }], Rule::TimeShare, None).unwrap();
+            prop_assert!((got[0].raw_j - watts * (e - s)).abs() <= 1e-6 * watts.max(1.0));
+        }
+
+        #[test]
+        fn overlapping_queries_share_each_instant_equally(
+            (watts, series) in irregular_constant(),
+            raw in prop::collection::vec((0.0f64..1.0, 0.0f64..1.0), 2..12),
+        ) {
+            let span = series.last().unwrap().0;
+            let windows: Vec<Window> = raw.iter().map(|&(a, b)| {
+                let (s, e) = if a <= b { (a, b) } else { (b, a) };
+                Window { start: s * span, end: e * span, tokens: 1.0 }
+            }).collect();
+            let got = attribute(&series, &windows, Rule::TimeShare, None).unwrap();
+            // Each query's energy is watts * integral over its window of 1 / (queries active).
+            for (i, w) in windows.iter().enumerate() {
+                let mut cuts: Vec<f64> = windows.iter().flat_map(|x| [x.start, x.end]).filter(|t| *t >= w.start && *t <= w.end).collect();
+                cuts.sort_by(f64::total_cmp);
+                let expected: f64 = cuts.windows(2).map(|p| {
+                    let mid = (p[0] + p[1]) / 2.0;
+                    let n = windows.iter().filter(|x| x.start <= mid && x.end >= mid).count() as f64;
+                    watts * (p[1] - p[0]) / n
+                }).sum();
+                prop_assert!((got[i].raw_j - expected).abs() <= 1e-6 * watts.max(1.0), "query {}: {} vs {}", i, got[i].raw_j, expected);
+            }
+        }
+    }
 }
