@@ -2,9 +2,8 @@
 //! (the approach of macmon). Each channel reports the energy spent since the previous sample
 //! as an integer with a unit label.
 //!
-//! The value handling here is platform-independent and tested everywhere. The live reader
-//! (the private IOReport framework, through CoreFoundation) is not written yet, so on macOS
-//! this source reports itself unavailable and `powermetrics` is the fallback.
+//! The value handling here is platform-independent and tested everywhere; the live reader
+//! (`ioreport_live`, macOS only) only extracts channels and hands them to it.
 
 /// One IOReport channel's delta, as the framework hands it over.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,16 +48,6 @@ pub fn soc_energy_j(channels: &[Channel]) -> Result<f64, String> {
         return Err("no CPU, GPU, ANE or DRAM energy channel in the Energy Model group".into());
     }
     Ok(total)
-}
-
-/// Why IOReport is not a source here.
-pub fn unavailable_reason() -> String {
-    if cfg!(target_os = "macos") {
-        "the IOReport reader is not implemented yet; powermetrics is used when running as root"
-            .into()
-    } else {
-        "only on macOS".into()
-    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 
 pub mod amd_hwmon;
 pub mod ioreport;
+#[cfg(target_os = "macos")]
+pub mod ioreport_live;
 mod none;
 pub mod nvml;
 pub mod powermetrics;
@@ -102,27 +104,52 @@ pub fn discover(opts: &DiscoveryOptions) -> Discovery {
     d.take("nvml", nvml::discover(gpu_spec.as_deref()));
     d.take("rapl", rapl::discover(&opts.powercap_root));
     d.take("amd-hwmon", amd_hwmon::discover(&opts.drm_root));
-    d.unavailable.push(Unavailable {
-        kind: "apple-ioreport",
-        reason: ioreport::unavailable_reason(),
-    });
-    d.take("powermetrics", powermetrics::discover());
+    // IOReport and powermetrics both measure the SoC: powermetrics is only the fallback.
+    #[cfg(target_os = "macos")]
+    let ioreport_ok = d.take(
+        "apple-ioreport",
+        ioreport_live::IoReport::open().map(|s| vec![s]),
+    );
+    #[cfg(not(target_os = "macos"))]
+    let ioreport_ok = {
+        d.unavailable.push(Unavailable {
+            kind: "apple-ioreport",
+            reason: "only on macOS".into(),
+        });
+        false
+    };
+    if ioreport_ok {
+        d.unavailable.push(Unavailable {
+            kind: "powermetrics",
+            reason: "not needed: IOReport is read".into(),
+        });
+    } else {
+        d.take("powermetrics", powermetrics::discover());
+    }
     d
 }
 
 impl Discovery {
+    /// Keeps what was found, or records why nothing was; says whether something was found.
     fn take<S: PowerSource + 'static>(
         &mut self,
         kind: &'static str,
         found: Result<Vec<S>, String>,
-    ) {
+    ) -> bool {
         match found {
-            Ok(sources) => self.sources.extend(
-                sources
-                    .into_iter()
-                    .map(|s| Box::new(s) as Box<dyn PowerSource>),
-            ),
-            Err(reason) => self.unavailable.push(Unavailable { kind, reason }),
+            Ok(sources) => {
+                let any = !sources.is_empty();
+                self.sources.extend(
+                    sources
+                        .into_iter()
+                        .map(|s| Box::new(s) as Box<dyn PowerSource>),
+                );
+                any
+            }
+            Err(reason) => {
+                self.unavailable.push(Unavailable { kind, reason });
+                false
+            }
         }
     }
 
