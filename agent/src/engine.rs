@@ -32,6 +32,29 @@ pub struct Completion {
     pub error: Option<String>,
 }
 
+/// Attempts for a request that could not be sent (a refused or stale connection).
+const SEND_ATTEMPTS: u32 = 3;
+
+/// Why a request failed.
+enum Failure {
+    /// Before the engine received it: safe to send again.
+    NotSent(String),
+    /// After: the outcome is recorded as the query's error.
+    Failed(String),
+}
+
+impl From<&str> for Failure {
+    fn from(e: &str) -> Self {
+        Failure::Failed(e.to_owned())
+    }
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Self {
+        Failure::Failed(e)
+    }
+}
+
 /// A client for one engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -69,11 +92,10 @@ struct Usage {
 impl Engine {
     /// An engine at `base_url` (e.g. `http://127.0.0.1:8080`); requests give up after `timeout`.
     pub fn new(base_url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().timeout(timeout).build()?;
-        Ok(Self {
-            http,
-            base_url: base_url.trim_end_matches('/').to_owned(),
-        })
+        // Idle connections are dropped before llama.cpp's 5 s keep-alive would close them under
+        // us (a reused, half-closed connection fails the next request).
+        let http = reqwest::Client::builder().timeout(timeout).pool_idle_timeout(Duration::from_secs(2)).build()?;
+        Ok(Self { http, base_url: base_url.trim_end_matches('/').to_owned() })
     }
 
     /// The endpoint's base URL.
@@ -85,13 +107,7 @@ impl Engine {
     /// whose engine is down. The error says what was tried.
     pub async fn check(&self) -> Result<(), String> {
         let url = format!("{}/v1/models", self.base_url);
-        match self
-            .http
-            .get(&url)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-        {
+        match self.http.get(&url).timeout(Duration::from_secs(10)).send().await {
             Ok(r) if r.status().is_success() => Ok(()),
             Ok(r) => Err(format!("GET {url} answered {}", r.status())),
             Err(e) => Err(format!("GET {url}: {e}")),
@@ -100,12 +116,7 @@ impl Engine {
 
     /// Sends one chat request and measures it. Failures are recorded in the result, not
     /// returned: a failed query is still a measured outcome.
-    pub async fn chat(
-        &self,
-        model: &str,
-        messages: &[ChatMessage],
-        params: &GenerationParams,
-    ) -> Completion {
+    pub async fn chat(&self, model: &str, messages: &[ChatMessage], params: &GenerationParams) -> Completion {
         let body = serde_json::json!({
             "model": model,
             "messages": messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
@@ -115,44 +126,43 @@ impl Engine {
             "temperature": params.temperature,
             "top_p": params.top_p,
         });
-        let started_at = chrono::Utc::now();
-        let started = Instant::now();
-        let mut c = Completion {
-            started_at,
-            started: Some(started),
-            ..Default::default()
+        let mut attempt = 0;
+        let mut c = loop {
+            attempt += 1;
+            let started_at = chrono::Utc::now();
+            let started = Instant::now();
+            let mut c = Completion { started_at, started: Some(started), ..Default::default() };
+            match self.stream_into(&body, started, &mut c).await {
+                Ok(()) => {}
+                // The request never reached the engine, so nothing was measured: try again,
+                // timing afresh.
+                Err(Failure::NotSent(e)) if attempt < SEND_ATTEMPTS => {
+                    tracing::debug!(attempt, error = %e, "engine request not sent; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
+                    continue;
+                }
+                Err(Failure::NotSent(e) | Failure::Failed(e)) => c.error = Some(e),
+            }
+            c.latency_s = started.elapsed().as_secs_f64();
+            break c;
         };
-        if let Err(e) = self.stream_into(&body, started, &mut c).await {
-            c.error = Some(e);
-        }
-        c.latency_s = started.elapsed().as_secs_f64();
         if c.error.is_none() && c.tokens_out > 0 && c.ttft_s.is_none() {
             c.error = Some("the engine reported completion tokens but streamed no text".into());
         }
         c
     }
 
-    async fn stream_into(
-        &self,
-        body: &serde_json::Value,
-        started: Instant,
-        c: &mut Completion,
-    ) -> Result<(), String> {
+    async fn stream_into(&self, body: &serde_json::Value, started: Instant, c: &mut Completion) -> Result<(), Failure> {
         let url = format!("{}/v1/chat/completions", self.base_url);
-        let resp = self
-            .http
-            .post(&url)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| format!("POST {url}: {e}"))?;
+        let resp = self.http.post(&url).json(body).send().await.map_err(|e| {
+            let message = format!("POST {url}: {e}");
+            // Connect and send errors happen before the engine sees the request.
+            if e.is_connect() || e.is_request() { Failure::NotSent(message) } else { Failure::Failed(message) }
+        })?;
         if !resp.status().is_success() {
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
-            return Err(format!(
-                "engine answered {status}: {}",
-                text.chars().take(500).collect::<String>()
-            ));
+            return Err(format!("engine answered {status}: {}", text.chars().take(500).collect::<String>()).into());
         }
         let mut bytes = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
@@ -169,16 +179,13 @@ impl Engine {
                 if data == "[DONE]" {
                     continue;
                 }
-                let chunk: Chunk = serde_json::from_str(data)
-                    .map_err(|e| format!("unparseable stream chunk: {e}"))?;
+                let chunk: Chunk = serde_json::from_str(data).map_err(|e| format!("unparseable stream chunk: {e}"))?;
                 if let Some(err) = chunk.error {
-                    return Err(format!("engine error: {err}"));
+                    return Err(format!("engine error: {err}").into());
                 }
                 for choice in chunk.choices {
-                    let text: String = [choice.delta.reasoning_content, choice.delta.content]
-                        .into_iter()
-                        .flatten()
-                        .collect();
+                    let text: String =
+                        [choice.delta.reasoning_content, choice.delta.content].into_iter().flatten().collect();
                     if !text.is_empty() {
                         let now = Instant::now();
                         if c.ttft_s.is_none() {
@@ -203,9 +210,7 @@ impl Engine {
             c.mean_itl_s = Some(span / (chunk_times.len() - 1) as f64);
         }
         if !usage_seen {
-            return Err(
-                "the engine sent no `usage` (stream_options.include_usage unsupported?)".into(),
-            );
+            return Err("the engine sent no `usage` (stream_options.include_usage unsupported?)".into());
         }
         Ok(())
     }
