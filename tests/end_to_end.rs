@@ -3,9 +3,7 @@
 
 use ipw_agent::runner::{self, RunOptions};
 use ipw_e2e::{Fleet, mmlu_pro};
-use ipw_proto::v1::{
-    ApproveAgentRequest, CreateRunRequest, GenerationParams, ReportRequest, RunStatusRequest,
-};
+use ipw_proto::v1::{ApproveAgentRequest, CreateRunRequest, GenerationParams, ReportRequest, RunStatusRequest};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -19,12 +17,7 @@ async fn two_agents_share_a_sharded_run_and_every_query_lands_once() -> anyhow::
     let a = fleet.join(&token, "agent-a").await?;
     let b = fleet.join(&token, "agent-b").await?;
     for name in ["agent-a", "agent-b"] {
-        fleet
-            .admin
-            .approve_agent(ApproveAgentRequest {
-                agent_id: name.into(),
-            })
-            .await?;
+        fleet.admin.approve_agent(ApproveAgentRequest { agent_id: name.into() }).await?;
     }
 
     let run = fleet
@@ -37,33 +30,20 @@ async fn two_agents_share_a_sharded_run_and_every_query_lands_once() -> anyhow::
             concurrency: 2,
             shard_size: 5,
             repetitions: 1,
-            params: Some(GenerationParams {
-                max_tokens: 128,
-                temperature: 0.0,
-                top_p: 1.0,
-            }),
+            params: Some(GenerationParams { max_tokens: 128, temperature: 0.0, top_p: 1.0 }),
         })
         .await?
         .into_inner();
     assert_eq!((run.queries, run.shards), (24, 5));
     let run_id = Uuid::parse_str(&run.run_id)?;
 
-    let opts = RunOptions {
-        upload_batch: 3,
-        ..fleet.run_options()
-    };
+    let opts = RunOptions { upload_batch: 3, ..fleet.run_options() };
     let (spool_a, spool_b) = (fleet.spool("a"), fleet.spool("b"));
-    let (ra, rb) = tokio::join!(
-        runner::run(&a, &spool_a, &opts),
-        runner::run(&b, &spool_b, &opts)
-    );
+    let (ra, rb) = tokio::join!(runner::run(&a, &spool_a, &opts), runner::run(&b, &spool_b, &opts));
     let (ra, rb) = (ra?, rb?);
     assert_eq!(ra.committed + rb.committed, 24);
     assert_eq!(ra.duplicates + rb.duplicates, 0);
-    assert!(
-        spool_a.is_empty()? && spool_b.is_empty()?,
-        "acknowledged results leave the spool"
-    );
+    assert!(spool_a.is_empty()? && spool_b.is_empty()?, "acknowledged results leave the spool");
 
     // Every sampled query has exactly one result.
     let (sampled, with_one, results): (i64, i64, i64) = sqlx::query_as(
@@ -87,7 +67,17 @@ async fn two_agents_share_a_sharded_run_and_every_query_lands_once() -> anyhow::
     .bind(run_id)
     .fetch_one(&fleet.pool)
     .await?;
-    assert_eq!((errors, bad_tokens, bad_ttft), (0, 0, 0));
+    let offenders: Vec<String> = sqlx::query_scalar(
+        "SELECT format('query %s: error %s, tokens %s/%s, ttft %s, latency %s, %s', query_id, error, tokens_in,
+                       tokens_out, ttft_s, latency_s, left(response, 80))
+         FROM results
+         WHERE run_id = $1 AND (error IS NOT NULL OR tokens_in <= 0 OR tokens_out <= 0 OR ttft_s IS NULL
+                                OR ttft_s > latency_s OR latency_s <= 0)",
+    )
+    .bind(run_id)
+    .fetch_all(&fleet.pool)
+    .await?;
+    assert_eq!((errors, bad_tokens, bad_ttft), (0, 0, 0), "{offenders:?}");
 
     // No power source on this machine: energy is NULL, with the reason, never a number.
     let (with_energy, reasons): (i64, i64) = sqlx::query_as(
@@ -111,49 +101,29 @@ async fn two_agents_share_a_sharded_run_and_every_query_lands_once() -> anyhow::
     assert_eq!(scored, 24);
     let report = fleet
         .admin
-        .get_report(ReportRequest {
-            run_id: run.run_id.clone(),
-        })
+        .get_report(ReportRequest { run_ids: vec![run.run_id.clone()], ..Default::default() })
         .await?
         .into_inner();
     assert_eq!(report.rows.len(), 1, "both agents share one hardware class");
     let row = &report.rows[0];
     assert_eq!(row.queries, 24);
     assert_eq!(row.accuracy, Some(correct as f64 / 24.0));
-    assert!(
-        row.latency_p50_s.is_some()
-            && row.ttft_p95_s.is_some()
-            && row.output_tokens_per_s.is_some()
-    );
+    assert!(row.latency_p50_s.is_some() && row.ttft_p95_s.is_some() && row.output_tokens_per_s.is_some());
     assert_eq!((row.mean_power_w, row.ipw, row.ipj), (None, None, None));
-    assert!(
-        row.energy_null_reason
-            .starts_with("no readable power source")
-    );
+    assert!(row.energy_null_reason.starts_with("no readable power source"));
 
     // The shards were spread over both agents, and the run is complete.
-    let status = fleet
-        .admin
-        .get_run_status(RunStatusRequest {
-            run_id: run.run_id.clone(),
-        })
-        .await?
-        .into_inner();
+    let status = fleet.admin.get_run_status(RunStatusRequest { run_id: run.run_id.clone() }).await?.into_inner();
     assert_eq!(status.status, "completed");
     assert_eq!(status.shards_completed, 5);
     assert_eq!(status.agents.len(), 2);
-    assert!(
-        status.agents.iter().all(|s| s.shards_completed >= 1),
-        "{:?}",
-        status.agents
-    );
+    assert!(status.agents.iter().all(|s| s.shards_completed >= 1), "{:?}", status.agents);
     assert_eq!(ra.shards + rb.shards, 5);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resent_result_is_acknowledged_as_duplicate_and_not_recorded_twice() -> anyhow::Result<()>
-{
+async fn a_resent_result_is_acknowledged_as_duplicate_and_not_recorded_twice() -> anyhow::Result<()> {
     let mut fleet = Fleet::start().await?;
     let file = fleet.dir.path().join("two.jsonl");
     std::fs::write(
@@ -174,11 +144,7 @@ async fn a_resent_result_is_acknowledged_as_duplicate_and_not_recorded_twice() -
             concurrency: 1,
             shard_size: 2,
             repetitions: 1,
-            params: Some(GenerationParams {
-                max_tokens: 16,
-                temperature: 0.0,
-                top_p: 1.0,
-            }),
+            params: Some(GenerationParams { max_tokens: 16, temperature: 0.0, top_p: 1.0 }),
         })
         .await?;
     let spool = fleet.spool("solo");
@@ -188,9 +154,7 @@ async fn a_resent_result_is_acknowledged_as_duplicate_and_not_recorded_twice() -
 
     // Put a committed result back in the spool, as if the ack had been lost in a crash.
     let (run_id, shard_id, query_id): (Uuid, Uuid, i64) =
-        sqlx::query_as("SELECT run_id, shard_id, query_id FROM results LIMIT 1")
-            .fetch_one(&fleet.pool)
-            .await?;
+        sqlx::query_as("SELECT run_id, shard_id, query_id FROM results LIMIT 1").fetch_one(&fleet.pool).await?;
     spool.put(&ipw_proto::v1::QueryResult {
         run_id: run_id.to_string(),
         shard_id: shard_id.to_string(),
@@ -199,35 +163,24 @@ async fn a_resent_result_is_acknowledged_as_duplicate_and_not_recorded_twice() -
         started_unix_us: chrono_now_us(),
         latency_s: 1.0,
         response: "a different answer".into(),
-        energy: Some(ipw_proto::v1::Energy {
-            source: "none".into(),
-            null_reason: "test".into(),
-            ..Default::default()
-        }),
+        energy: Some(ipw_proto::v1::Energy { source: "none".into(), null_reason: "test".into(), ..Default::default() }),
         ..Default::default()
     })?;
     let second = runner::run(&agent, &spool, &opts).await?;
     assert_eq!((second.committed, second.duplicates), (0, 1));
     assert!(spool.is_empty()?);
-    let (rows, kept): (i64, String) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM results), (SELECT response FROM results WHERE query_id = $1)",
-    )
-    .bind(query_id)
-    .fetch_one(&fleet.pool)
-    .await?;
+    let (rows, kept): (i64, String) =
+        sqlx::query_as("SELECT (SELECT count(*) FROM results), (SELECT response FROM results WHERE query_id = $1)")
+            .bind(query_id)
+            .fetch_one(&fleet.pool)
+            .await?;
     assert_eq!(rows, 2);
-    assert_ne!(
-        kept, "a different answer",
-        "the first committed measurement is kept"
-    );
+    assert_ne!(kept, "a different answer", "the first committed measurement is kept");
     Ok(())
 }
 
 fn chrono_now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_micros() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_micros() as i64
 }
 
 /// The whole energy path (sampler, idle baseline, attribution, upload, audit series, views)
@@ -235,20 +188,14 @@ fn chrono_now_us() -> i64 {
 /// 25 W. The figures are the fixture's, not a measurement; they check the plumbing and the
 /// conservation of energy end to end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn energy_from_a_powercap_counter_is_attributed_conserved_and_audited() -> anyhow::Result<()>
-{
+async fn energy_from_a_powercap_counter_is_attributed_conserved_and_audited() -> anyhow::Result<()> {
     const WATTS: f64 = 25.0;
     let mut fleet = Fleet::start().await?;
     let file = fleet.dir.path().join("four.jsonl");
     std::fs::write(
         &file,
         (1..=4)
-            .map(|i| {
-                format!(
-                    "{{\"id\": \"{i}\", \"prompt\": \"Count from 1 to {}.\", \"answer\": \"x\"}}\n",
-                    i + 3
-                )
-            })
+            .map(|i| format!("{{\"id\": \"{i}\", \"prompt\": \"Count from 1 to {}.\", \"answer\": \"x\"}}\n", i + 3))
             .collect::<String>(),
     )?;
     fleet.import(&file, "four").await?;
@@ -264,11 +211,7 @@ async fn energy_from_a_powercap_counter_is_attributed_conserved_and_audited() ->
             concurrency: 2,
             shard_size: 4,
             repetitions: 1,
-            params: Some(GenerationParams {
-                max_tokens: 48,
-                temperature: 0.0,
-                top_p: 1.0,
-            }),
+            params: Some(GenerationParams { max_tokens: 48, temperature: 0.0, top_p: 1.0 }),
         })
         .await?
         .into_inner();
@@ -314,20 +257,11 @@ async fn energy_from_a_powercap_counter_is_attributed_conserved_and_audited() ->
     .await?;
     assert_eq!(rows.len(), 4);
     for (energy, dynamic, latency, source, scope, hz, rule) in &rows {
-        assert_eq!(
-            (source.as_str(), scope.as_str(), *hz, rule.as_str()),
-            ("rapl", "cpu-package", 20.0, "time-share")
-        );
+        assert_eq!((source.as_str(), scope.as_str(), *hz, rule.as_str()), ("rapl", "cpu-package", 20.0, "time-share"));
         // Concurrency 2 shares the time, so a query gets between half and all of WATTS x latency.
-        assert!(
-            *energy >= 0.45 * WATTS * latency && *energy <= 1.05 * WATTS * latency,
-            "{energy} J over {latency} s"
-        );
+        assert!(*energy >= 0.45 * WATTS * latency && *energy <= 1.05 * WATTS * latency, "{energy} J over {latency} s");
         // Idle power equals load power here, so dynamic energy is about nothing.
-        assert!(
-            dynamic.abs() <= 0.1 * energy,
-            "dynamic {dynamic} of raw {energy}"
-        );
+        assert!(dynamic.abs() <= 0.1 * energy, "dynamic {dynamic} of raw {energy}");
     }
 
     // Conservation: the per-query energies add up to the shard's active energy (0.5%), which is
@@ -343,38 +277,24 @@ async fn energy_from_a_powercap_counter_is_attributed_conserved_and_audited() ->
     .bind(run_id)
     .fetch_one(&fleet.pool)
     .await?;
-    assert!(
-        (sum - active).abs() <= 0.005 * active,
-        "sum {sum} vs active {active}"
-    );
+    assert!((sum - active).abs() <= 0.005 * active, "sum {sum} vs active {active}");
     assert!((idle - WATTS).abs() <= 0.05 * WATTS, "idle {idle} W");
-    assert!(
-        active <= WATTS * span * 1.02,
-        "active {active} J over a {span} s span"
-    );
-    assert!(
-        series_points >= 20,
-        "the audit series holds the samples ({series_points})"
-    );
+    assert!(active <= WATTS * span * 1.02, "active {active} J over a {span} s span");
+    assert!(series_points >= 20, "the audit series holds the samples ({series_points})");
 
     // The summary now has power and IPW.
     let report = fleet
         .admin
-        .get_report(ReportRequest {
-            run_id: run.run_id.clone(),
-        })
+        .get_report(ReportRequest { run_ids: vec![run.run_id.clone()], ..Default::default() })
         .await?
         .into_inner();
     let row = &report.rows[0];
     let power = row.mean_power_w.expect("mean power");
     assert!(power > 0.45 * WATTS && power <= 1.05 * WATTS, "{power} W");
     assert!(row.ipw.is_some() && row.ipj.is_some());
-    assert_eq!(
-        (row.power_source.as_str(), row.power_scope.as_str()),
-        ("rapl", "cpu-package")
-    );
+    assert_eq!((row.power_source.as_str(), row.power_scope.as_str()), ("rapl", "cpu-package"));
     // Idle power equals load power in this fixture, so dynamic power is near zero.
     assert!(row.mean_dynamic_power_w.expect("dynamic power").abs() < 0.1 * WATTS);
-    assert!(row.dynamic_energy_per_query_j.is_some());
+    assert!(row.dynamic_joules_per_query.is_some());
     Ok(())
 }

@@ -2,9 +2,7 @@
 
 use ipw_agent::client;
 use ipw_e2e::Fleet;
-use ipw_proto::v1::{
-    AcquireLeaseRequest, ApproveAgentRequest, HeartbeatRequest, ListAgentsRequest,
-};
+use ipw_proto::v1::{AcquireLeaseRequest, ApproveAgentRequest, HeartbeatRequest, ListAgentsRequest};
 use std::time::Duration;
 use tonic::Code;
 
@@ -30,16 +28,8 @@ async fn wrong_expired_and_used_up_tokens_are_refused_with_the_reason() -> anyho
     assert!(e.contains("used up (1 of 1 uses)"), "{e}");
 
     // Refusals change nothing: only the one good join left an agent behind.
-    let agents = fleet
-        .admin
-        .list_agents(ListAgentsRequest {})
-        .await?
-        .into_inner()
-        .agents;
-    assert_eq!(
-        agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
-        ["first"]
-    );
+    let agents = fleet.admin.list_agents(ListAgentsRequest {}).await?.into_inner().agents;
+    assert_eq!(agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["first"]);
     Ok(())
 }
 
@@ -50,37 +40,13 @@ async fn an_unapproved_agent_gets_no_lease_until_approved() -> anyhow::Result<()
     let cfg = fleet.join(&token, "pending-box").await?;
     let mut coord = client::connect(&cfg.coordinator, &cfg.credential).await?;
 
-    assert_eq!(
-        coord
-            .heartbeat(HeartbeatRequest {})
-            .await?
-            .into_inner()
-            .status,
-        "pending"
-    );
-    let e = coord
-        .acquire_lease(AcquireLeaseRequest {})
-        .await
-        .unwrap_err();
+    assert_eq!(coord.heartbeat(HeartbeatRequest {}).await?.into_inner().status, "pending");
+    let e = coord.acquire_lease(AcquireLeaseRequest {}).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
-    assert!(
-        e.message()
-            .contains(&format!("ipw agents approve {}", cfg.agent_id)),
-        "{}",
-        e.message()
-    );
+    assert!(e.message().contains(&format!("ipw agents approve {}", cfg.agent_id)), "{}", e.message());
 
-    fleet
-        .admin
-        .approve_agent(ApproveAgentRequest {
-            agent_id: cfg.agent_id.clone(),
-        })
-        .await?;
-    let lease = coord
-        .acquire_lease(AcquireLeaseRequest {})
-        .await?
-        .into_inner()
-        .lease;
+    fleet.admin.approve_agent(ApproveAgentRequest { agent_id: cfg.agent_id.clone() }).await?;
+    let lease = coord.acquire_lease(AcquireLeaseRequest {}).await?.into_inner().lease;
     assert!(lease.is_none(), "approved, and there is simply no work yet");
     Ok(())
 }
@@ -89,10 +55,7 @@ async fn an_unapproved_agent_gets_no_lease_until_approved() -> anyhow::Result<()
 async fn an_agent_whose_engine_is_down_takes_no_work() -> anyhow::Result<()> {
     let mut fleet = Fleet::start().await?;
     let file = fleet.dir.path().join("one.jsonl");
-    std::fs::write(
-        &file,
-        "{\"id\": \"1\", \"prompt\": \"hi\", \"answer\": \"hello\"}\n",
-    )?;
+    std::fs::write(&file, "{\"id\": \"1\", \"prompt\": \"hi\", \"answer\": \"hello\"}\n")?;
     fleet.import(&file, "one").await?;
     fleet
         .admin
@@ -109,20 +72,10 @@ async fn an_agent_whose_engine_is_down_takes_no_work() -> anyhow::Result<()> {
     let cfg = fleet.join(&token, "no-engine").await?;
     // A port nothing listens on.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let opts = ipw_agent::runner::RunOptions {
-        engine_url: format!("http://{dead}"),
-        ..fleet.run_options()
-    };
-    let e = format!(
-        "{:#}",
-        ipw_agent::runner::run(&cfg, &fleet.spool("x"), &opts)
-            .await
-            .unwrap_err()
-    );
+    let opts = ipw_agent::runner::RunOptions { engine_url: format!("http://{dead}"), ..fleet.run_options() };
+    let e = format!("{:#}", ipw_agent::runner::run(&cfg, &fleet.spool("x"), &opts).await.unwrap_err());
     assert!(e.contains("the engine is not answering"), "{e}");
-    let leased: i64 = sqlx::query_scalar("SELECT count(*) FROM lease_attempts")
-        .fetch_one(&fleet.pool)
-        .await?;
+    let leased: i64 = sqlx::query_scalar("SELECT count(*) FROM lease_attempts").fetch_one(&fleet.pool).await?;
     assert_eq!(leased, 0);
     Ok(())
 }
@@ -136,10 +89,7 @@ async fn forged_credentials_and_admin_tokens_are_refused() -> anyhow::Result<()>
     let forged = format!("{}.{}", cfg.agent_id, "0".repeat(64));
     let mut coord = client::connect(&cfg.coordinator, &forged).await?;
     let e = coord.heartbeat(HeartbeatRequest {}).await.unwrap_err();
-    assert_eq!(
-        (e.code(), e.message()),
-        (Code::Unauthenticated, "agent credential rejected")
-    );
+    assert_eq!((e.code(), e.message()), (Code::Unauthenticated, "agent credential rejected"));
 
     let unknown = format!("{}.{}", uuid::Uuid::new_v4(), "0".repeat(64));
     let mut coord = client::connect(&cfg.coordinator, &unknown).await?;
@@ -148,13 +98,7 @@ async fn forged_credentials_and_admin_tokens_are_refused() -> anyhow::Result<()>
     assert!(e.message().starts_with("unknown agent"), "{}", e.message());
 
     let mut wrong_admin = ipw_coordinator::cli::connect(&fleet.coordinator.url(), "wrong").await?;
-    let e = wrong_admin
-        .list_agents(ListAgentsRequest {})
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.code(), e.message()),
-        (Code::Unauthenticated, "admin token rejected")
-    );
+    let e = wrong_admin.list_agents(ListAgentsRequest {}).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::Unauthenticated, "admin token rejected"));
     Ok(())
 }

@@ -4,11 +4,9 @@ use ipw_e2e::Fleet;
 use ipw_proto::v1::{WorkloadChunk, WorkloadLine};
 
 async fn counts(fleet: &Fleet) -> anyhow::Result<(i64, i64)> {
-    Ok(
-        sqlx::query_as("SELECT (SELECT count(*) FROM workloads), (SELECT count(*) FROM queries)")
-            .fetch_one(&fleet.pool)
-            .await?,
-    )
+    Ok(sqlx::query_as("SELECT (SELECT count(*) FROM workloads), (SELECT count(*) FROM queries)")
+        .fetch_one(&fleet.pool)
+        .await?)
 }
 
 #[tokio::test]
@@ -23,10 +21,7 @@ async fn one_malformed_line_imports_nothing_and_is_named() -> anyhow::Result<()>
 
     let e = format!("{:#}", fleet.import(&file, "bad").await.unwrap_err());
     assert!(e.contains("line 2501"), "{e}");
-    assert!(
-        e.contains("answer \"Z\" is not one of the option letters A-B"),
-        "{e}"
-    );
+    assert!(e.contains("answer \"Z\" is not one of the option letters A-B"), "{e}");
     assert!(e.contains("nothing was imported"), "{e}");
     assert_eq!(counts(&fleet).await?, (0, 0));
     Ok(())
@@ -51,22 +46,11 @@ async fn a_stream_cut_before_its_last_chunk_commits_nothing() -> anyhow::Result<
     let chunk = WorkloadChunk {
         name: "cut".into(),
         source: "test".into(),
-        lines: vec![WorkloadLine {
-            line_no: 1,
-            text: r#"{"id": "1", "prompt": "p", "answer": "a"}"#.into(),
-        }],
+        lines: vec![WorkloadLine { line_no: 1, text: r#"{"id": "1", "prompt": "p", "answer": "a"}"#.into() }],
         last: false,
     };
-    let e = fleet
-        .admin
-        .import_workload(tokio_stream::iter(vec![chunk]))
-        .await
-        .unwrap_err();
-    assert!(
-        e.message().contains("ended before its last chunk"),
-        "{}",
-        e.message()
-    );
+    let e = fleet.admin.import_workload(tokio_stream::iter(vec![chunk])).await.unwrap_err();
+    assert!(e.message().contains("ended before its last chunk"), "{}", e.message());
     assert_eq!(counts(&fleet).await?, (0, 0));
     Ok(())
 }
@@ -82,22 +66,11 @@ async fn generic_workloads_import_and_names_are_unique() -> anyhow::Result<()> {
     )?;
     assert_eq!(fleet.import(&file, "generic").await?, 2);
     let scorers: Vec<(String, String)> =
-        sqlx::query_as("SELECT external_id, scorer FROM queries ORDER BY line_no")
-            .fetch_all(&fleet.pool)
-            .await?;
-    assert_eq!(
-        scorers,
-        [
-            ("a".to_owned(), "exact".to_owned()),
-            ("2".to_owned(), "mcq".to_owned())
-        ]
-    );
+        sqlx::query_as("SELECT external_id, scorer FROM queries ORDER BY line_no").fetch_all(&fleet.pool).await?;
+    assert_eq!(scorers, [("a".to_owned(), "exact".to_owned()), ("2".to_owned(), "mcq".to_owned())]);
 
     let e = format!("{:#}", fleet.import(&file, "generic").await.unwrap_err());
-    assert!(
-        e.contains("a workload named \"generic\" already exists"),
-        "{e}"
-    );
+    assert!(e.contains("a workload named \"generic\" already exists"), "{e}");
     assert_eq!(counts(&fleet).await?, (1, 2));
 
     let empty = fleet.dir.path().join("empty.jsonl");

@@ -34,9 +34,7 @@ impl Rule {
         match s {
             "time-share" => Ok(Rule::TimeShare),
             "token-share" => Ok(Rule::TokenShare),
-            _ => Err(format!(
-                "unknown attribution rule \"{s}\"; expected time-share or token-share"
-            )),
+            _ => Err(format!("unknown attribution rule \"{s}\"; expected time-share or token-share")),
         }
     }
 }
@@ -109,31 +107,14 @@ pub fn attribute(
     let weights: Vec<f64> = windows.iter().map(weight).collect();
 
     // Every sample and window edge cuts the timeline into pieces.
-    let lo = windows
-        .iter()
-        .map(|w| w.start)
-        .fold(f64::INFINITY, f64::min);
-    let hi = windows
-        .iter()
-        .map(|w| w.end)
-        .fold(f64::NEG_INFINITY, f64::max);
+    let lo = windows.iter().map(|w| w.start).fold(f64::INFINITY, f64::min);
+    let hi = windows.iter().map(|w| w.end).fold(f64::NEG_INFINITY, f64::max);
     let mut cuts: Vec<f64> = windows.iter().flat_map(|w| [w.start, w.end]).collect();
-    cuts.extend(
-        series
-            .iter()
-            .map(|(t, _)| *t)
-            .filter(|t| *t > lo && *t < hi),
-    );
+    cuts.extend(series.iter().map(|(t, _)| *t).filter(|t| *t > lo && *t < hi));
     cuts.sort_by(f64::total_cmp);
     cuts.dedup();
 
-    let mut out = vec![
-        Attributed {
-            raw_j: 0.0,
-            dynamic_j: idle_power_w.map(|_| 0.0)
-        };
-        windows.len()
-    ];
+    let mut out = vec![Attributed { raw_j: 0.0, dynamic_j: idle_power_w.map(|_| 0.0) }; windows.len()];
     let mut active: Vec<usize> = Vec::new();
     for pair in cuts.windows(2) {
         let (a, b) = (pair[0], pair[1]);
@@ -146,11 +127,7 @@ pub fn attribute(
         let total_weight: f64 = active.iter().map(|&i| weights[i]).sum();
         for &i in &active {
             // Queries with no weight (no tokens yet) share equally when all have none.
-            let share = if total_weight > 0.0 {
-                weights[i] / total_weight
-            } else {
-                1.0 / active.len() as f64
-            };
+            let share = if total_weight > 0.0 { weights[i] / total_weight } else { 1.0 / active.len() as f64 };
             out[i].raw_j += energy * share;
             if let (Some(p), Some(d)) = (idle_power_w, out[i].dynamic_j.as_mut()) {
                 *d += (energy - p * (b - a)) * share;
@@ -189,17 +166,11 @@ mod tests {
 
     /// A constant `watts` load sampled every `dt` seconds from 0 to `until`.
     fn constant(watts: f64, dt: f64, until: f64) -> Vec<(f64, f64)> {
-        (0..=(until / dt).round() as usize)
-            .map(|k| (k as f64 * dt, watts * k as f64 * dt))
-            .collect()
+        (0..=(until / dt).round() as usize).map(|k| (k as f64 * dt, watts * k as f64 * dt)).collect()
     }
 
     fn w(start: f64, end: f64) -> Window {
-        Window {
-            start,
-            end,
-            tokens: 1.0,
-        }
+        Window { start, end, tokens: 1.0 }
     }
 
     #[test]
@@ -220,10 +191,7 @@ mod tests {
     fn overlapping_queries_split_the_shared_time() {
         let s = constant(10.0, 0.05, 2.0);
         let got = attribute(&s, &[w(0.0, 1.0), w(0.5, 1.5)], Rule::TimeShare, None).unwrap();
-        assert!(
-            (got[0].raw_j - 7.5).abs() < 1e-9 && (got[1].raw_j - 7.5).abs() < 1e-9,
-            "{got:?}"
-        );
+        assert!((got[0].raw_j - 7.5).abs() < 1e-9 && (got[1].raw_j - 7.5).abs() < 1e-9, "{got:?}");
     }
 
     #[test]
@@ -239,23 +207,9 @@ mod tests {
     #[test]
     fn token_share_follows_token_rate() {
         let s = constant(12.0, 0.1, 1.0);
-        let windows = [
-            Window {
-                start: 0.0,
-                end: 1.0,
-                tokens: 30.0,
-            },
-            Window {
-                start: 0.0,
-                end: 1.0,
-                tokens: 10.0,
-            },
-        ];
+        let windows = [Window { start: 0.0, end: 1.0, tokens: 30.0 }, Window { start: 0.0, end: 1.0, tokens: 10.0 }];
         let got = attribute(&s, &windows, Rule::TokenShare, None).unwrap();
-        assert!(
-            (got[0].raw_j - 9.0).abs() < 1e-9 && (got[1].raw_j - 3.0).abs() < 1e-9,
-            "{got:?}"
-        );
+        assert!((got[0].raw_j - 9.0).abs() < 1e-9 && (got[1].raw_j - 3.0).abs() < 1e-9, "{got:?}");
     }
 
     #[test]

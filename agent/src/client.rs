@@ -23,12 +23,8 @@ pub fn endpoint(url: &str) -> anyhow::Result<Endpoint> {
 
 /// Connects with the agent credential.
 pub async fn connect(url: &str, credential: &str) -> anyhow::Result<Coordinator> {
-    let channel = endpoint(url)?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the coordinator at {url}"))?;
-    let auth =
-        BearerAuth::new(credential).context("the stored credential is not valid metadata")?;
+    let channel = endpoint(url)?.connect().await.with_context(|| format!("cannot reach the coordinator at {url}"))?;
+    let auth = BearerAuth::new(credential).context("the stored credential is not valid metadata")?;
     Ok(AgentServiceClient::with_interceptor(channel, auth)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))

@@ -46,23 +46,15 @@ fn xdg_dir(var: &str, fallback: &str) -> PathBuf {
     if let Some(d) = std::env::var_os(var).filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
     }
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join(fallback)
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(fallback)
 }
 
 impl AgentConfig {
     /// Reads the file written by `join`.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "cannot read {}; run `ipw-agent join URL --token T` first",
-                path.display()
-            )
-        })?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a valid agent config", path.display()))
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}; run `ipw-agent join URL --token T` first", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not a valid agent config", path.display()))
     }
 
     /// Writes the file atomically with mode 0600: it holds the agent's credential.

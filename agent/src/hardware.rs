@@ -12,10 +12,7 @@ pub fn probe() -> HardwareInfo {
     );
     let (cpu_model, cpu_cores, memory_bytes) = match &sys {
         Ok(sys) => (
-            sys.cpus()
-                .first()
-                .map(|c| c.brand().trim().to_owned())
-                .unwrap_or_default(),
+            sys.cpus().first().map(|c| c.brand().trim().to_owned()).unwrap_or_default(),
             sys.cpus().len() as u32,
             sys.total_memory(),
         ),
@@ -36,14 +33,10 @@ pub fn probe() -> HardwareInfo {
 pub fn nvidia_gpus() -> Result<Vec<Accelerator>, String> {
     let nvml = Nvml::init().map_err(|e| format!("NVML unavailable: {e}"))?;
     let driver = nvml.sys_driver_version().unwrap_or_default();
-    let count = nvml
-        .device_count()
-        .map_err(|e| format!("NVML device count: {e}"))?;
+    let count = nvml.device_count().map_err(|e| format!("NVML device count: {e}"))?;
     (0..count)
         .map(|i| {
-            let d = nvml
-                .device_by_index(i)
-                .map_err(|e| format!("NVML device {i}: {e}"))?;
+            let d = nvml.device_by_index(i).map_err(|e| format!("NVML device {i}: {e}"))?;
             Ok(Accelerator {
                 index: i,
                 vendor: "nvidia".into(),

@@ -8,16 +8,9 @@ use ipw_proto::v1::enrollment_client::EnrollmentClient;
 use std::collections::BTreeMap;
 
 /// Joins the coordinator at `url` and returns the config to save.
-pub async fn join(
-    url: &str,
-    token: &str,
-    name: &str,
-    labels: BTreeMap<String, String>,
-) -> anyhow::Result<AgentConfig> {
-    let channel = client::endpoint(url)?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the coordinator at {url}"))?;
+pub async fn join(url: &str, token: &str, name: &str, labels: BTreeMap<String, String>) -> anyhow::Result<AgentConfig> {
+    let channel =
+        client::endpoint(url)?.connect().await.with_context(|| format!("cannot reach the coordinator at {url}"))?;
     let resp = EnrollmentClient::new(channel)
         .join(JoinRequest {
             token: token.to_owned(),

@@ -13,10 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "The ipw-fleet agent: runs leased queries on a local engine and uploads measured results."
-)]
+#[command(version, about = "The ipw-fleet agent: runs leased queries on a local engine and uploads measured results.")]
 struct Args {
     /// Where the agent's identity is kept (written by `join`, mode 0600).
     #[arg(long, env = "IPW_AGENT_CONFIG", global = true)]
@@ -108,9 +105,7 @@ impl PowerArgs {
 async fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     if let Err(e) = run(Args::parse()).await {
         eprintln!("error: {e:#}");
@@ -121,25 +116,13 @@ async fn main() {
 async fn run(args: Args) -> anyhow::Result<()> {
     let config_path = args.config.unwrap_or_else(config::default_config_path);
     match args.command {
-        Command::Join {
-            url,
-            token,
-            name,
-            labels,
-        } => {
-            let name = name
-                .unwrap_or_else(|| sysinfo::System::host_name().unwrap_or_else(|_| "agent".into()));
+        Command::Join { url, token, name, labels } => {
+            let name = name.unwrap_or_else(|| sysinfo::System::host_name().unwrap_or_else(|_| "agent".into()));
             let cfg = join::join(&url, &token, &name, labels.into_iter().collect()).await?;
             cfg.save(&config_path)?;
-            println!(
-                "joined {url} as {} ({}), hardware class {}",
-                cfg.name, cfg.agent_id, cfg.hardware_class
-            );
+            println!("joined {url} as {} ({}), hardware class {}", cfg.name, cfg.agent_id, cfg.hardware_class);
             println!("credential stored in {} (mode 0600)", config_path.display());
-            println!(
-                "an operator may need to approve it: ipw agents approve {}",
-                cfg.agent_id
-            );
+            println!("an operator may need to approve it: ipw agents approve {}", cfg.agent_id);
         }
         Command::Run {
             engine_url,
@@ -158,12 +141,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 exit_when_idle,
                 poll_interval,
                 request_timeout,
-                power: PowerOptions {
-                    hz: power.power_hz,
-                    idle,
-                    rule: attribution,
-                    discovery: power.discovery(),
-                },
+                power: PowerOptions { hz: power.power_hz, idle, rule: attribution, discovery: power.discovery() },
                 ..RunOptions::default()
             };
             let s = runner::run(&cfg, &spool, &opts).await?;
@@ -183,14 +161,8 @@ fn probe(seconds: Duration, power: &PowerArgs) {
     let hw = hardware::probe();
     println!("host      {}", hw.hostname);
     println!("os        {} (kernel {})", hw.os, hw.kernel);
-    println!(
-        "cpu       {} ({} logical cores)",
-        hw.cpu_model, hw.cpu_cores
-    );
-    println!(
-        "memory    {:.1} GiB",
-        hw.memory_bytes as f64 / (1u64 << 30) as f64
-    );
+    println!("cpu       {} ({} logical cores)", hw.cpu_model, hw.cpu_cores);
+    println!("memory    {:.1} GiB", hw.memory_bytes as f64 / (1u64 << 30) as f64);
     for g in &hw.accelerators {
         println!(
             "gpu {}     {} {} ({:.0} GiB, driver {})",
@@ -206,11 +178,8 @@ fn probe(seconds: Duration, power: &PowerArgs) {
     if d.sources.is_empty() {
         println!("  (none)");
     } else {
-        let sampler = Sampler::start(
-            d.sources,
-            power.power_hz,
-            (power.power_hz * (seconds.as_secs_f64() + 5.0)) as usize,
-        );
+        let sampler =
+            Sampler::start(d.sources, power.power_hz, (power.power_hz * (seconds.as_secs_f64() + 5.0)) as usize);
         std::thread::sleep(seconds);
         let samples = sampler.samples(0.0, f64::INFINITY);
         for (i, info) in sampler.sources().iter().enumerate() {

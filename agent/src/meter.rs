@@ -65,33 +65,19 @@ impl Meter {
             tracing::debug!(kind = u.kind, reason = %u.reason, "power source not usable");
         }
         let clock_zero = SystemTime::now();
-        let sampler = (!discovery.sources.is_empty()).then(|| {
-            Sampler::start(
-                discovery.sources,
-                opts.hz,
-                (opts.hz * RING_SECONDS) as usize,
-            )
-        });
+        let sampler = (!discovery.sources.is_empty())
+            .then(|| Sampler::start(discovery.sources, opts.hz, (opts.hz * RING_SECONDS) as usize));
         match &sampler {
             Some(s) => {
-                let names: Vec<String> = s
-                    .sources()
-                    .iter()
-                    .map(|i| format!("{} {} ({})", i.kind, i.name, i.scope))
-                    .collect();
+                let names: Vec<String> =
+                    s.sources().iter().map(|i| format!("{} {} ({})", i.kind, i.name, i.scope)).collect();
                 tracing::info!(hz = opts.hz, sources = %names.join(", "), "sampling power");
             }
             None => {
                 tracing::warn!(reason = %null_reason, "no readable power source: energy will be recorded as unknown")
             }
         }
-        Self {
-            sampler,
-            null_reason,
-            rule: opts.rule,
-            idle: opts.idle,
-            clock_zero,
-        }
+        Self { sampler, null_reason, rule: opts.rule, idle: opts.idle, clock_zero }
     }
 
     /// Whether anything is being measured.
@@ -113,19 +99,11 @@ impl Meter {
         let to = s.clock(Instant::now());
         s.wait_past(to).await;
         let joules = attribution::energy_between(&s.total_series(from, to), from, to)?;
-        Some(Idle {
-            power_w: (joules / (to - from)).max(0.0),
-            from,
-            seconds: to - from,
-        })
+        Some(Idle { power_w: (joules / (to - from)).max(0.0), from, seconds: to - from })
     }
 
     /// Each window's energy record, in order, and the shard's active energy.
-    pub async fn attribute(
-        &self,
-        windows: &[Window],
-        idle: Option<Idle>,
-    ) -> (Vec<Energy>, Option<f64>) {
+    pub async fn attribute(&self, windows: &[Window], idle: Option<Idle>) -> (Vec<Energy>, Option<f64>) {
         let unknown = |reason: String| NoPower::new(reason).energy_record(self.rule.as_str());
         let Some(s) = &self.sampler else {
             return (vec![unknown(self.null_reason.clone()); windows.len()], None);
@@ -133,26 +111,12 @@ impl Meter {
         if windows.is_empty() {
             return (Vec::new(), Some(0.0));
         }
-        let lo = windows
-            .iter()
-            .map(|w| w.start)
-            .fold(f64::INFINITY, f64::min);
-        let hi = windows
-            .iter()
-            .map(|w| w.end)
-            .fold(f64::NEG_INFINITY, f64::max);
+        let lo = windows.iter().map(|w| w.start).fold(f64::INFINITY, f64::min);
+        let hi = windows.iter().map(|w| w.end).fold(f64::NEG_INFINITY, f64::max);
         s.wait_past(hi).await;
         let series = s.total_series(lo, hi);
-        let slowest = s
-            .sources()
-            .iter()
-            .map(|i| i.update_period)
-            .max()
-            .unwrap_or_default();
-        let short = windows
-            .iter()
-            .filter(|w| w.end - w.start < slowest.as_secs_f64())
-            .count();
+        let slowest = s.sources().iter().map(|i| i.update_period).max().unwrap_or_default();
+        let short = windows.iter().filter(|w| w.end - w.start < slowest.as_secs_f64()).count();
         if short > 0 {
             tracing::warn!(
                 short,
@@ -177,10 +141,7 @@ impl Meter {
                     .collect();
                 (records, attribution::active_energy(&series, windows))
             }
-            Err(e) => (
-                vec![unknown(format!("energy attribution failed: {e}")); windows.len()],
-                None,
-            ),
+            Err(e) => (vec![unknown(format!("energy attribution failed: {e}")); windows.len()], None),
         }
     }
 
@@ -222,11 +183,7 @@ impl Meter {
                 });
             }
         }
-        let zero_us = self
-            .clock_zero
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or(0);
+        let zero_us = self.clock_zero.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
         Some(ShardTelemetry {
             shard_id: shard_id.to_owned(),
             idle_power_w: idle.map(|i| i.power_w),

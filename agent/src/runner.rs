@@ -10,8 +10,7 @@ use crate::spool::{Spool, SpoolKey};
 use anyhow::Context;
 use futures::{Stream, StreamExt};
 use ipw_proto::v1::{
-    AcquireLeaseRequest, CompleteShardRequest, Energy, HeartbeatRequest, Lease, QueryResult,
-    ResultBatch, WorkItem,
+    AcquireLeaseRequest, CompleteShardRequest, Energy, HeartbeatRequest, Lease, QueryResult, ResultBatch, WorkItem,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -63,11 +62,7 @@ pub struct RunSummary {
 }
 
 /// Runs until stopped (or until idle, with `exit_when_idle`).
-pub async fn run(
-    config: &AgentConfig,
-    spool: &Spool,
-    opts: &RunOptions,
-) -> anyhow::Result<RunSummary> {
+pub async fn run(config: &AgentConfig, spool: &Spool, opts: &RunOptions) -> anyhow::Result<RunSummary> {
     let mut coord = client::connect(&config.coordinator, &config.credential).await?;
     let engine = Engine::new(&opts.engine_url, opts.request_timeout)?;
     let meter = Meter::start(&opts.power);
@@ -119,16 +114,10 @@ async fn lease_loop(
             tokio::time::sleep(opts.poll_interval).await;
             continue;
         };
-        let (committed, duplicates) =
-            execute_shard(coord, engine, meter, spool, &lease, opts).await?;
+        let (committed, duplicates) = execute_shard(coord, engine, meter, spool, &lease, opts).await?;
         summary.committed += committed;
         summary.duplicates += duplicates;
-        match coord
-            .complete_shard(CompleteShardRequest {
-                shard_id: lease.shard_id.clone(),
-            })
-            .await
-        {
+        match coord.complete_shard(CompleteShardRequest { shard_id: lease.shard_id.clone() }).await {
             Ok(r) => {
                 summary.shards += 1;
                 tracing::info!(shard = %lease.shard_id, run_completed = r.into_inner().run_completed, "shard completed");
@@ -160,22 +149,13 @@ async fn execute_shard(
     let params = &params;
     let concurrency = lease.concurrency.max(1) as usize;
     let mut measured = futures::stream::iter(lease.items.iter())
-        .map(|item| async move {
-            (
-                item,
-                engine.chat(&lease.model, &item.messages, params).await,
-            )
-        })
+        .map(|item| async move { (item, engine.chat(&lease.model, &item.messages, params).await) })
         .buffer_unordered(concurrency);
     let mut results: Vec<QueryResult> = Vec::with_capacity(lease.items.len());
     let mut windows: Vec<Window> = Vec::with_capacity(lease.items.len());
     while let Some((item, completion)) = measured.next().await {
         let start = completion.started.map(|s| meter.clock(s)).unwrap_or(0.0);
-        windows.push(Window {
-            start,
-            end: start + completion.latency_s,
-            tokens: f64::from(completion.tokens_out),
-        });
+        windows.push(Window { start, end: start + completion.latency_s, tokens: f64::from(completion.tokens_out) });
         let result = to_result(lease, item, completion, None);
         spool_put(spool, vec![result.clone()]).await?;
         results.push(result);
@@ -188,20 +168,11 @@ async fn execute_shard(
     let entries = spool_put(spool, results).await?;
     let uploaded = upload(coord, spool, tokio_stream::iter(entries), opts.upload_batch).await?;
 
-    let from = idle.map(|i| i.from).unwrap_or_else(|| {
-        windows
-            .iter()
-            .map(|w| w.start)
-            .fold(f64::INFINITY, f64::min)
-    });
+    let from = idle.map(|i| i.from).unwrap_or_else(|| windows.iter().map(|w| w.start).fold(f64::INFINITY, f64::min));
     let to = windows.iter().map(|w| w.end).fold(from, f64::max);
     if let Some(t) = meter.telemetry(&lease.shard_id, from, to, idle, active) {
         coord.upload_shard_telemetry(t).await.map_err(|s| {
-            anyhow::anyhow!(
-                "uploading the power series of shard {} failed: {}",
-                lease.shard_id,
-                s.message()
-            )
+            anyhow::anyhow!("uploading the power series of shard {} failed: {}", lease.shard_id, s.message())
         })?;
     }
     Ok(uploaded)
@@ -209,17 +180,16 @@ async fn execute_shard(
 
 /// Writes results to the spool durably (off the async threads); a full or broken disk stops
 /// the shard, loudly.
-async fn spool_put(
-    spool: &Spool,
-    results: Vec<QueryResult>,
-) -> anyhow::Result<Vec<(SpoolKey, QueryResult)>> {
+async fn spool_put(spool: &Spool, results: Vec<QueryResult>) -> anyhow::Result<Vec<(SpoolKey, QueryResult)>> {
     let writer = spool.clone();
-    tokio::task::spawn_blocking(move || results.into_iter().map(|r| writer.put(&r).map(|k| (k, r))).collect::<Result<Vec<_>, _>>())
-        .await?
-        .map_err(|e| {
-            tracing::error!(spool = %spool.dir().display(), error = %e, "cannot write to the spool; stopping");
-            anyhow::Error::new(e).context(format!("spool {} is not writable", spool.dir().display()))
-        })
+    tokio::task::spawn_blocking(move || {
+        results.into_iter().map(|r| writer.put(&r).map(|k| (k, r))).collect::<Result<Vec<_>, _>>()
+    })
+    .await?
+    .map_err(|e| {
+        tracing::error!(spool = %spool.dir().display(), error = %e, "cannot write to the spool; stopping");
+        anyhow::Error::new(e).context(format!("spool {} is not writable", spool.dir().display()))
+    })
 }
 
 fn to_result(lease: &Lease, item: &WorkItem, c: Completion, energy: Option<Energy>) -> QueryResult {
@@ -242,11 +212,7 @@ fn to_result(lease: &Lease, item: &WorkItem, c: Completion, energy: Option<Energ
 }
 
 /// Re-sends everything left in the spool by an earlier run.
-pub async fn flush_spool(
-    coord: &mut Coordinator,
-    spool: &Spool,
-    batch: usize,
-) -> anyhow::Result<(u64, u64)> {
+pub async fn flush_spool(coord: &mut Coordinator, spool: &Spool, batch: usize) -> anyhow::Result<(u64, u64)> {
     let pending = {
         let spool = spool.clone();
         tokio::task::spawn_blocking(move || spool.pending()).await??
@@ -274,12 +240,7 @@ pub async fn flush_spool(
 
 /// Streams results in batches; each acknowledged batch is removed from the spool. Returns
 /// (committed, duplicates). Fails if any batch went unacknowledged: those stay spooled.
-pub async fn upload<S>(
-    coord: &mut Coordinator,
-    spool: &Spool,
-    results: S,
-    batch: usize,
-) -> anyhow::Result<(u64, u64)>
+pub async fn upload<S>(coord: &mut Coordinator, spool: &Spool, results: S, batch: usize) -> anyhow::Result<(u64, u64)>
 where
     S: Stream<Item = (SpoolKey, QueryResult)> + Send + 'static,
 {
@@ -287,16 +248,12 @@ where
     let batches = {
         let in_flight = in_flight.clone();
         let mut seq = 0u64;
-        tokio_stream::StreamExt::chunks_timeout(results, batch.max(1), Duration::from_millis(500))
-            .map(move |chunk| {
-                seq += 1;
-                let (keys, results): (Vec<SpoolKey>, Vec<QueryResult>) = chunk.into_iter().unzip();
-                in_flight.lock().expect("not poisoned").insert(seq, keys);
-                ResultBatch {
-                    batch_seq: seq,
-                    results,
-                }
-            })
+        tokio_stream::StreamExt::chunks_timeout(results, batch.max(1), Duration::from_millis(500)).map(move |chunk| {
+            seq += 1;
+            let (keys, results): (Vec<SpoolKey>, Vec<QueryResult>) = chunk.into_iter().unzip();
+            in_flight.lock().expect("not poisoned").insert(seq, keys);
+            ResultBatch { batch_seq: seq, results }
+        })
     };
     let mut acks = coord
         .upload_results(batches)
@@ -310,11 +267,7 @@ where
             Ok(None) => break,
             Err(s) => return Err(anyhow::anyhow!("upload failed: {}", s.message())),
         };
-        let keys = in_flight
-            .lock()
-            .expect("not poisoned")
-            .remove(&ack.batch_seq)
-            .unwrap_or_default();
+        let keys = in_flight.lock().expect("not poisoned").remove(&ack.batch_seq).unwrap_or_default();
         let spool = spool.clone();
         tokio::task::spawn_blocking(move || spool.remove(&keys))
             .await?
@@ -324,9 +277,7 @@ where
     }
     let unacked = in_flight.lock().expect("not poisoned").len();
     if unacked > 0 {
-        anyhow::bail!(
-            "{unacked} result batches were not acknowledged; they stay in the spool for the next attempt"
-        );
+        anyhow::bail!("{unacked} result batches were not acknowledged; they stay in the spool for the next attempt");
     }
     Ok((committed, duplicates))
 }

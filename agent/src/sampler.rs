@@ -49,10 +49,7 @@ pub struct Accumulator {
 impl Accumulator {
     /// An accumulator for a counter wrapping at `wrap_j` (or not wrapping).
     pub fn new(wrap_j: Option<f64>) -> Self {
-        Self {
-            wrap_j,
-            ..Self::default()
-        }
+        Self { wrap_j, ..Self::default() }
     }
 
     /// Adds a reading taken at `t` seconds; returns the cumulative joules so far.
@@ -62,9 +59,7 @@ impl Accumulator {
                 (Reading::EnergyJ(a), Reading::EnergyJ(b)) if b >= a => b - a,
                 // The counter went backwards: it wrapped. Without a known wrap point the
                 // interval is unknown, and nothing is made up for it.
-                (Reading::EnergyJ(a), Reading::EnergyJ(b)) => {
-                    self.wrap_j.map(|w| w - a + b).unwrap_or(0.0)
-                }
+                (Reading::EnergyJ(a), Reading::EnergyJ(b)) => self.wrap_j.map(|w| w - a + b).unwrap_or(0.0),
                 (Reading::PowerW(a), Reading::PowerW(b)) => (a + b) / 2.0 * (t - t0).max(0.0),
                 _ => 0.0,
             };
@@ -101,10 +96,8 @@ impl Sampler {
                 details: s.details(),
             })
             .collect();
-        let shared = Arc::new(Shared {
-            ring: Mutex::new(VecDeque::with_capacity(capacity)),
-            stop: AtomicBool::new(false),
-        });
+        let shared =
+            Arc::new(Shared { ring: Mutex::new(VecDeque::with_capacity(capacity)), stop: AtomicBool::new(false) });
         let epoch = Instant::now();
         let period = Duration::from_secs_f64(1.0 / hz.max(0.1));
         let thread = (!sources.is_empty()).then(|| {
@@ -150,13 +143,7 @@ impl Sampler {
                 })
                 .expect("spawning the sampler thread")
         });
-        Self {
-            shared,
-            epoch,
-            hz,
-            sources: info,
-            thread,
-        }
+        Self { shared, epoch, hz, sources: info, thread }
     }
 
     /// The sources, in sample order.
@@ -179,17 +166,12 @@ impl Sampler {
         let ring = self.shared.ring.lock().expect("not poisoned");
         let first = ring.partition_point(|s| s.t <= from).saturating_sub(1);
         let last = ring.partition_point(|s| s.t < to);
-        ring.range(first..(last + 1).min(ring.len()))
-            .cloned()
-            .collect()
+        ring.range(first..(last + 1).min(ring.len())).cloned().collect()
     }
 
     /// The summed cumulative series `(t, joules of all sources)` around `[from, to]`.
     pub fn total_series(&self, from: f64, to: f64) -> Vec<(f64, f64)> {
-        self.samples(from, to)
-            .into_iter()
-            .map(|s| (s.t, s.cumulative_j.iter().sum()))
-            .collect()
+        self.samples(from, to).into_iter().map(|s| (s.t, s.cumulative_j.iter().sum())).collect()
     }
 
     /// Waits until a sample at or after `t` exists, so a window ending at `t` is covered.
@@ -199,13 +181,7 @@ impl Sampler {
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let newest = self
-                .shared
-                .ring
-                .lock()
-                .expect("not poisoned")
-                .back()
-                .map(|s| s.t);
+            let newest = self.shared.ring.lock().expect("not poisoned").back().map(|s| s.t);
             if newest.is_some_and(|n| n >= t) || Instant::now() > deadline {
                 return;
             }

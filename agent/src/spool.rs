@@ -41,9 +41,7 @@ impl Spool {
                 fs::remove_file(entry.path())?;
             }
         }
-        Ok(Self {
-            dir: dir.to_owned(),
-        })
+        Ok(Self { dir: dir.to_owned() })
     }
 
     /// The spool directory.
@@ -102,10 +100,7 @@ impl Spool {
 
     /// How many results are waiting.
     pub fn len(&self) -> std::io::Result<usize> {
-        Ok(fs::read_dir(&self.dir)?
-            .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == EXT))
-            .count())
+        Ok(fs::read_dir(&self.dir)?.flatten().filter(|e| e.path().extension().is_some_and(|x| x == EXT)).count())
     }
 
     /// Whether nothing is waiting.
@@ -119,12 +114,7 @@ mod tests {
     use super::*;
 
     fn result(q: i64) -> QueryResult {
-        QueryResult {
-            run_id: "run".into(),
-            query_id: q,
-            response: format!("answer {q}"),
-            ..Default::default()
-        }
+        QueryResult { run_id: "run".into(), query_id: q, response: format!("answer {q}"), ..Default::default() }
     }
 
     #[test]

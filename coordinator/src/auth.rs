@@ -34,23 +34,16 @@ pub struct AgentCredential {
 impl AgentCredential {
     /// Parses `<agent-id>.<secret>`.
     pub fn parse(s: &str) -> Result<Self, Status> {
-        let (id, secret) = s.split_once('.').ok_or_else(|| {
-            Status::unauthenticated("malformed agent credential: expected `<agent-id>.<secret>`")
-        })?;
+        let (id, secret) = s
+            .split_once('.')
+            .ok_or_else(|| Status::unauthenticated("malformed agent credential: expected `<agent-id>.<secret>`"))?;
         let agent_id = Uuid::parse_str(id).map_err(|_| {
-            Status::unauthenticated(
-                "malformed agent credential: the part before `.` is not an agent id",
-            )
+            Status::unauthenticated("malformed agent credential: the part before `.` is not an agent id")
         })?;
         if secret.is_empty() {
-            return Err(Status::unauthenticated(
-                "malformed agent credential: empty secret",
-            ));
+            return Err(Status::unauthenticated("malformed agent credential: empty secret"));
         }
-        Ok(Self {
-            agent_id,
-            secret: secret.to_owned(),
-        })
+        Ok(Self { agent_id, secret: secret.to_owned() })
     }
 
     /// The string form sent by the agent.
@@ -78,10 +71,7 @@ mod tests {
 
     #[test]
     fn credential_round_trips_and_rejects_garbage() {
-        let c = AgentCredential {
-            agent_id: Uuid::new_v4(),
-            secret: new_secret(),
-        };
+        let c = AgentCredential { agent_id: Uuid::new_v4(), secret: new_secret() };
         assert_eq!(AgentCredential::parse(&c.encode()).unwrap(), c);
         assert!(AgentCredential::parse("no-dot").is_err());
         assert!(AgentCredential::parse("not-a-uuid.abc").is_err());

@@ -18,9 +18,6 @@ pub async fn connect_and_migrate(options: PgConnectOptions) -> anyhow::Result<Pg
         .connect_with(options)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL: {e}"))?;
-    MIGRATOR
-        .run(&pool)
-        .await
-        .map_err(|e| anyhow::anyhow!("applying migrations failed: {e}"))?;
+    MIGRATOR.run(&pool).await.map_err(|e| anyhow::anyhow!("applying migrations failed: {e}"))?;
     Ok(pool)
 }

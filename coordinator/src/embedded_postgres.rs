@@ -71,19 +71,12 @@ impl EmbeddedPostgres {
         let root = data_dir.join("postgres");
         let run_as = if nix::unistd::geteuid().is_root() {
             let name = std::env::var("IPW_PG_USER").unwrap_or_else(|_| "postgres".into());
-            let user = User::from_name(&name)
-                .ok()
-                .flatten()
-                .ok_or(EmbeddedPgError::NoUnprivilegedUser(name))?;
+            let user = User::from_name(&name).ok().flatten().ok_or(EmbeddedPgError::NoUnprivilegedUser(name))?;
             Some((user.uid, user.gid))
         } else {
             None
         };
-        let pg = Self {
-            bin_dir,
-            root,
-            run_as,
-        };
+        let pg = Self { bin_dir, root, run_as };
         let starter = pg.clone();
         tokio::task::spawn_blocking(move || starter.start_blocking())
             .await
@@ -110,19 +103,12 @@ impl EmbeddedPostgres {
     }
 
     fn options_for(&self, database: &str) -> PgConnectOptions {
-        PgConnectOptions::new()
-            .socket(self.socket_dir())
-            .port(PORT)
-            .username(USER)
-            .database(database)
+        PgConnectOptions::new().socket(self.socket_dir()).port(PORT).username(USER).database(database)
     }
 
     /// A `psql` command line that reaches the embedded database, for people.
     pub fn psql_command(&self) -> String {
-        format!(
-            "psql \"host={} port={PORT} user={USER} dbname={DATABASE}\"",
-            self.socket_dir().display()
-        )
+        format!("psql \"host={} port={PORT} user={USER} dbname={DATABASE}\"", self.socket_dir().display())
     }
 
     fn start_blocking(&self) -> Result<(), EmbeddedPgError> {
@@ -131,9 +117,8 @@ impl EmbeddedPostgres {
             std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
             set_mode(dir, 0o700).map_err(io(format!("securing {}", dir.display())))?;
             if let Some((uid, gid)) = self.run_as {
-                std::os::unix::fs::chown(dir, Some(uid.as_raw()), Some(gid.as_raw())).map_err(
-                    io(format!("handing {} to the postgres user", dir.display())),
-                )?;
+                std::os::unix::fs::chown(dir, Some(uid.as_raw()), Some(gid.as_raw()))
+                    .map_err(io(format!("handing {} to the postgres user", dir.display())))?;
             }
         }
         let pgdata = self.pgdata();
@@ -147,8 +132,7 @@ impl EmbeddedPostgres {
                 "--locale=C",
             ]))?;
             let conf = pgdata.join("postgresql.conf");
-            let mut text = std::fs::read_to_string(&conf)
-                .map_err(io(format!("reading {}", conf.display())))?;
+            let mut text = std::fs::read_to_string(&conf).map_err(io(format!("reading {}", conf.display())))?;
             text.push_str("\n# Written by ipw-coordinator: socket only, settings in ipw-fleet.conf.\ninclude_if_exists = 'ipw-fleet.conf'\n");
             std::fs::write(&conf, text).map_err(io(format!("writing {}", conf.display())))?;
         }
@@ -158,23 +142,14 @@ impl EmbeddedPostgres {
             self.socket_dir().display().to_string().replace('\'', "''")
         );
         let settings_file = pgdata.join("ipw-fleet.conf");
-        std::fs::write(&settings_file, settings)
-            .map_err(io(format!("writing {}", settings_file.display())))?;
+        std::fs::write(&settings_file, settings).map_err(io(format!("writing {}", settings_file.display())))?;
         if let Some((uid, gid)) = self.run_as {
             std::os::unix::fs::chown(&settings_file, Some(uid.as_raw()), Some(gid.as_raw()))
-                .map_err(io(format!(
-                    "handing {} to the postgres user",
-                    settings_file.display()
-                )))?;
+                .map_err(io(format!("handing {} to the postgres user", settings_file.display())))?;
         }
 
-        let running = self
-            .pg_command("pg_ctl")
-            .arg("status")
-            .arg("-D")
-            .arg(&pgdata)
-            .output()
-            .is_ok_and(|o| o.status.success());
+        let running =
+            self.pg_command("pg_ctl").arg("status").arg("-D").arg(&pgdata).output().is_ok_and(|o| o.status.success());
         if !running {
             let started = self.run(
                 self.pg_command("pg_ctl")
@@ -190,10 +165,7 @@ impl EmbeddedPostgres {
                 let tail: Vec<&str> = log.lines().rev().take(10).collect();
                 return Err(EmbeddedPgError::Command {
                     command: "pg_ctl start".into(),
-                    output: format!(
-                        "{e}\nlast log lines:\n{}",
-                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                    ),
+                    output: format!("{e}\nlast log lines:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")),
                 });
             }
         }
@@ -202,21 +174,14 @@ impl EmbeddedPostgres {
 
     async fn ensure_database(&self) -> Result<(), EmbeddedPgError> {
         use sqlx::ConnectOptions;
-        let db_err = |e: sqlx::Error| EmbeddedPgError::Command {
-            command: "CREATE DATABASE ipw".into(),
-            output: e.to_string(),
-        };
-        let mut conn = self
-            .options_for("postgres")
-            .connect()
+        let db_err =
+            |e: sqlx::Error| EmbeddedPgError::Command { command: "CREATE DATABASE ipw".into(), output: e.to_string() };
+        let mut conn = self.options_for("postgres").connect().await.map_err(db_err)?;
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(DATABASE)
+            .fetch_one(&mut conn)
             .await
             .map_err(db_err)?;
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(DATABASE)
-                .fetch_one(&mut conn)
-                .await
-                .map_err(db_err)?;
         if !exists {
             // DATABASE is a constant identifier, not input.
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {DATABASE}")))
@@ -230,13 +195,7 @@ impl EmbeddedPostgres {
     /// Stops the cluster (fast shutdown: open sessions are rolled back, data is flushed).
     pub async fn stop(self) -> Result<(), EmbeddedPgError> {
         tokio::task::spawn_blocking(move || {
-            self.run(
-                self.pg_command("pg_ctl")
-                    .arg("stop")
-                    .arg("-D")
-                    .arg(self.pgdata())
-                    .args(["-m", "fast", "-w"]),
-            )
+            self.run(self.pg_command("pg_ctl").arg("stop").arg("-D").arg(self.pgdata()).args(["-m", "fast", "-w"]))
         })
         .await
         .expect("embedded postgres stop task panicked")
@@ -254,10 +213,8 @@ impl EmbeddedPostgres {
 
     fn run(&self, command: &mut Command) -> Result<(), EmbeddedPgError> {
         let name = format!("{command:?}");
-        let out = command.output().map_err(|source| EmbeddedPgError::Io {
-            context: format!("running {name}"),
-            source,
-        })?;
+        let out =
+            command.output().map_err(|source| EmbeddedPgError::Io { context: format!("running {name}"), source })?;
         if out.status.success() {
             return Ok(());
         }
@@ -269,10 +226,7 @@ impl EmbeddedPostgres {
                 self.root.display()
             ));
         }
-        Err(EmbeddedPgError::Command {
-            command: name,
-            output,
-        })
+        Err(EmbeddedPgError::Command { command: name, output })
     }
 }
 
@@ -288,9 +242,7 @@ pub fn find_bin_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("IPW_PG_BIN_DIR") {
         return Some(PathBuf::from(d)).filter(|d| has_both(d));
     }
-    let from_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>());
+    let from_path = std::env::var_os("PATH").into_iter().flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>());
     for dir in from_path {
         let initdb = dir.join("initdb");
         if let Ok(real) = std::fs::canonicalize(&initdb)

@@ -10,12 +10,7 @@ const GIB: f64 = (1u64 << 30) as f64;
 /// Examples: `gpu:nvidia:NVIDIA H100 80GB HBM3:80GiB:x8`, `cpu:AMD EPYC 7B13:2c:24GiB`.
 pub fn class_of(hw: &HardwareInfo) -> String {
     if hw.accelerators.is_empty() {
-        return format!(
-            "cpu:{}:{}c:{}GiB",
-            tidy(&hw.cpu_model),
-            hw.cpu_cores,
-            (hw.memory_bytes as f64 / GIB).round()
-        );
+        return format!("cpu:{}:{}c:{}GiB", tidy(&hw.cpu_model), hw.cpu_cores, (hw.memory_bytes as f64 / GIB).round());
     }
     // Group identical devices, keeping first-seen order so mixed boxes read naturally.
     let mut groups: Vec<(String, usize)> = Vec::new();
@@ -31,25 +26,13 @@ pub fn class_of(hw: &HardwareInfo) -> String {
             None => groups.push((key, 1)),
         }
     }
-    groups
-        .iter()
-        .map(|(k, n)| format!("{k}:x{n}"))
-        .collect::<Vec<_>>()
-        .join("+")
+    groups.iter().map(|(k, n)| format!("{k}:x{n}")).collect::<Vec<_>>().join("+")
 }
 
 /// Collapses whitespace and removes the separator, so a class is one unambiguous string.
 fn tidy(s: &str) -> String {
-    let s = s
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .replace([':', '+'], "-");
-    if s.is_empty() {
-        "unknown".to_owned()
-    } else {
-        s
-    }
+    let s = s.split_whitespace().collect::<Vec<_>>().join(" ").replace([':', '+'], "-");
+    if s.is_empty() { "unknown".to_owned() } else { s }
 }
 
 #[cfg(test)]
@@ -58,12 +41,7 @@ mod tests {
     use ipw_proto::v1::Accelerator;
 
     fn gpu(model: &str, gib: u64) -> Accelerator {
-        Accelerator {
-            vendor: "NVIDIA".into(),
-            model: model.into(),
-            memory_bytes: gib << 30,
-            ..Default::default()
-        }
+        Accelerator { vendor: "NVIDIA".into(), model: model.into(), memory_bytes: gib << 30, ..Default::default() }
     }
 
     #[test]
@@ -83,9 +61,6 @@ mod tests {
             accelerators: vec![gpu("H100", 80), gpu("H100", 80), gpu("RTX 4090", 24)],
             ..Default::default()
         };
-        assert_eq!(
-            class_of(&hw),
-            "gpu:nvidia:H100:80GiB:x2+gpu:nvidia:RTX 4090:24GiB:x1"
-        );
+        assert_eq!(class_of(&hw), "gpu:nvidia:H100:80GiB:x2+gpu:nvidia:RTX 4090:24GiB:x1");
     }
 }

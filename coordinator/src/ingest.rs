@@ -3,6 +3,7 @@
 //! A batch is one transaction: one multi-row insert for the results (idempotent on
 //! `(run, query, repetition)`), one for their scores. Nothing is acknowledged before commit.
 
+use crate::scores::{self, ScoreRow};
 use crate::scoring::Scorer;
 use ipw_proto::v1::QueryResult;
 use sqlx::{Postgres, Transaction};
@@ -16,14 +17,8 @@ pub const MAX_SHORT_TEXT_BYTES: usize = 4096;
 pub const MAX_BATCH_RESULTS: usize = 10_000;
 
 /// Power source kinds; a result measured by several joins them with '+'.
-pub const POWER_SOURCES: &[&str] = &[
-    "nvml-counter",
-    "nvml-power",
-    "rapl",
-    "amd-hwmon",
-    "apple-ioreport",
-    "powermetrics",
-];
+pub const POWER_SOURCES: &[&str] =
+    &["nvml-counter", "nvml-power", "rapl", "amd-hwmon", "apple-ioreport", "powermetrics"];
 const ATTRIBUTIONS: &[&str] = &["time-share", "token-share"];
 
 /// A result that passed validation, in database types.
@@ -74,87 +69,53 @@ pub struct ValidResult {
 /// Checks one result on its own (ownership and membership are checked against the database).
 /// The error names the field.
 pub fn validate(r: &QueryResult) -> Result<ValidResult, String> {
-    let uuid = |field: &str, s: &str| {
-        Uuid::parse_str(s).map_err(|_| format!("{field} \"{s}\" is not a UUID"))
-    };
+    let uuid = |field: &str, s: &str| Uuid::parse_str(s).map_err(|_| format!("{field} \"{s}\" is not a UUID"));
     let finite_nonneg = |field: &str, v: f64| {
-        if v.is_finite() && v >= 0.0 {
-            Ok(v)
-        } else {
-            Err(format!("{field} must be a finite number >= 0, got {v}"))
-        }
+        if v.is_finite() && v >= 0.0 { Ok(v) } else { Err(format!("{field} must be a finite number >= 0, got {v}")) }
     };
     let short = |field: &str, s: &str| {
         if s.len() <= MAX_SHORT_TEXT_BYTES {
             Ok(s.to_owned())
         } else {
-            Err(format!(
-                "{field} is longer than {MAX_SHORT_TEXT_BYTES} bytes"
-            ))
+            Err(format!("{field} is longer than {MAX_SHORT_TEXT_BYTES} bytes"))
         }
     };
     let run_id = uuid("run_id", &r.run_id)?;
     let shard_id = uuid("shard_id", &r.shard_id)?;
-    let repetition =
-        i32::try_from(r.repetition).map_err(|_| "repetition out of range".to_owned())?;
+    let repetition = i32::try_from(r.repetition).map_err(|_| "repetition out of range".to_owned())?;
     let started_at = chrono::DateTime::from_timestamp_micros(r.started_unix_us)
         .ok_or_else(|| format!("started_unix_us {} is not a valid time", r.started_unix_us))?;
     let latency_s = finite_nonneg("latency_s", r.latency_s)?;
     let ttft_s = r.ttft_s.map(|v| finite_nonneg("ttft_s", v)).transpose()?;
     if ttft_s.is_some_and(|t| t > latency_s) {
-        return Err(format!(
-            "ttft_s {} exceeds latency_s {latency_s}",
-            ttft_s.unwrap_or_default()
-        ));
+        return Err(format!("ttft_s {} exceeds latency_s {latency_s}", ttft_s.unwrap_or_default()));
     }
-    let mean_itl_s = r
-        .mean_itl_s
-        .map(|v| finite_nonneg("mean_itl_s", v))
-        .transpose()?;
-    let tokens =
-        |field: &str, v: u32| i32::try_from(v).map_err(|_| format!("{field} out of range"));
+    let mean_itl_s = r.mean_itl_s.map(|v| finite_nonneg("mean_itl_s", v)).transpose()?;
+    let tokens = |field: &str, v: u32| i32::try_from(v).map_err(|_| format!("{field} out of range"));
     if r.response.len() > MAX_RESPONSE_BYTES {
-        return Err(format!(
-            "response is longer than {MAX_RESPONSE_BYTES} bytes"
-        ));
+        return Err(format!("response is longer than {MAX_RESPONSE_BYTES} bytes"));
     }
     let energy = r.energy.clone().unwrap_or_default();
-    let power_source = if energy.source.is_empty() {
-        "none".to_owned()
-    } else {
-        energy.source.clone()
-    };
+    let power_source = if energy.source.is_empty() { "none".to_owned() } else { energy.source.clone() };
     if power_source != "none" && !power_source.split('+').all(|k| POWER_SOURCES.contains(&k)) {
         return Err(format!(
             "unknown power source \"{power_source}\"; expected none, or one or more of {} joined with '+'",
             POWER_SOURCES.join(", ")
         ));
     }
-    let energy_attribution = if energy.attribution.is_empty() {
-        "time-share".to_owned()
-    } else {
-        energy.attribution.clone()
-    };
+    let energy_attribution =
+        if energy.attribution.is_empty() { "time-share".to_owned() } else { energy.attribution.clone() };
     if !ATTRIBUTIONS.contains(&energy_attribution.as_str()) {
-        return Err(format!(
-            "unknown energy attribution \"{energy_attribution}\""
-        ));
+        return Err(format!("unknown energy attribution \"{energy_attribution}\""));
     }
-    let energy_j = energy
-        .energy_j
-        .map(|v| finite_nonneg("energy_j", v))
-        .transpose()?;
+    let energy_j = energy.energy_j.map(|v| finite_nonneg("energy_j", v)).transpose()?;
     let dynamic_energy_j = match energy.dynamic_energy_j {
         Some(v) if !v.is_finite() => {
             return Err(format!("dynamic_energy_j must be finite, got {v}"));
         }
         v => v,
     };
-    match (
-        energy_j,
-        power_source.as_str(),
-        energy.null_reason.trim().is_empty(),
-    ) {
+    match (energy_j, power_source.as_str(), energy.null_reason.trim().is_empty()) {
         (Some(_), "none", _) => return Err("energy_j is set but power source is \"none\"".into()),
         (None, _, true) => return Err("energy_j is missing and no null_reason says why".into()),
         _ => {}
@@ -172,20 +133,27 @@ pub fn validate(r: &QueryResult) -> Result<ValidResult, String> {
         tokens_out: tokens("tokens_out", r.tokens_out)?,
         response: r.response.clone(),
         finish_reason: short("finish_reason", &r.finish_reason)?,
-        error: (!r.error.is_empty())
-            .then(|| short("error", &r.error))
-            .transpose()?,
+        error: (!r.error.is_empty()).then(|| short("error", &r.error)).transpose()?,
         energy_j,
         dynamic_energy_j,
         power_source,
         power_scope: short("energy.scope", &energy.scope)?,
         sample_hz: finite_nonneg("energy.sample_hz", energy.sample_hz)?,
         energy_attribution,
-        energy_null_reason: energy_j
-            .is_none()
-            .then(|| short("energy.null_reason", &energy.null_reason))
-            .transpose()?,
+        energy_null_reason: energy_j.is_none().then(|| short("energy.null_reason", &energy.null_reason)).transpose()?,
     })
+}
+
+/// A result the batch inserted, with what scoring it needs.
+#[derive(sqlx::FromRow)]
+struct Inserted {
+    id: i64,
+    ok: bool,
+    scorer: String,
+    answer: String,
+    tolerance: Option<f64>,
+    response: String,
+    scoring_id: Uuid,
 }
 
 /// How a committed batch went.
@@ -277,7 +245,7 @@ pub async fn insert_batch(
     }
 
     // Every newly inserted row comes back with what scoring needs; conflicts (retries) do not.
-    let inserted: Vec<(i64, bool, String, String, String)> = sqlx::query_as(
+    let inserted: Vec<Inserted> = sqlx::query_as(
         "WITH new AS (
             INSERT INTO results (run_id, shard_id, query_id, repetition, agent_id, started_at, latency_s,
                                  ttft_s, mean_itl_s, tokens_in, tokens_out, response, finish_reason, error,
@@ -296,10 +264,11 @@ pub async fn insert_batch(
                       energy_j, dynamic_energy_j, power_source, power_scope, sample_hz,
                       energy_attribution, energy_null_reason)
             ON CONFLICT (run_id, query_id, repetition) DO NOTHING
-            RETURNING id, query_id, response, error
+            RETURNING id, run_id, query_id, response, error
          )
-         SELECT new.id, new.error IS NULL, q.scorer, q.answer, new.response
-         FROM new JOIN queries q ON q.id = new.query_id",
+         SELECT new.id, new.error IS NULL AS ok, q.scorer, q.answer, q.tolerance, new.response, sc.id AS scoring_id
+         FROM new JOIN queries q ON q.id = new.query_id
+         JOIN scorings sc ON sc.run_id = new.run_id AND sc.kind = 'ingest'",
     )
     .bind(&run_ids)
     .bind(&shard_ids)
@@ -325,35 +294,29 @@ pub async fn insert_batch(
     .fetch_all(&mut **tx)
     .await?;
 
-    let mut result_ids = Vec::with_capacity(inserted.len());
-    let mut scorers = Vec::with_capacity(inserted.len());
-    let mut extracted = Vec::with_capacity(inserted.len());
-    let mut correct = Vec::with_capacity(inserted.len());
     // Errored results stay unscored: they count as wrong in the views, but were never judged.
-    for (result_id, _, scorer, answer, response) in inserted.iter().filter(|row| row.1) {
-        let scorer = Scorer::parse(scorer).expect("queries.scorer is constrained to known scorers");
-        let score = scorer.score(response, answer);
-        result_ids.push(*result_id);
-        scorers.push(scorer.as_str());
-        extracted.push(score.extracted);
-        correct.push(score.correct);
-    }
-    sqlx::query(
-        "INSERT INTO scores (result_id, scorer, extracted, correct)
-         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bool[])",
-    )
-    .bind(&result_ids)
-    .bind(&scorers)
-    .bind(&extracted)
-    .bind(&correct)
-    .execute(&mut **tx)
-    .await?;
+    // Judge-scored queries wait for `ipw score --judge-...`.
+    let rows: Vec<ScoreRow> = inserted
+        .iter()
+        .filter(|row| row.ok)
+        .filter_map(|row| {
+            let scorer = Scorer::parse(&row.scorer).expect("queries.scorer is constrained to known scorers");
+            let score = scorer.score(&row.response, &row.answer, row.tolerance)?;
+            Some(ScoreRow {
+                scoring_id: row.scoring_id,
+                result_id: row.id,
+                scorer: scorer.as_str(),
+                extracted: score.extracted,
+                correct: Some(score.correct),
+                verdict: None,
+                error: None,
+            })
+        })
+        .collect();
+    scores::insert(tx, &rows).await?;
 
     let inserted = inserted.len() as u32;
-    Ok(BatchOutcome {
-        inserted,
-        duplicates: batch.len() as u32 - inserted,
-    })
+    Ok(BatchOutcome { inserted, duplicates: batch.len() as u32 - inserted })
 }
 
 #[cfg(test)]
@@ -376,11 +339,7 @@ mod tests {
             response: "The answer is (A)".into(),
             finish_reason: "stop".into(),
             error: String::new(),
-            energy: Some(Energy {
-                source: "none".into(),
-                null_reason: "no power source".into(),
-                ..Default::default()
-            }),
+            energy: Some(Energy { source: "none".into(), null_reason: "no power source".into(), ..Default::default() }),
         }
     }
 
@@ -396,11 +355,7 @@ mod tests {
     #[test]
     fn several_sources_are_joined_with_plus() {
         let mut r = ok_result();
-        r.energy = Some(Energy {
-            energy_j: Some(3.0),
-            source: "nvml-counter+rapl".into(),
-            ..Default::default()
-        });
+        r.energy = Some(Energy { energy_j: Some(3.0), source: "nvml-counter+rapl".into(), ..Default::default() });
         assert_eq!(validate(&r).unwrap().power_source, "nvml-counter+rapl");
         r.energy.as_mut().unwrap().source = "rapl+guess".into();
         assert!(validate(&r).unwrap_err().contains("unknown power source"));
@@ -414,18 +369,9 @@ mod tests {
             (Box::new(|r| r.latency_s = f64::NAN), "latency_s"),
             (Box::new(|r| r.ttft_s = Some(3.0)), "exceeds latency_s"),
             (Box::new(|r| r.energy = None), "no null_reason"),
-            (
-                Box::new(|r| r.energy.as_mut().unwrap().energy_j = Some(1.0)),
-                "power source is \"none\"",
-            ),
-            (
-                Box::new(|r| r.energy.as_mut().unwrap().source = "guess".into()),
-                "unknown power source",
-            ),
-            (
-                Box::new(|r| r.response = "x".repeat(MAX_RESPONSE_BYTES + 1)),
-                "response",
-            ),
+            (Box::new(|r| r.energy.as_mut().unwrap().energy_j = Some(1.0)), "power source is \"none\""),
+            (Box::new(|r| r.energy.as_mut().unwrap().source = "guess".into()), "unknown power source"),
+            (Box::new(|r| r.response = "x".repeat(MAX_RESPONSE_BYTES + 1)), "response"),
             (Box::new(|r| r.repetition = u32::MAX), "repetition"),
         ];
         for (mutate, want) in cases {

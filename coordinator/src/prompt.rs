@@ -11,25 +11,16 @@ pub const CHOICE_LETTERS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 ///
 /// Multiple-choice questions use MMLU-Pro's zero-shot chain-of-thought form, which asks the
 /// model to finish with "The answer is (X)"; open questions are sent as they are.
-pub fn render(
-    prompt: &str,
-    choices: Option<&[String]>,
-    category: Option<&str>,
-) -> Vec<ChatMessage> {
+pub fn render(prompt: &str, choices: Option<&[String]>, category: Option<&str>) -> Vec<ChatMessage> {
     let content = match choices {
         Some(choices) => mmlu_pro_cot(prompt, choices, category),
         None => prompt.to_owned(),
     };
-    vec![ChatMessage {
-        role: "user".into(),
-        content,
-    }]
+    vec![ChatMessage { role: "user".into(), content }]
 }
 
 fn mmlu_pro_cot(question: &str, choices: &[String], category: Option<&str>) -> String {
-    let subject = category
-        .map(|c| format!(" about {}", c.replace('_', " ")))
-        .unwrap_or_default();
+    let subject = category.map(|c| format!(" about {}", c.replace('_', " "))).unwrap_or_default();
     let mut s = format!(
         "The following is a multiple choice question{subject}. Think step by step and then finish \
          your answer with \"The answer is (X)\" where X is the correct letter choice.\n\n\

@@ -42,8 +42,7 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_JOIN_MESSAGE_BYTES),
         )
         .add_service(
-            AgentServiceServer::new(AgentServiceImpl::new(state.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            AgentServiceServer::new(AgentServiceImpl::new(state.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(InterceptedService::new(
             AdminServer::new(AdminService::new(state)).max_decoding_message_size(MAX_MESSAGE_BYTES),
@@ -64,11 +63,7 @@ pub struct Background {
 
 impl Background {
     /// Binds `addr` (port 0 for any free port) and serves in a task.
-    pub async fn spawn(
-        addr: SocketAddr,
-        state: State,
-        admin_token: String,
-    ) -> std::io::Result<Self> {
+    pub async fn spawn(addr: SocketAddr, state: State, admin_token: String) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -78,11 +73,7 @@ impl Background {
             })
             .await
         });
-        Ok(Self {
-            addr,
-            shutdown: Some(tx),
-            task,
-        })
+        Ok(Self { addr, shutdown: Some(tx), task })
     }
 
     /// `http://addr`, for clients.

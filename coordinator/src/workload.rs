@@ -2,8 +2,9 @@
 //!
 //! - **mmlu-pro**: `{question_id, question, options, answer, answer_index?, category?, src?}`
 //!   as in the MMLU-Pro test split; scored by letter extraction.
-//! - **generic**: `{id, prompt, answer, choices?, category?, scorer?}`; scored by exact match,
-//!   or by letter extraction when `choices` is given.
+//! - **generic**: `{id, prompt, answer, choices?, category?, scorer?, tolerance?}`; scored by
+//!   exact match by default, by letter extraction when `choices` is given, or by the named
+//!   `scorer` (`mcq`, `numeric` with an optional relative `tolerance`, `exact`, `judge`).
 //!
 //! The first record fixes the format; every later line must match it. Parsing is pure so it
 //! can be tested and fuzzed without a database.
@@ -53,6 +54,8 @@ pub struct NewQuery {
     pub category: Option<String>,
     /// How responses to this query are scored.
     pub scorer: Scorer,
+    /// Relative tolerance for numeric answers.
+    pub tolerance: Option<f64>,
 }
 
 /// Why a line was rejected. Always names the line.
@@ -92,6 +95,7 @@ struct GenericRecord {
     choices: Option<Vec<String>>,
     category: Option<String>,
     scorer: Option<String>,
+    tolerance: Option<f64>,
 }
 
 /// Ids may be strings or integers in the wild.
@@ -139,29 +143,21 @@ impl Parser {
     pub fn parse_line(&mut self, line_no: u64, text: &str) -> Result<Option<NewQuery>, LineError> {
         let err = |message: String| LineError { line_no, message };
         if text.len() > MAX_LINE_BYTES {
-            return Err(err(format!(
-                "line is {} bytes; the limit is {MAX_LINE_BYTES}",
-                text.len()
-            )));
+            return Err(err(format!("line is {} bytes; the limit is {MAX_LINE_BYTES}", text.len())));
         }
         if text.trim().is_empty() {
             return Ok(None);
         }
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| err(format!("not valid JSON: {e}")))?;
-        let object = value
-            .as_object()
-            .ok_or_else(|| err("expected a JSON object".into()))?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| err(format!("not valid JSON: {e}")))?;
+        let object = value.as_object().ok_or_else(|| err("expected a JSON object".into()))?;
         let format = if object.contains_key("question_id") {
             Format::MmluPro
         } else if object.contains_key("prompt") {
             Format::Generic
         } else {
-            return Err(err(
-                "neither an MMLU-Pro record (question_id, question, options, answer) nor a generic \
+            return Err(err("neither an MMLU-Pro record (question_id, question, options, answer) nor a generic \
                  one (id, prompt, answer)"
-                    .into(),
-            ));
+                .into()));
         };
         match self.format {
             None => self.format = Some(format),
@@ -176,8 +172,7 @@ impl Parser {
         }
         let query = match format {
             Format::MmluPro => {
-                let r: MmluProRecord =
-                    serde_json::from_value(value).map_err(|e| err(e.to_string()))?;
+                let r: MmluProRecord = serde_json::from_value(value).map_err(|e| err(e.to_string()))?;
                 check_choices(&r.options, &r.answer).map_err(&err)?;
                 NewQuery {
                     external_id: r.question_id.to_string(),
@@ -187,23 +182,27 @@ impl Parser {
                     answer: r.answer,
                     category: r.category,
                     scorer: Scorer::Mcq,
+                    tolerance: None,
                 }
             }
             Format::Generic => {
-                let r: GenericRecord =
-                    serde_json::from_value(value).map_err(|e| err(e.to_string()))?;
+                let r: GenericRecord = serde_json::from_value(value).map_err(|e| err(e.to_string()))?;
                 let scorer = match r.scorer.as_deref() {
                     None if r.choices.is_some() => Scorer::Mcq,
                     None => Scorer::Exact,
-                    Some(s) => Scorer::parse(s).ok_or_else(|| {
-                        err(format!("unknown scorer \"{s}\"; expected mcq or exact"))
-                    })?,
+                    Some(s) => Scorer::parse(s)
+                        .ok_or_else(|| err(format!("unknown scorer \"{s}\"; expected mcq, numeric, exact or judge")))?,
                 };
+                if r.tolerance.is_some_and(|t| !(t.is_finite() && t >= 0.0))
+                    || (r.tolerance.is_some() && scorer != Scorer::Numeric)
+                {
+                    return Err(err("`tolerance` must be a number >= 0, and only goes with scorer numeric".into()));
+                }
+                if scorer == Scorer::Numeric && crate::scoring::numeric::parse_reference(&r.answer).is_none() {
+                    return Err(err(format!("scorer numeric needs a numeric answer, got \"{}\"", r.answer)));
+                }
                 if scorer == Scorer::Mcq {
-                    let choices = r
-                        .choices
-                        .as_deref()
-                        .ok_or_else(|| err("scorer mcq needs `choices`".into()))?;
+                    let choices = r.choices.as_deref().ok_or_else(|| err("scorer mcq needs `choices`".into()))?;
                     check_choices(choices, &r.answer).map_err(&err)?;
                 }
                 NewQuery {
@@ -214,6 +213,7 @@ impl Parser {
                     answer: r.answer,
                     category: r.category,
                     scorer,
+                    tolerance: r.tolerance,
                 }
             }
         };
@@ -224,10 +224,7 @@ impl Parser {
             return Err(err("empty question/prompt".into()));
         }
         if let Some(first) = self.seen.insert(query.external_id.clone(), line_no) {
-            return Err(err(format!(
-                "id \"{}\" already appeared on line {first}",
-                query.external_id
-            )));
+            return Err(err(format!("id \"{}\" already appeared on line {first}", query.external_id)));
         }
         Ok(Some(query))
     }
@@ -243,17 +240,10 @@ fn letter_index(answer: &str) -> Option<i64> {
 
 fn check_choices(choices: &[String], answer: &str) -> Result<(), String> {
     if choices.len() < 2 {
-        return Err(format!(
-            "{} options; a multiple-choice question needs at least 2",
-            choices.len()
-        ));
+        return Err(format!("{} options; a multiple-choice question needs at least 2", choices.len()));
     }
     if choices.len() > CHOICE_LETTERS.len() {
-        return Err(format!(
-            "{} options; at most {} are supported",
-            choices.len(),
-            CHOICE_LETTERS.len()
-        ));
+        return Err(format!("{} options; at most {} are supported", choices.len(), CHOICE_LETTERS.len()));
     }
     match letter_index(answer) {
         Some(i) if (i as usize) < choices.len() => Ok(()),
@@ -283,15 +273,9 @@ mod tests {
     #[test]
     fn generic_records_default_to_exact_match() {
         let mut p = Parser::new();
-        let q = p.parse_line(
-            1,
-            r#"{"id": "q1", "prompt": "Capital of France?", "answer": "Paris"}"#,
-        );
+        let q = p.parse_line(1, r#"{"id": "q1", "prompt": "Capital of France?", "answer": "Paris"}"#);
         assert_eq!(q.unwrap().unwrap().scorer, Scorer::Exact);
-        let q = p.parse_line(
-            2,
-            r#"{"id": 2, "prompt": "p", "answer": "B", "choices": ["x", "y"]}"#,
-        );
+        let q = p.parse_line(2, r#"{"id": 2, "prompt": "p", "answer": "B", "choices": ["x", "y"]}"#);
         assert_eq!(q.unwrap().unwrap().scorer, Scorer::Mcq);
     }
 
@@ -302,26 +286,17 @@ mod tests {
         let cases = [
             ("{not json", "not valid JSON"),
             ("[1,2]", "expected a JSON object"),
-            (
-                r#"{"id": "x", "prompt": "p", "answer": "a"}"#,
-                "generic record but the file started with mmlu-pro",
-            ),
+            (r#"{"id": "x", "prompt": "p", "answer": "a"}"#, "generic record but the file started with mmlu-pro"),
             (
                 r#"{"question_id": 71, "question": "Q", "options": ["a","b"], "answer": "C"}"#,
                 "not one of the option letters A-B",
             ),
-            (
-                r#"{"question_id": 73, "options": ["a","b"], "answer": "A"}"#,
-                "missing field `question`",
-            ),
+            (r#"{"question_id": 73, "options": ["a","b"], "answer": "A"}"#, "missing field `question`"),
             (
                 r#"{"question_id": 70, "question": "Q", "options": ["a","b"], "answer": "A"}"#,
                 "already appeared on line 1",
             ),
-            (
-                r#"{"question_id": 74, "question": "  ", "options": ["a","b"], "answer": "A"}"#,
-                "empty question",
-            ),
+            (r#"{"question_id": 74, "question": "  ", "options": ["a","b"], "answer": "A"}"#, "empty question"),
         ];
         for (i, (line, want)) in cases.iter().enumerate() {
             let e = p.parse_line(i as u64 + 2, line).unwrap_err();
@@ -332,16 +307,28 @@ mod tests {
     }
 
     #[test]
+    fn numeric_and_judge_scorers_are_named_by_the_record() {
+        let mut p = Parser::new();
+        let q =
+            p.parse_line(1, r#"{"id": "n", "prompt": "2+2?", "answer": "4", "scorer": "numeric", "tolerance": 0.01}"#);
+        let q = q.unwrap().unwrap();
+        assert_eq!((q.scorer, q.tolerance), (Scorer::Numeric, Some(0.01)));
+        let q = p.parse_line(2, r#"{"id": "j", "prompt": "Why?", "answer": "Because.", "scorer": "judge"}"#);
+        assert_eq!(q.unwrap().unwrap().scorer, Scorer::Judge);
+        let e = p.parse_line(3, r#"{"id": "x", "prompt": "p", "answer": "many", "scorer": "numeric"}"#).unwrap_err();
+        assert!(e.message.contains("needs a numeric answer"), "{e}");
+        let e = p.parse_line(4, r#"{"id": "y", "prompt": "p", "answer": "a", "tolerance": 0.1}"#).unwrap_err();
+        assert!(e.message.contains("only goes with scorer numeric"), "{e}");
+    }
+
+    #[test]
     fn blank_lines_are_skipped() {
         assert_eq!(Parser::new().parse_line(1, "   ").unwrap(), None);
     }
 
     #[test]
     fn the_shared_mmlu_pro_split_parses_whole() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/data/mmlu-pro-test.jsonl"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/mmlu-pro-test.jsonl");
         let Ok(text) = std::fs::read_to_string(path) else {
             panic!("{path} is missing: the shared data folder must sit beside the clone")
         };

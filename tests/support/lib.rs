@@ -20,24 +20,18 @@ use std::time::Duration;
 
 /// The cluster's admin URL, from `scripts/test`.
 pub fn database_url() -> String {
-    std::env::var("IPW_TEST_DATABASE_URL")
-        .expect("IPW_TEST_DATABASE_URL is unset: run the tests with scripts/test")
+    std::env::var("IPW_TEST_DATABASE_URL").expect("IPW_TEST_DATABASE_URL is unset: run the tests with scripts/test")
 }
 
 /// The llama-server serving SmolLM2, from `scripts/test`.
 pub fn engine_url() -> String {
-    std::env::var("IPW_TEST_ENGINE_URL")
-        .expect("IPW_TEST_ENGINE_URL is unset: run the tests with scripts/test")
+    std::env::var("IPW_TEST_ENGINE_URL").expect("IPW_TEST_ENGINE_URL is unset: run the tests with scripts/test")
 }
 
 /// The real MMLU-Pro test split in `../shared/data`.
 pub fn mmlu_pro() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mmlu-pro-test.jsonl");
-    assert!(
-        p.exists(),
-        "{} is missing: ../shared must sit beside the clone",
-        p.display()
-    );
+    assert!(p.exists(), "{} is missing: ../shared must sit beside the clone", p.display());
     p
 }
 
@@ -45,13 +39,8 @@ pub fn mmlu_pro() -> PathBuf {
 pub async fn fresh_database() -> anyhow::Result<PgConnectOptions> {
     let admin = PgConnectOptions::from_str(&database_url())?;
     let name = format!("ipw_test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = admin
-        .connect()
-        .await
-        .context("connecting to the test cluster")?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await?;
+    let mut conn = admin.connect().await.context("connecting to the test cluster")?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
     Ok(admin.database(&name))
 }
 
@@ -77,38 +66,21 @@ impl Fleet {
 
     /// Starts a coordinator with the given lease TTL.
     pub async fn start_with_lease_ttl(lease_ttl: Duration) -> anyhow::Result<Self> {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("warn")
-            .with_test_writer()
-            .try_init();
+        let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
         let pool = ipw_coordinator::db::connect_and_migrate(fresh_database().await?).await?;
         let admin_token = ipw_coordinator::auth::new_secret();
         let coordinator = Background::spawn(
             "127.0.0.1:0".parse().expect("valid address"),
-            State {
-                pool: pool.clone(),
-                lease_ttl,
-            },
+            State { pool: pool.clone(), lease_ttl },
             admin_token.clone(),
         )
         .await?;
         let admin = cli::connect(&coordinator.url(), &admin_token).await?;
-        Ok(Self {
-            coordinator,
-            pool,
-            admin,
-            admin_token,
-            dir: tempfile::tempdir()?,
-        })
+        Ok(Self { coordinator, pool, admin, admin_token, dir: tempfile::tempdir()? })
     }
 
     /// A join token.
-    pub async fn token(
-        &mut self,
-        uses: u32,
-        auto_approve: bool,
-        ttl: Duration,
-    ) -> anyhow::Result<String> {
+    pub async fn token(&mut self, uses: u32, auto_approve: bool, ttl: Duration) -> anyhow::Result<String> {
         Ok(self
             .admin
             .create_token(CreateTokenRequest {
@@ -124,13 +96,7 @@ impl Fleet {
 
     /// Joins an agent named `name` the way `ipw-agent join` does.
     pub async fn join(&self, token: &str, name: &str) -> anyhow::Result<AgentConfig> {
-        ipw_agent::join::join(
-            &self.coordinator.url(),
-            token,
-            name,
-            [("test".to_owned(), name.to_owned())].into(),
-        )
-        .await
+        ipw_agent::join::join(&self.coordinator.url(), token, name, [("test".to_owned(), name.to_owned())].into()).await
     }
 
     /// A spool directory of the agent's own.
@@ -142,11 +108,7 @@ impl Fleet {
     /// (discovery looks at empty trees and no GPUs), so energy is NULL with its reason whatever
     /// machine the tests run on, and no idle baseline is waited for.
     pub fn run_options(&self) -> RunOptions {
-        let mut opts = RunOptions {
-            engine_url: engine_url(),
-            exit_when_idle: true,
-            ..RunOptions::default()
-        };
+        let mut opts = RunOptions { engine_url: engine_url(), exit_when_idle: true, ..RunOptions::default() };
         opts.power.idle = Duration::ZERO;
         opts.power.discovery.powercap_root = self.dir.path().join("no-powercap");
         opts.power.discovery.drm_root = self.dir.path().join("no-drm");
@@ -156,8 +118,6 @@ impl Fleet {
 
     /// Imports a workload file through the CLI's code path.
     pub async fn import(&mut self, file: &std::path::Path, name: &str) -> anyhow::Result<u64> {
-        Ok(cli::import_workload(&mut self.admin, file, name)
-            .await?
-            .queries)
+        Ok(cli::import_workload(&mut self.admin, file, name).await?.queries)
     }
 }

@@ -55,12 +55,7 @@ mod tests {
     use super::*;
 
     fn ch(group: &str, name: &str, unit: &str, value: i64) -> Channel {
-        Channel {
-            group: group.into(),
-            name: name.into(),
-            unit: unit.into(),
-            value,
-        }
+        Channel { group: group.into(), name: name.into(), unit: unit.into(), value }
     }
 
     #[test]

@@ -10,8 +10,7 @@ use core_foundation::string::{CFString, CFStringRef};
 use core_foundation_sys::array::{CFArrayGetCount, CFArrayGetValueAtIndex, CFArrayRef};
 use core_foundation_sys::base::{CFRelease, CFTypeRef, kCFAllocatorDefault};
 use core_foundation_sys::dictionary::{
-    CFDictionaryCreateMutableCopy, CFDictionaryGetCount, CFDictionaryGetValue, CFDictionaryRef,
-    CFMutableDictionaryRef,
+    CFDictionaryCreateMutableCopy, CFDictionaryGetCount, CFDictionaryGetValue, CFDictionaryRef, CFMutableDictionaryRef,
 };
 use std::ffi::c_void;
 use std::ptr::{null, null_mut};
@@ -37,11 +36,7 @@ unsafe extern "C" {
         channels: CFMutableDictionaryRef,
         c: CFTypeRef,
     ) -> CFDictionaryRef;
-    fn IOReportCreateSamplesDelta(
-        a: CFDictionaryRef,
-        b: CFDictionaryRef,
-        c: CFTypeRef,
-    ) -> CFDictionaryRef;
+    fn IOReportCreateSamplesDelta(a: CFDictionaryRef, b: CFDictionaryRef, c: CFTypeRef) -> CFDictionaryRef;
     fn IOReportChannelGetGroup(item: CFDictionaryRef) -> CFStringRef;
     fn IOReportChannelGetChannelName(item: CFDictionaryRef) -> CFStringRef;
     fn IOReportChannelGetUnitLabel(item: CFDictionaryRef) -> CFStringRef;
@@ -78,11 +73,7 @@ impl IoReport {
             if found.is_null() {
                 return Err("IOReport has no Energy Model channels on this Mac".into());
             }
-            let channels = CFDictionaryCreateMutableCopy(
-                kCFAllocatorDefault,
-                CFDictionaryGetCount(found),
-                found,
-            );
+            let channels = CFDictionaryCreateMutableCopy(kCFAllocatorDefault, CFDictionaryGetCount(found), found);
             CFRelease(found as CFTypeRef);
             let mut out: CFMutableDictionaryRef = null_mut();
             let subscription = IOReportCreateSubscription(null(), channels, &mut out, 0, null());
@@ -96,12 +87,7 @@ impl IoReport {
                 CFRelease(subscription as CFTypeRef);
                 return Err("IOReport gave no first sample".into());
             }
-            let mut me = Self {
-                subscription,
-                channels,
-                previous,
-                total_j: 0.0,
-            };
+            let mut me = Self { subscription, channels, previous, total_j: 0.0 };
             // One delta now, so a source that cannot be read is refused at discovery.
             me.delta().map_err(|e| format!("IOReport sample: {e}"))?;
             Ok(me)
@@ -123,8 +109,7 @@ impl IoReport {
                 return Err("IOReport gave no sample delta".into());
             }
             let key = CFString::new("IOReportChannels");
-            let items = CFDictionaryGetValue(delta, key.as_concrete_TypeRef() as *const c_void)
-                as CFArrayRef;
+            let items = CFDictionaryGetValue(delta, key.as_concrete_TypeRef() as *const c_void) as CFArrayRef;
             let mut channels = Vec::new();
             if !items.is_null() {
                 for i in 0..CFArrayGetCount(items) {

@@ -93,36 +93,21 @@ pub struct Discovery {
 
 /// Looks for every kind of source this platform can have.
 pub fn discover(opts: &DiscoveryOptions) -> Discovery {
-    let mut d = Discovery {
-        sources: Vec::new(),
-        unavailable: Vec::new(),
-    };
-    let gpu_spec = opts
-        .gpus
-        .clone()
-        .or_else(|| std::env::var("CUDA_VISIBLE_DEVICES").ok());
+    let mut d = Discovery { sources: Vec::new(), unavailable: Vec::new() };
+    let gpu_spec = opts.gpus.clone().or_else(|| std::env::var("CUDA_VISIBLE_DEVICES").ok());
     d.take("nvml", nvml::discover(gpu_spec.as_deref()));
     d.take("rapl", rapl::discover(&opts.powercap_root));
     d.take("amd-hwmon", amd_hwmon::discover(&opts.drm_root));
     // IOReport and powermetrics both measure the SoC: powermetrics is only the fallback.
     #[cfg(target_os = "macos")]
-    let ioreport_ok = d.take(
-        "apple-ioreport",
-        ioreport_live::IoReport::open().map(|s| vec![s]),
-    );
+    let ioreport_ok = d.take("apple-ioreport", ioreport_live::IoReport::open().map(|s| vec![s]));
     #[cfg(not(target_os = "macos"))]
     let ioreport_ok = {
-        d.unavailable.push(Unavailable {
-            kind: "apple-ioreport",
-            reason: "only on macOS".into(),
-        });
+        d.unavailable.push(Unavailable { kind: "apple-ioreport", reason: "only on macOS".into() });
         false
     };
     if ioreport_ok {
-        d.unavailable.push(Unavailable {
-            kind: "powermetrics",
-            reason: "not needed: IOReport is read".into(),
-        });
+        d.unavailable.push(Unavailable { kind: "powermetrics", reason: "not needed: IOReport is read".into() });
     } else {
         d.take("powermetrics", powermetrics::discover());
     }
@@ -131,19 +116,11 @@ pub fn discover(opts: &DiscoveryOptions) -> Discovery {
 
 impl Discovery {
     /// Keeps what was found, or records why nothing was; says whether something was found.
-    fn take<S: PowerSource + 'static>(
-        &mut self,
-        kind: &'static str,
-        found: Result<Vec<S>, String>,
-    ) -> bool {
+    fn take<S: PowerSource + 'static>(&mut self, kind: &'static str, found: Result<Vec<S>, String>) -> bool {
         match found {
             Ok(sources) => {
                 let any = !sources.is_empty();
-                self.sources.extend(
-                    sources
-                        .into_iter()
-                        .map(|s| Box::new(s) as Box<dyn PowerSource>),
-                );
+                self.sources.extend(sources.into_iter().map(|s| Box::new(s) as Box<dyn PowerSource>));
                 any
             }
             Err(reason) => {
@@ -156,11 +133,7 @@ impl Discovery {
     /// Why there is no energy, when no source was found: every candidate and its reason.
     pub fn null_reason(&self) -> String {
         let mut reasons = vec!["no readable power source".to_owned()];
-        reasons.extend(
-            self.unavailable
-                .iter()
-                .map(|u| format!("{}: {}", u.kind, u.reason)),
-        );
+        reasons.extend(self.unavailable.iter().map(|u| format!("{}: {}", u.kind, u.reason)));
         reasons.join("; ")
     }
 }

@@ -11,9 +11,7 @@ pub struct NoPower {
 impl NoPower {
     /// Records why no energy could be measured.
     pub fn new(reason: impl Into<String>) -> Self {
-        Self {
-            reason: reason.into(),
-        }
+        Self { reason: reason.into() }
     }
 
     /// The energy record of a result measured without power data.

@@ -36,17 +36,14 @@ pub fn select(spec: Option<&str>, uuids: &[String]) -> Result<Vec<u32>, String> 
                 "\"{entry}\": MIG instances have no energy counter of their own; select the parent GPU"
             ));
         } else {
-            let matches: Vec<u32> = (0..uuids.len() as u32)
-                .filter(|&i| uuids[i as usize].starts_with(entry))
-                .collect();
+            let matches: Vec<u32> = (0..uuids.len() as u32).filter(|&i| uuids[i as usize].starts_with(entry)).collect();
             match matches.as_slice() {
                 [one] => Some(*one),
                 [] => None,
                 _ => return Err(format!("\"{entry}\" matches several GPUs")),
             }
         };
-        let index = index
-            .ok_or_else(|| format!("no GPU \"{entry}\" among {} visible to NVML", uuids.len()))?;
+        let index = index.ok_or_else(|| format!("no GPU \"{entry}\" among {} visible to NVML", uuids.len()))?;
         if !out.contains(&index) {
             out.push(index);
         }
@@ -57,42 +54,26 @@ pub fn select(spec: Option<&str>, uuids: &[String]) -> Result<Vec<u32>, String> 
 /// Every selected GPU, or why there are none.
 pub fn discover(spec: Option<&str>) -> Result<Vec<NvmlGpu>, String> {
     let nvml = Arc::new(Nvml::init().map_err(|e| format!("NVML unavailable: {e}"))?);
-    let count = nvml
-        .device_count()
-        .map_err(|e| format!("NVML device count: {e}"))?;
-    let uuids: Vec<String> = (0..count)
-        .map(|i| {
-            nvml.device_by_index(i)
-                .and_then(|d| d.uuid())
-                .unwrap_or_default()
-        })
-        .collect();
+    let count = nvml.device_count().map_err(|e| format!("NVML device count: {e}"))?;
+    let uuids: Vec<String> =
+        (0..count).map(|i| nvml.device_by_index(i).and_then(|d| d.uuid()).unwrap_or_default()).collect();
     let selected = select(spec, &uuids)?;
     if selected.is_empty() {
-        return Err(format!(
-            "no GPUs selected (NVML sees {count}; selection {spec:?})"
-        ));
+        return Err(format!("no GPUs selected (NVML sees {count}; selection {spec:?})"));
     }
     let driver = nvml.sys_driver_version().unwrap_or_default();
-    let cuda = nvml
-        .sys_cuda_driver_version()
-        .map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10))
-        .unwrap_or_default();
+    let cuda = nvml.sys_cuda_driver_version().map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10)).unwrap_or_default();
     selected
         .into_iter()
         .map(|index| {
-            let d = nvml
-                .device_by_index(index)
-                .map_err(|e| format!("NVML device {index}: {e}"))?;
+            let d = nvml.device_by_index(index).map_err(|e| format!("NVML device {index}: {e}"))?;
             let counter = match d.total_energy_consumption() {
                 Ok(_) => true,
                 Err(NvmlError::NotSupported) => false,
                 Err(e) => return Err(format!("NVML device {index}: energy counter: {e}")),
             };
             if !counter {
-                d.power_usage().map_err(|e| {
-                    format!("NVML device {index}: neither energy nor power readable: {e}")
-                })?;
+                d.power_usage().map_err(|e| format!("NVML device {index}: neither energy nor power readable: {e}"))?;
             }
             let model = d.name().unwrap_or_default();
             let details = serde_json::json!({
@@ -108,24 +89,14 @@ pub fn discover(spec: Option<&str>) -> Result<Vec<NvmlGpu>, String> {
                 "max_sm_clock_mhz": d.max_clock_info(Clock::SM).ok(),
                 "method": if counter { "total energy counter" } else { "power polling" },
             });
-            Ok(NvmlGpu {
-                nvml: nvml.clone(),
-                index,
-                counter,
-                name: format!("GPU {index} {model}"),
-                details,
-            })
+            Ok(NvmlGpu { nvml: nvml.clone(), index, counter, name: format!("GPU {index} {model}"), details })
         })
         .collect()
 }
 
 impl PowerSource for NvmlGpu {
     fn kind(&self) -> &'static str {
-        if self.counter {
-            "nvml-counter"
-        } else {
-            "nvml-power"
-        }
+        if self.counter { "nvml-counter" } else { "nvml-power" }
     }
 
     fn scope(&self) -> &'static str {
@@ -137,30 +108,17 @@ impl PowerSource for NvmlGpu {
     }
 
     fn read(&mut self) -> std::io::Result<Reading> {
-        let d = self
-            .nvml
-            .device_by_index(self.index)
-            .map_err(std::io::Error::other)?;
+        let d = self.nvml.device_by_index(self.index).map_err(std::io::Error::other)?;
         if self.counter {
-            Ok(Reading::EnergyJ(
-                d.total_energy_consumption()
-                    .map_err(std::io::Error::other)? as f64
-                    / 1e3,
-            ))
+            Ok(Reading::EnergyJ(d.total_energy_consumption().map_err(std::io::Error::other)? as f64 / 1e3))
         } else {
-            Ok(Reading::PowerW(
-                f64::from(d.power_usage().map_err(std::io::Error::other)?) / 1e3,
-            ))
+            Ok(Reading::PowerW(f64::from(d.power_usage().map_err(std::io::Error::other)?) / 1e3))
         }
     }
 
     fn update_period(&self) -> Duration {
         // Seen to be about 100 ms for the power value; the counter is read as is.
-        if self.counter {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(100)
-        }
+        if self.counter { Duration::ZERO } else { Duration::from_millis(100) }
     }
 
     fn details(&self) -> serde_json::Value {
@@ -173,11 +131,7 @@ mod tests {
     use super::select;
 
     fn uuids() -> Vec<String> {
-        vec![
-            "GPU-aaaa-1111".into(),
-            "GPU-bbbb-2222".into(),
-            "GPU-cccc-3333".into(),
-        ]
+        vec!["GPU-aaaa-1111".into(), "GPU-bbbb-2222".into(), "GPU-cccc-3333".into()]
     }
 
     #[test]
@@ -194,20 +148,8 @@ mod tests {
 
     #[test]
     fn unknown_ambiguous_and_mig_entries_are_refused() {
-        assert!(
-            select(Some("7"), &uuids())
-                .unwrap_err()
-                .contains("no GPU \"7\"")
-        );
-        assert!(
-            select(Some("GPU-"), &uuids())
-                .unwrap_err()
-                .contains("several")
-        );
-        assert!(
-            select(Some("MIG-123"), &uuids())
-                .unwrap_err()
-                .contains("MIG")
-        );
+        assert!(select(Some("7"), &uuids()).unwrap_err().contains("no GPU \"7\""));
+        assert!(select(Some("GPU-"), &uuids()).unwrap_err().contains("several"));
+        assert!(select(Some("MIG-123"), &uuids()).unwrap_err().contains("MIG"));
     }
 }

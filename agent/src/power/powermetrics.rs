@@ -26,33 +26,18 @@ pub struct PowermetricsSample {
 /// Parses one plist document of `powermetrics -f plist` output.
 pub fn parse_sample(doc: &[u8]) -> Result<PowermetricsSample, String> {
     let doc = doc.trim_ascii();
-    let value =
-        plist::Value::from_reader_xml(doc).map_err(|e| format!("not a powermetrics plist: {e}"))?;
-    let top = value
-        .as_dictionary()
-        .ok_or("the plist is not a dictionary")?;
-    let processor = top
-        .get("processor")
-        .and_then(|p| p.as_dictionary())
-        .ok_or("no `processor` dictionary")?;
+    let value = plist::Value::from_reader_xml(doc).map_err(|e| format!("not a powermetrics plist: {e}"))?;
+    let top = value.as_dictionary().ok_or("the plist is not a dictionary")?;
+    let processor = top.get("processor").and_then(|p| p.as_dictionary()).ok_or("no `processor` dictionary")?;
     let number = |d: &plist::Dictionary, key: &str| -> Option<f64> {
-        d.get(key).and_then(|v| {
-            v.as_real()
-                .or_else(|| v.as_signed_integer().map(|i| i as f64))
-        })
+        d.get(key).and_then(|v| v.as_real().or_else(|| v.as_signed_integer().map(|i| i as f64)))
     };
     let mw = |key: &str| number(processor, key).map(|v| v / 1e3);
     let (cpu_w, gpu_w, ane_w) = (mw("cpu_power"), mw("gpu_power"), mw("ane_power"));
     let combined_w = mw("combined_power")
         .or_else(|| cpu_w.map(|c| c + gpu_w.unwrap_or(0.0) + ane_w.unwrap_or(0.0)))
         .ok_or("no combined_power or cpu_power in `processor`")?;
-    Ok(PowermetricsSample {
-        elapsed_s: number(top, "elapsed_ns").map(|ns| ns / 1e9),
-        combined_w,
-        cpu_w,
-        gpu_w,
-        ane_w,
-    })
+    Ok(PowermetricsSample { elapsed_s: number(top, "elapsed_ns").map(|ns| ns / 1e9), combined_w, cpu_w, gpu_w, ane_w })
 }
 
 /// A running `powermetrics`, whose latest sample is the current power.
@@ -73,14 +58,7 @@ pub fn discover() -> Result<Vec<Powermetrics>, String> {
         return Err("powermetrics needs root; run the agent as root or rely on IOReport".into());
     }
     let mut child = Command::new("powermetrics")
-        .args([
-            "--samplers",
-            "cpu_power,gpu_power,ane_power",
-            "-f",
-            "plist",
-            "-i",
-            &INTERVAL_MS.to_string(),
-        ])
+        .args(["--samplers", "cpu_power,gpu_power,ane_power", "-f", "plist", "-i", &INTERVAL_MS.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -212,20 +190,15 @@ mod tests {
     fn a_captured_sample_yields_soc_power_in_watts() {
         let s = parse_sample(CAPTURE.as_bytes()).unwrap();
         assert!((s.combined_w - 15.92573).abs() < 1e-9);
-        assert_eq!(
-            (s.cpu_w, s.gpu_w, s.ane_w),
-            (Some(0.92223), Some(15.0035), Some(0.0))
-        );
+        assert_eq!((s.cpu_w, s.gpu_w, s.ane_w), (Some(0.92223), Some(15.0035), Some(0.0)));
         assert!((s.elapsed_s.unwrap() - 0.100843208).abs() < 1e-12);
     }
 
     #[test]
     fn nul_separated_streams_split_into_samples() {
         let stream = format!("{CAPTURE}\0{}", CAPTURE.replace("15925.73", "2000"));
-        let samples: Vec<f64> = BufReader::new(stream.as_bytes())
-            .split(0)
-            .map(|d| parse_sample(&d.unwrap()).unwrap().combined_w)
-            .collect();
+        let samples: Vec<f64> =
+            BufReader::new(stream.as_bytes()).split(0).map(|d| parse_sample(&d.unwrap()).unwrap().combined_w).collect();
         assert_eq!(samples.len(), 2);
         assert!((samples[1] - 2.0).abs() < 1e-12);
     }
@@ -234,16 +207,8 @@ mod tests {
     fn older_output_without_combined_power_sums_its_parts_and_garbage_is_refused() {
         let older = CAPTURE.replace("<key>combined_power</key>", "<key>unused</key>");
         assert!((parse_sample(older.as_bytes()).unwrap().combined_w - 15.92573).abs() < 1e-9);
-        assert!(
-            parse_sample(b"CPU Power: 922 mW")
-                .unwrap_err()
-                .contains("not a powermetrics plist")
-        );
+        assert!(parse_sample(b"CPU Power: 922 mW").unwrap_err().contains("not a powermetrics plist"));
         let empty = "<?xml version=\"1.0\"?><plist version=\"1.0\"><dict></dict></plist>";
-        assert!(
-            parse_sample(empty.as_bytes())
-                .unwrap_err()
-                .contains("processor")
-        );
+        assert!(parse_sample(empty.as_bytes()).unwrap_err().contains("processor"));
     }
 }

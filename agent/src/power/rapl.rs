@@ -25,12 +25,9 @@ fn read_trimmed(path: &Path) -> std::io::Result<String> {
 }
 
 fn read_uj(path: &Path) -> std::io::Result<u64> {
-    read_trimmed(path)?.parse().map_err(|e| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{}: {e}", path.display()),
-        )
-    })
+    read_trimmed(path)?
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
 }
 
 /// Finds readable package and dram zones under `root`, or says why there are none.
@@ -39,11 +36,7 @@ pub fn discover(root: &Path) -> Result<Vec<RaplDomain>, String> {
     let mut zones: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("intel-rapl:"))
-        })
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("intel-rapl:")))
         .collect();
     zones.sort();
     if zones.is_empty() {
@@ -85,11 +78,7 @@ impl PowerSource for RaplDomain {
     }
 
     fn scope(&self) -> &'static str {
-        if self.name == "dram" {
-            "dram"
-        } else {
-            "cpu-package"
-        }
+        if self.name == "dram" { "dram" } else { "cpu-package" }
     }
 
     fn name(&self) -> String {
@@ -97,9 +86,7 @@ impl PowerSource for RaplDomain {
     }
 
     fn read(&mut self) -> std::io::Result<Reading> {
-        Ok(Reading::EnergyJ(
-            read_uj(&self.path.join("energy_uj"))? as f64 / 1e6,
-        ))
+        Ok(Reading::EnergyJ(read_uj(&self.path.join("energy_uj"))? as f64 / 1e6))
     }
 
     fn wrap_j(&self) -> Option<f64> {
@@ -143,10 +130,7 @@ mod tests {
         zone(root.path(), "intel-rapl:1", "psys", 10);
         fs::create_dir_all(root.path().join("dtpm")).unwrap();
         let mut d = discover(root.path()).unwrap();
-        assert_eq!(
-            d.iter().map(|z| z.name.as_str()).collect::<Vec<_>>(),
-            ["package-0", "dram"]
-        );
+        assert_eq!(d.iter().map(|z| z.name.as_str()).collect::<Vec<_>>(), ["package-0", "dram"]);
         assert_eq!(d[0].wrap_j(), Some(262_143.328_85));
         assert_eq!((d[0].scope(), d[1].scope()), ("cpu-package", "dram"));
         assert_eq!(d[0].read().unwrap(), Reading::EnergyJ(1.5));
@@ -174,11 +158,7 @@ mod tests {
         assert_eq!(discover(root.path()).unwrap().len(), 1);
 
         let empty = tempfile::tempdir().unwrap();
-        assert!(
-            discover(empty.path())
-                .unwrap_err()
-                .contains("no intel-rapl zones")
-        );
+        assert!(discover(empty.path()).unwrap_err().contains("no intel-rapl zones"));
         assert!(discover(&empty.path().join("absent")).is_err());
     }
 
@@ -199,23 +179,14 @@ mod tests {
             return;
         }
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "power::rapl::tests::permission_probe",
-                "--ignored",
-                "--nocapture",
-            ])
+            .args(["--exact", "power::rapl::tests::permission_probe", "--ignored", "--nocapture"])
             .env("IPW_RAPL_FIXTURE", root.path())
             .uid(65534)
             .gid(65534)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && text.contains("1 passed"),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success() && text.contains("1 passed"), "{text}{}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Run by the test above as an unprivileged user.
@@ -224,9 +195,6 @@ mod tests {
     fn permission_probe() {
         let root = std::env::var("IPW_RAPL_FIXTURE").expect("set by the calling test");
         let e = discover(Path::new(&root)).unwrap_err();
-        assert!(
-            e.contains("permission denied") && e.contains("root-only"),
-            "{e}"
-        );
+        assert!(e.contains("permission denied") && e.contains("root-only"), "{e}");
     }
 }

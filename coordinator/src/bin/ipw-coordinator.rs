@@ -37,28 +37,18 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(paths::default_data_dir);
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let data_dir = args.data_dir.clone().unwrap_or_else(paths::default_data_dir);
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let admin_token = match args.admin_token.clone() {
         Some(t) => t,
         None => load_or_create_admin_token(&data_dir)?,
     };
 
     let (options, embedded) = match &args.database_url {
-        Some(url) => (
-            PgConnectOptions::from_str(url)
-                .context("--database-url is not a valid PostgreSQL URL")?,
-            None,
-        ),
+        Some(url) => (PgConnectOptions::from_str(url).context("--database-url is not a valid PostgreSQL URL")?, None),
         None => {
             let pg = EmbeddedPostgres::start(&data_dir).await?;
             tracing::info!(
@@ -76,10 +66,7 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         tracing::info!(addr = %args.listen, "coordinator listening");
-        let state = State {
-            pool: pool.clone(),
-            lease_ttl: args.lease_ttl,
-        };
+        let state = State { pool: pool.clone(), lease_ttl: args.lease_ttl };
         server::serve(listener, state, &admin_token, shutdown_signal()).await?;
         pool.close().await;
         anyhow::Ok(())
@@ -115,8 +102,7 @@ fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<String> {
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

@@ -6,24 +6,16 @@ use ipw_coordinator::cli::{self, Admin};
 use ipw_coordinator::paths;
 use ipw_proto::v1::{
     ApproveAgentRequest, CreateRunRequest, CreateTokenRequest, GenerationParams, ListAgentsRequest,
-    ListWorkloadsRequest, ReportRequest, RunStatusRequest,
+    ListWorkloadsRequest, ReportRequest, RunStatusRequest, ScoreRunRequest,
 };
 use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "Operate an ipw-fleet: enroll agents, import workloads, run and report."
-)]
+#[command(version, about = "Operate an ipw-fleet: enroll agents, import workloads, run and report.")]
 struct Args {
     /// The coordinator's address.
-    #[arg(
-        long,
-        env = "IPW_COORDINATOR",
-        default_value = "http://127.0.0.1:7443",
-        global = true
-    )]
+    #[arg(long, env = "IPW_COORDINATOR", default_value = "http://127.0.0.1:7443", global = true)]
     coordinator: String,
     /// The admin token. Default: read from the coordinator's DATA_DIR/admin-token.
     #[arg(long, env = "IPW_ADMIN_TOKEN", hide_env_values = true, global = true)]
@@ -51,8 +43,46 @@ enum Command {
     Run(RunCmd),
     /// Accuracy, latency, energy and IPW of a run.
     Report {
+        /// Run ids (none: every run).
+        runs: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: cli::Format,
+        /// Use this scoring instead of each run's latest.
+        #[arg(long)]
+        scoring: Option<String>,
+    },
+    /// Scores a run again, keeping earlier scorings; with a judge for open answers.
+    Score {
         /// The run id.
         run: String,
+        /// An OpenAI-compatible endpoint to use as the judge.
+        #[arg(long)]
+        judge_url: Option<String>,
+        /// The judge's model name.
+        #[arg(long)]
+        judge_model: Option<String>,
+        /// strict: both answer orders must agree; lenient: either.
+        #[arg(long, default_value = "strict")]
+        strictness: String,
+        /// Judge calls in flight at once.
+        #[arg(long, default_value_t = 4)]
+        judge_concurrency: u32,
+        /// Judge every query, not only those whose scorer is `judge`.
+        #[arg(long)]
+        judge_all: bool,
+    },
+    /// Writes SVG figures: IPW bars, accuracy vs energy with its Pareto frontier, energy vs
+    /// output tokens, IPW over time.
+    Plot {
+        /// Run ids (none: every run).
+        runs: Vec<String>,
+        /// Folder for the SVG files.
+        #[arg(long, default_value = "ipw-plots")]
+        out: PathBuf,
+        /// Use this scoring instead of each run's latest.
+        #[arg(long)]
+        scoring: Option<String>,
     },
 }
 
@@ -158,22 +188,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let token = match args.admin_token {
         Some(t) => t,
         None => {
-            let path =
-                paths::admin_token_file(&args.data_dir.unwrap_or_else(paths::default_data_dir));
+            let path = paths::admin_token_file(&args.data_dir.unwrap_or_else(paths::default_data_dir));
             std::fs::read_to_string(&path).with_context(|| {
-                format!("no --admin-token given and {} is unreadable; pass --admin-token or IPW_ADMIN_TOKEN", path.display())
+                format!(
+                    "no --admin-token given and {} is unreadable; pass --admin-token or IPW_ADMIN_TOKEN",
+                    path.display()
+                )
             })?
         }
     };
     let mut admin = cli::connect(&args.coordinator, &token).await?;
     let status = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
     match args.command {
-        Command::Token(TokenCmd::Create {
-            ttl,
-            uses,
-            auto_approve,
-            description,
-        }) => {
+        Command::Token(TokenCmd::Create { ttl, uses, auto_approve, description }) => {
             let t = admin
                 .create_token(CreateTokenRequest {
                     ttl_seconds: ttl.as_secs().max(1),
@@ -184,68 +211,33 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .await
                 .map_err(status)?
                 .into_inner();
-            let expires =
-                chrono::DateTime::from_timestamp_micros(t.expires_unix_us).unwrap_or_default();
+            let expires = chrono::DateTime::from_timestamp_micros(t.expires_unix_us).unwrap_or_default();
             println!("token {}", t.token);
             println!(
                 "expires {} · {} use(s){}",
                 expires.to_rfc3339(),
                 t.max_uses,
-                if t.auto_approve {
-                    " · auto-approve"
-                } else {
-                    ""
-                }
+                if t.auto_approve { " · auto-approve" } else { "" }
             );
-            println!(
-                "join with:  ipw-agent join {} --token {}",
-                args.coordinator, t.token
-            );
+            println!("join with:  ipw-agent join {} --token {}", args.coordinator, t.token);
         }
         Command::Agents(AgentsCmd::List) => {
-            let agents = admin
-                .list_agents(ListAgentsRequest {})
-                .await
-                .map_err(status)?
-                .into_inner()
-                .agents;
-            let rows = agents
-                .into_iter()
-                .map(|a| vec![a.id, a.name, a.status, a.hardware_class]);
-            print!(
-                "{}",
-                cli::render_table(&["ID", "NAME", "STATUS", "HARDWARE CLASS"], rows)
-            );
+            let agents = admin.list_agents(ListAgentsRequest {}).await.map_err(status)?.into_inner().agents;
+            let rows = agents.into_iter().map(|a| vec![a.id, a.name, a.status, a.hardware_class]);
+            print!("{}", cli::render_table(&["ID", "NAME", "STATUS", "HARDWARE CLASS"], rows));
         }
         Command::Agents(AgentsCmd::Approve { id }) => {
-            let a = admin
-                .approve_agent(ApproveAgentRequest { agent_id: id })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let a = admin.approve_agent(ApproveAgentRequest { agent_id: id }).await.map_err(status)?.into_inner();
             println!("approved {} ({})", a.name, a.id);
         }
         Command::Workload(WorkloadCmd::Import { file, name }) => {
             let w = cli::import_workload(&mut admin, &file, &name).await?;
-            println!(
-                "imported {} {} queries as workload \"{}\" ({})",
-                w.queries, w.format, w.name, w.workload_id
-            );
+            println!("imported {} {} queries as workload \"{}\" ({})", w.queries, w.format, w.name, w.workload_id);
         }
         Command::Workload(WorkloadCmd::List) => {
-            let ws = admin
-                .list_workloads(ListWorkloadsRequest {})
-                .await
-                .map_err(status)?
-                .into_inner()
-                .workloads;
-            let rows = ws
-                .into_iter()
-                .map(|w| vec![w.workload_id, w.name, w.format, w.queries.to_string()]);
-            print!(
-                "{}",
-                cli::render_table(&["ID", "NAME", "FORMAT", "QUERIES"], rows)
-            );
+            let ws = admin.list_workloads(ListWorkloadsRequest {}).await.map_err(status)?.into_inner().workloads;
+            let rows = ws.into_iter().map(|w| vec![w.workload_id, w.name, w.format, w.queries.to_string()]);
+            print!("{}", cli::render_table(&["ID", "NAME", "FORMAT", "QUERIES"], rows));
         }
         Command::Run(RunCmd::Create {
             workload,
@@ -268,11 +260,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     concurrency,
                     shard_size,
                     repetitions,
-                    params: Some(GenerationParams {
-                        max_tokens,
-                        temperature,
-                        top_p,
-                    }),
+                    params: Some(GenerationParams { max_tokens, temperature, top_p }),
                 })
                 .await
                 .map_err(status)?
@@ -286,20 +274,44 @@ async fn run(args: Args) -> anyhow::Result<()> {
             if watch {
                 watch_run(&mut admin, &run).await?;
             }
-            let st = admin
-                .get_run_status(RunStatusRequest { run_id: run })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let st = admin.get_run_status(RunStatusRequest { run_id: run }).await.map_err(status)?.into_inner();
             print!("{}", cli::render_status(&st));
         }
-        Command::Report { run } => {
-            let report = admin
-                .get_report(ReportRequest { run_id: run })
+        Command::Report { runs, format, scoring } => {
+            let request = ReportRequest { run_ids: runs, scoring_id: scoring.unwrap_or_default(), with_points: false };
+            let report = admin.get_report(request).await.map_err(status)?.into_inner();
+            print!("{}", cli::render_report(&report, format));
+        }
+        Command::Score { run, judge_url, judge_model, strictness, judge_concurrency, judge_all } => {
+            let r = admin
+                .score_run(ScoreRunRequest {
+                    run_id: run,
+                    judge_url: judge_url.unwrap_or_default(),
+                    judge_model: judge_model.unwrap_or_default(),
+                    strictness,
+                    judge_concurrency,
+                    judge_all,
+                })
                 .await
                 .map_err(status)?
                 .into_inner();
-            print!("{}", cli::render_report(&report));
+            println!(
+                "scoring {}: {} scored, {} correct, {} failed (left unscored)",
+                r.scoring_id, r.scored, r.correct, r.failed
+            );
+            if !r.judge_version.is_empty() {
+                println!("judge: {}", r.judge_version);
+            }
+            for f in &r.failures {
+                println!("  {f}");
+            }
+        }
+        Command::Plot { runs, out, scoring } => {
+            let request = ReportRequest { run_ids: runs, scoring_id: scoring.unwrap_or_default(), with_points: true };
+            let report = admin.get_report(request).await.map_err(status)?.into_inner();
+            for f in ipw_coordinator::plot::write_all(&report, &out).map_err(|e| anyhow::anyhow!(e))? {
+                println!("wrote {}", f.display());
+            }
         }
     }
     Ok(())
@@ -314,18 +326,13 @@ async fn watch_run(admin: &mut Admin, run: &str) -> anyhow::Result<()> {
     );
     loop {
         let st = admin
-            .get_run_status(RunStatusRequest {
-                run_id: run.to_owned(),
-            })
+            .get_run_status(RunStatusRequest { run_id: run.to_owned() })
             .await
             .map_err(|s| anyhow::anyhow!("{}", s.message()))?
             .into_inner();
         bar.set_length(st.expected_results);
         bar.set_position(st.results);
-        bar.set_message(format!(
-            "{} errors, {} shards leased",
-            st.errors, st.shards_leased
-        ));
+        bar.set_message(format!("{} errors, {} shards leased", st.errors, st.shards_leased));
         if matches!(st.status.as_str(), "completed" | "failed" | "cancelled") {
             bar.finish_and_clear();
             return Ok(());

@@ -5,12 +5,9 @@
 use regex::Regex;
 use std::sync::LazyLock;
 
-static ANSWER_IS: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"answer is \(?([A-J])\)?").expect("valid regex"));
-static ANSWER_COLON: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r".*[aA]nswer:\s*([A-J])").expect("valid regex"));
-static LONE_LETTER: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b([A-J])\b").expect("valid regex"));
+static ANSWER_IS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"answer is \(?([A-J])\)?").expect("valid regex"));
+static ANSWER_COLON: LazyLock<Regex> = LazyLock::new(|| Regex::new(r".*[aA]nswer:\s*([A-J])").expect("valid regex"));
+static LONE_LETTER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b([A-J])\b").expect("valid regex"));
 
 /// The answer letter in a model's response, or `None` when there is none.
 ///
@@ -21,12 +18,7 @@ pub fn extract_letter(response: &str) -> Option<char> {
     let first_group = |re: &Regex| re.captures(response).and_then(|c| c[1].chars().next());
     first_group(&ANSWER_IS)
         .or_else(|| first_group(&ANSWER_COLON))
-        .or_else(|| {
-            LONE_LETTER
-                .find_iter(response)
-                .last()
-                .and_then(|m| m.as_str().chars().next())
-        })
+        .or_else(|| LONE_LETTER.find_iter(response).last().and_then(|m| m.as_str().chars().next()))
 }
 
 #[cfg(test)]
@@ -35,24 +27,15 @@ mod tests {
 
     #[test]
     fn the_answer_is_form_wins() {
-        assert_eq!(
-            extract_letter("Step 1... B looks good. The answer is (C)."),
-            Some('C')
-        );
+        assert_eq!(extract_letter("Step 1... B looks good. The answer is (C)."), Some('C'));
         assert_eq!(extract_letter("so the answer is D"), Some('D'));
         // The first "answer is" counts, as in MMLU-Pro's re.search.
-        assert_eq!(
-            extract_letter("the answer is (A). Wait, the answer is (B)"),
-            Some('A')
-        );
+        assert_eq!(extract_letter("the answer is (A). Wait, the answer is (B)"), Some('A'));
     }
 
     #[test]
     fn answer_colon_is_the_first_fallback() {
-        assert_eq!(
-            extract_letter("Reasoning.\nAnswer: E\nMore text with F"),
-            Some('E')
-        );
+        assert_eq!(extract_letter("Reasoning.\nAnswer: E\nMore text with F"), Some('E'));
         assert_eq!(extract_letter("answer: G"), Some('G'));
     }
 

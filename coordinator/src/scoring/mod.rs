@@ -3,7 +3,9 @@
 //! The workload chooses a scorer per query; each scorer lives in its own file.
 
 mod exact;
+pub mod judge;
 mod mcq;
+pub mod numeric;
 
 pub use exact::normalize;
 pub use mcq::extract_letter;
@@ -13,8 +15,12 @@ pub use mcq::extract_letter;
 pub enum Scorer {
     /// Multiple choice: extract the letter the way the MMLU-Pro evaluation does.
     Mcq,
+    /// The final number, within a relative tolerance, units ignored.
+    Numeric,
     /// Normalized string match against the reference answer.
     Exact,
+    /// An LLM judge compares the response with the reference (`ipw score --judge-...`).
+    Judge,
 }
 
 impl Scorer {
@@ -22,7 +28,9 @@ impl Scorer {
     pub fn as_str(self) -> &'static str {
         match self {
             Scorer::Mcq => "mcq",
+            Scorer::Numeric => "numeric",
             Scorer::Exact => "exact",
+            Scorer::Judge => "judge",
         }
     }
 
@@ -30,31 +38,36 @@ impl Scorer {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "mcq" => Some(Scorer::Mcq),
+            "numeric" => Some(Scorer::Numeric),
             "exact" => Some(Scorer::Exact),
+            "judge" => Some(Scorer::Judge),
             _ => None,
         }
     }
 
-    /// Scores one response against the reference answer.
-    pub fn score(self, response: &str, answer: &str) -> Score {
-        match self {
+    /// Scores one response against the reference answer without outside help; `None` for
+    /// the judge, which needs an endpoint (see [`judge`]). `tolerance` applies to numeric.
+    pub fn score(self, response: &str, answer: &str, tolerance: Option<f64>) -> Option<Score> {
+        Some(match self {
             Scorer::Mcq => {
                 let extracted = extract_letter(response);
                 let correct = extracted.is_some_and(|l| l.to_string() == answer);
-                Score {
-                    extracted: extracted.map(String::from),
-                    correct,
-                }
+                Score { extracted: extracted.map(String::from), correct }
+            }
+            Scorer::Numeric => {
+                let got = numeric::extract_number(response);
+                let want = numeric::parse_reference(answer);
+                let tolerance = tolerance.unwrap_or(numeric::DEFAULT_TOLERANCE);
+                let correct = matches!((got, want), (Some(g), Some(w)) if numeric::matches(g, w, tolerance));
+                Score { extracted: got.map(|g| g.to_string()), correct }
             }
             Scorer::Exact => {
                 let got = normalize(response);
                 let correct = !got.is_empty() && got == normalize(answer);
-                Score {
-                    extracted: (!got.is_empty()).then_some(got),
-                    correct,
-                }
+                Score { extracted: (!got.is_empty()).then_some(got), correct }
             }
-        }
+            Scorer::Judge => return None,
+        })
     }
 }
 

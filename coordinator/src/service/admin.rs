@@ -3,13 +3,15 @@
 
 use super::{State, db_error, parse_uuid, unix_us};
 use crate::auth::{hash_secret, new_secret};
+use crate::rescore::{self, RescoreError};
+use crate::scoring::judge::{Judge, JudgeConfig, Strictness};
 use crate::workload::{NewQuery, Parser};
 use ipw_proto::v1::admin_server::Admin;
 use ipw_proto::v1::{
-    AgentInfo, AgentShare, ApproveAgentRequest, CreateRunRequest, CreateTokenRequest,
-    CreateTokenResponse, ImportWorkloadResponse, ListAgentsRequest, ListAgentsResponse,
-    ListWorkloadsRequest, ListWorkloadsResponse, Report, ReportRequest, ReportRow, RunInfo,
-    RunStatus, RunStatusRequest, WorkloadChunk,
+    AgentInfo, AgentShare, ApproveAgentRequest, CreateRunRequest, CreateTokenRequest, CreateTokenResponse,
+    ImportWorkloadResponse, ListAgentsRequest, ListAgentsResponse, ListWorkloadsRequest, ListWorkloadsResponse,
+    QueryPoint, Report, ReportRequest, ReportRow, RunInfo, RunStatus, RunStatusRequest, ScoreRunRequest,
+    ScoreRunResponse, TimePoint, WorkloadChunk,
 };
 use std::collections::HashMap;
 use tonic::{Request, Response, Status, Streaming};
@@ -42,18 +44,13 @@ impl Admin for AdminService {
         request: Request<CreateTokenRequest>,
     ) -> Result<Response<CreateTokenResponse>, Status> {
         let req = request.into_inner();
-        let ttl = if req.ttl_seconds == 0 {
-            DEFAULT_TOKEN_TTL_SECS
-        } else {
-            req.ttl_seconds
-        };
+        let ttl = if req.ttl_seconds == 0 { DEFAULT_TOKEN_TTL_SECS } else { req.ttl_seconds };
         let ttl = i64::try_from(ttl)
             .ok()
             .and_then(chrono::Duration::try_seconds)
             .ok_or_else(|| Status::invalid_argument("ttl is too long"))?;
         let max_uses = if req.max_uses == 0 { 1 } else { req.max_uses };
-        let max_uses =
-            i32::try_from(max_uses).map_err(|_| Status::invalid_argument("too many uses"))?;
+        let max_uses = i32::try_from(max_uses).map_err(|_| Status::invalid_argument("too many uses"))?;
         let token = new_secret();
         let id = Uuid::now_v7();
         let expires_at = chrono::Utc::now() + ttl;
@@ -79,10 +76,7 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn list_agents(
-        &self,
-        _: Request<ListAgentsRequest>,
-    ) -> Result<Response<ListAgentsResponse>, Status> {
+    async fn list_agents(&self, _: Request<ListAgentsRequest>) -> Result<Response<ListAgentsResponse>, Status> {
         let rows = sqlx::query_as!(
             AgentRow,
             "SELECT id, name, status, hardware_class, labels, joined_at, last_seen_at, agent_version
@@ -91,15 +85,10 @@ impl Admin for AdminService {
         .fetch_all(&self.state.pool)
         .await
         .map_err(db_error)?;
-        Ok(Response::new(ListAgentsResponse {
-            agents: rows.into_iter().map(AgentInfo::from).collect(),
-        }))
+        Ok(Response::new(ListAgentsResponse { agents: rows.into_iter().map(AgentInfo::from).collect() }))
     }
 
-    async fn approve_agent(
-        &self,
-        request: Request<ApproveAgentRequest>,
-    ) -> Result<Response<AgentInfo>, Status> {
+    async fn approve_agent(&self, request: Request<ApproveAgentRequest>) -> Result<Response<AgentInfo>, Status> {
         let key = request.into_inner().agent_id;
         // An id, or a name that only one agent has.
         let matches = sqlx::query_as!(
@@ -113,9 +102,7 @@ impl Admin for AdminService {
         .map_err(db_error)?;
         let agent = match matches.as_slice() {
             [] => {
-                return Err(Status::not_found(format!(
-                    "no agent with id or name \"{key}\"; see `ipw agents list`"
-                )));
+                return Err(Status::not_found(format!("no agent with id or name \"{key}\"; see `ipw agents list`")));
             }
             [one] => one,
             many => {
@@ -128,10 +115,7 @@ impl Admin for AdminService {
             }
         };
         if agent.status == "revoked" {
-            return Err(Status::failed_precondition(format!(
-                "agent {} was revoked; it must join again",
-                agent.id
-            )));
+            return Err(Status::failed_precondition(format!("agent {} was revoked; it must join again", agent.id)));
         }
         let row = sqlx::query_as!(
             AgentRow,
@@ -152,15 +136,10 @@ impl Admin for AdminService {
         request: Request<Streaming<WorkloadChunk>>,
     ) -> Result<Response<ImportWorkloadResponse>, Status> {
         let mut stream = request.into_inner();
-        let first = stream
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("empty import stream"))?;
+        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty import stream"))?;
         let name = first.name.trim().to_owned();
         if name.is_empty() || name.len() > 200 {
-            return Err(Status::invalid_argument(
-                "workload name must be 1 to 200 bytes",
-            ));
+            return Err(Status::invalid_argument("workload name must be 1 to 200 bytes"));
         }
         let nothing = "; nothing was imported";
         // Everything happens in one transaction: any error below drops it, rolling back.
@@ -187,9 +166,7 @@ impl Admin for AdminService {
         let mut saw_last = false;
         while let Some(c) = chunk {
             if saw_last {
-                return Err(Status::invalid_argument(format!(
-                    "a chunk followed the one marked last{nothing}"
-                )));
+                return Err(Status::invalid_argument(format!("a chunk followed the one marked last{nothing}")));
             }
             saw_last = c.last;
             for line in &c.lines {
@@ -202,23 +179,17 @@ impl Admin for AdminService {
                     pending.clear();
                 }
             }
-            chunk = stream.message().await.map_err(|s| {
-                Status::aborted(format!(
-                    "import stream broke off ({}){nothing}",
-                    s.message()
-                ))
-            })?;
+            chunk = stream
+                .message()
+                .await
+                .map_err(|s| Status::aborted(format!("import stream broke off ({}){nothing}", s.message())))?;
         }
         if !saw_last {
-            return Err(Status::aborted(format!(
-                "import stream ended before its last chunk{nothing}"
-            )));
+            return Err(Status::aborted(format!("import stream ended before its last chunk{nothing}")));
         }
         insert_queries(&mut tx, workload_id, &pending).await?;
         let (Some(format), n @ 1..) = (parser.format(), parser.count()) else {
-            return Err(Status::invalid_argument(format!(
-                "the file has no queries{nothing}"
-            )));
+            return Err(Status::invalid_argument(format!("the file has no queries{nothing}")));
         };
         sqlx::query!(
             "UPDATE workloads SET n_queries = $2, format = $3 WHERE id = $1",
@@ -243,11 +214,10 @@ impl Admin for AdminService {
         &self,
         _: Request<ListWorkloadsRequest>,
     ) -> Result<Response<ListWorkloadsResponse>, Status> {
-        let rows =
-            sqlx::query!("SELECT id, name, format, n_queries FROM workloads ORDER BY imported_at")
-                .fetch_all(&self.state.pool)
-                .await
-                .map_err(db_error)?;
+        let rows = sqlx::query!("SELECT id, name, format, n_queries FROM workloads ORDER BY imported_at")
+            .fetch_all(&self.state.pool)
+            .await
+            .map_err(db_error)?;
         Ok(Response::new(ListWorkloadsResponse {
             workloads: rows
                 .into_iter()
@@ -261,10 +231,7 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn create_run(
-        &self,
-        request: Request<CreateRunRequest>,
-    ) -> Result<Response<RunInfo>, Status> {
+    async fn create_run(&self, request: Request<CreateRunRequest>) -> Result<Response<RunInfo>, Status> {
         let req = request.into_inner();
         let bad = |m: &str| Err(Status::invalid_argument(m.to_owned()));
         if req.model.trim().is_empty() || req.model.len() > 200 {
@@ -284,21 +251,9 @@ impl Admin for AdminService {
             return bad("--repetitions must be between 1 and 100");
         }
         let params = req.params.unwrap_or_default();
-        let max_tokens = if params.max_tokens == 0 {
-            DEFAULT_MAX_TOKENS
-        } else {
-            params.max_tokens
-        };
-        let top_p = if params.top_p == 0.0 {
-            1.0
-        } else {
-            params.top_p
-        };
-        if !(params.temperature.is_finite()
-            && params.temperature >= 0.0
-            && top_p > 0.0
-            && top_p <= 1.0)
-        {
+        let max_tokens = if params.max_tokens == 0 { DEFAULT_MAX_TOKENS } else { params.max_tokens };
+        let top_p = if params.top_p == 0.0 { 1.0 } else { params.top_p };
+        if !(params.temperature.is_finite() && params.temperature >= 0.0 && top_p > 0.0 && top_p <= 1.0) {
             return bad("temperature must be >= 0 and top-p in (0, 1]");
         }
 
@@ -351,6 +306,10 @@ impl Admin for AdminService {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
+        sqlx::query!("INSERT INTO scorings (id, run_id, kind) VALUES ($1, $2, 'ingest')", Uuid::now_v7(), run_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
         // The seeded sample: queries ordered by a hash of (seed, id). The same seed always gives
         // the same queries, whatever order the file was imported in, and a smaller sample is a
         // prefix of a larger one.
@@ -364,10 +323,7 @@ impl Admin for AdminService {
         .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
-        let shard_ids: Vec<Uuid> = sample
-            .chunks(req.shard_size as usize)
-            .map(|_| Uuid::now_v7())
-            .collect();
+        let shard_ids: Vec<Uuid> = sample.chunks(req.shard_size as usize).map(|_| Uuid::now_v7()).collect();
         let indexes: Vec<i32> = (0..shard_ids.len() as i32).collect();
         sqlx::query!(
             "INSERT INTO shards (id, run_id, shard_index) SELECT id, $1, idx FROM UNNEST($2::uuid[], $3::int[]) AS u(id, idx)",
@@ -379,10 +335,8 @@ impl Admin for AdminService {
         .await
         .map_err(db_error)?;
         let positions: Vec<i32> = (0..sample.len() as i32).collect();
-        let query_shards: Vec<Uuid> = positions
-            .iter()
-            .map(|p| shard_ids[*p as usize / req.shard_size as usize])
-            .collect();
+        let query_shards: Vec<Uuid> =
+            positions.iter().map(|p| shard_ids[*p as usize / req.shard_size as usize]).collect();
         sqlx::query!(
             "INSERT INTO run_queries (run_id, query_id, position, shard_id)
              SELECT $1, q, p, s FROM UNNEST($2::bigint[], $3::int[], $4::uuid[]) AS u(q, p, s)",
@@ -405,10 +359,7 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn get_run_status(
-        &self,
-        request: Request<RunStatusRequest>,
-    ) -> Result<Response<RunStatus>, Status> {
+    async fn get_run_status(&self, request: Request<RunStatusRequest>) -> Result<Response<RunStatus>, Status> {
         let run_id = parse_uuid("run", &request.get_ref().run_id)?;
         let run = run_info(&self.state.pool, run_id).await?;
         let s = sqlx::query!(
@@ -461,32 +412,59 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn get_report(
-        &self,
-        request: Request<ReportRequest>,
-    ) -> Result<Response<Report>, Status> {
-        let run_id = parse_uuid("run", &request.get_ref().run_id)?;
-        let run = run_info(&self.state.pool, run_id).await?;
+    async fn get_report(&self, request: Request<ReportRequest>) -> Result<Response<Report>, Status> {
+        let req = request.into_inner();
+        let run_ids = req.run_ids.iter().map(|r| parse_uuid("run", r)).collect::<Result<Vec<Uuid>, _>>()?;
+        for id in &run_ids {
+            run_info(&self.state.pool, *id).await?;
+        }
+        let scoring = req.scoring_id.trim();
+        if !scoring.is_empty() {
+            let id = parse_uuid("scoring", scoring)?;
+            let known = sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM scorings WHERE id = $1) AS "e!""#, id)
+                .fetch_one(&self.state.pool)
+                .await
+                .map_err(db_error)?;
+            if !known {
+                return Err(Status::not_found(format!("no scoring {id}")));
+            }
+        }
+        // The views read the chosen scoring from a setting local to this transaction.
+        let mut tx = self.state.pool.begin().await.map_err(db_error)?;
+        sqlx::query!("SELECT set_config('ipw.scoring', $1, true)", scoring)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
         let rows = sqlx::query!(
-            "SELECT hardware_class, queries, errors, scored, accuracy::float8 AS accuracy,
-                    latency_mean_s, latency_p50_s, latency_p95_s, ttft_mean_s, ttft_p50_s, ttft_p95_s,
-                    output_tokens_per_s, tokens_out, energy_per_query_j, mean_power_w,
-                    ipw::float8 AS ipw, ipj::float8 AS ipj, power_sources, energy_null_reasons,
-                    dynamic_energy_per_query_j, mean_dynamic_power_w, power_scopes
-             FROM ipw_summary WHERE run_id = $1 ORDER BY hardware_class",
-            run_id
+            "SELECT run_id, model, workload, hardware_class, queries, errors, scored, unscored, correct, accuracy,
+                    accuracy_ci_low, accuracy_ci_high, latency_mean_s, latency_p50_s, latency_p95_s,
+                    ttft_mean_s, ttft_p50_s, ttft_p95_s, output_tokens_per_s, tokens_out,
+                    joules_per_query, dynamic_joules_per_query, mean_power_w, mean_dynamic_power_w,
+                    tokens_per_joule, ipw, ipj, power_sources, power_scopes, energy_null_reasons, scoring_id
+             FROM ipw_summary
+             WHERE cardinality($1::uuid[]) = 0 OR run_id = ANY($1)
+             ORDER BY model, hardware_class, run_id",
+            &run_ids
         )
-        .fetch_all(&self.state.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_error)?;
+        let count = |v: Option<i64>| v.unwrap_or(0) as u64;
         let rows = rows
             .into_iter()
             .map(|r| ReportRow {
+                run_id: r.run_id.map(|u| u.to_string()).unwrap_or_default(),
+                model: r.model.unwrap_or_default(),
+                workload: r.workload.unwrap_or_default(),
                 hardware_class: r.hardware_class.unwrap_or_default(),
-                queries: r.queries.unwrap_or(0) as u64,
-                errors: r.errors.unwrap_or(0) as u64,
-                scored: r.scored.unwrap_or(0) as u64,
+                queries: count(r.queries),
+                errors: count(r.errors),
+                scored: count(r.scored),
+                unscored: count(r.unscored),
+                correct: count(r.correct),
                 accuracy: r.accuracy,
+                accuracy_ci_low: r.accuracy_ci_low,
+                accuracy_ci_high: r.accuracy_ci_high,
                 latency_mean_s: r.latency_mean_s,
                 latency_p50_s: r.latency_p50_s,
                 latency_p95_s: r.latency_p95_s,
@@ -494,21 +472,101 @@ impl Admin for AdminService {
                 ttft_p50_s: r.ttft_p50_s,
                 ttft_p95_s: r.ttft_p95_s,
                 output_tokens_per_s: r.output_tokens_per_s,
-                energy_per_query_j: r.energy_per_query_j,
+                tokens_out: count(r.tokens_out),
+                joules_per_query: r.joules_per_query,
+                dynamic_joules_per_query: r.dynamic_joules_per_query,
                 mean_power_w: r.mean_power_w,
+                mean_dynamic_power_w: r.mean_dynamic_power_w,
+                tokens_per_joule: r.tokens_per_joule,
                 ipw: r.ipw,
                 ipj: r.ipj,
                 power_source: r.power_sources.unwrap_or_default(),
-                energy_null_reason: r.energy_null_reasons.unwrap_or_default(),
-                tokens_out: r.tokens_out.unwrap_or(0) as u64,
-                dynamic_energy_per_query_j: r.dynamic_energy_per_query_j,
-                mean_dynamic_power_w: r.mean_dynamic_power_w,
                 power_scope: r.power_scopes.unwrap_or_default(),
+                energy_null_reason: r.energy_null_reasons.unwrap_or_default(),
+                scoring_id: r.scoring_id.map(|u| u.to_string()).unwrap_or_default(),
             })
             .collect();
-        Ok(Response::new(Report {
-            run: Some(run),
-            rows,
+        let (mut points, mut over_time) = (Vec::new(), Vec::new());
+        if req.with_points {
+            points = sqlx::query!(
+                "SELECT run_id, model, hardware_class, tokens_out, energy_j, latency_s FROM query_results
+                 WHERE (cardinality($1::uuid[]) = 0 OR run_id = ANY($1)) AND error IS NULL ORDER BY result_id",
+                &run_ids
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|p| QueryPoint {
+                run_id: p.run_id.map(|u| u.to_string()).unwrap_or_default(),
+                model: p.model.unwrap_or_default(),
+                hardware_class: p.hardware_class.unwrap_or_default(),
+                tokens_out: p.tokens_out.unwrap_or(0) as u32,
+                energy_j: p.energy_j,
+                latency_s: p.latency_s,
+            })
+            .collect();
+            over_time = sqlx::query!(
+                "SELECT day, model, workload, hardware_class, runs, ipw, accuracy FROM ipw_over_time
+                 ORDER BY day, model, hardware_class"
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|t| TimePoint {
+                day: t.day.map(|d| d.to_string()).unwrap_or_default(),
+                model: t.model.unwrap_or_default(),
+                workload: t.workload.unwrap_or_default(),
+                hardware_class: t.hardware_class.unwrap_or_default(),
+                runs: t.runs.unwrap_or(0) as u64,
+                ipw: t.ipw,
+                accuracy: t.accuracy,
+            })
+            .collect();
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(Response::new(Report { rows, points, over_time }))
+    }
+
+    async fn score_run(&self, request: Request<ScoreRunRequest>) -> Result<Response<ScoreRunResponse>, Status> {
+        let req = request.into_inner();
+        let run_id = parse_uuid("run", &req.run_id)?;
+        let judge = match (req.judge_url.trim(), req.judge_model.trim()) {
+            ("", "") => None,
+            ("", _) | (_, "") => {
+                return Err(Status::invalid_argument("a judge needs both --judge-url and --judge-model"));
+            }
+            (url, model) => Some(
+                Judge::new(JudgeConfig {
+                    url: url.to_owned(),
+                    model: model.to_owned(),
+                    strictness: Strictness::parse(if req.strictness.is_empty() { "strict" } else { &req.strictness })
+                        .map_err(Status::invalid_argument)?,
+                    concurrency: req.judge_concurrency.clamp(1, 64) as usize,
+                    max_attempts: 3,
+                    timeout: std::time::Duration::from_secs(120),
+                })
+                .map_err(Status::internal)?,
+            ),
+        };
+        if req.judge_all && judge.is_none() {
+            return Err(Status::invalid_argument("--judge-all needs a judge (--judge-url and --judge-model)"));
+        }
+        let s =
+            rescore::score_run(&self.state.pool, run_id, judge.as_ref(), req.judge_all).await.map_err(|e| match e {
+                RescoreError::NoRun(_) => Status::not_found(e.to_string()),
+                RescoreError::Judge(m) => Status::failed_precondition(m),
+                RescoreError::Db(e) => db_error(e),
+            })?;
+        tracing::info!(run = %run_id, scoring = %s.scoring_id, scored = s.scored, failed = s.failed, "run scored");
+        Ok(Response::new(ScoreRunResponse {
+            scoring_id: s.scoring_id.to_string(),
+            scored: s.scored,
+            correct: s.correct,
+            failed: s.failed,
+            judge_version: s.judge_version.unwrap_or_default(),
+            failures: s.failures,
         }))
     }
 }
@@ -573,24 +631,17 @@ async fn insert_queries(
         return Ok(());
     }
     let col = |f: fn(&NewQuery) -> String| queries.iter().map(f).collect::<Vec<String>>();
-    let line_nos: Vec<i32> = queries
-        .iter()
-        .map(|q| i32::try_from(q.line_no).unwrap_or(i32::MAX))
-        .collect();
+    let line_nos: Vec<i32> = queries.iter().map(|q| i32::try_from(q.line_no).unwrap_or(i32::MAX)).collect();
     let choices: Vec<Option<String>> = queries
         .iter()
-        .map(|q| {
-            q.choices
-                .as_ref()
-                .map(|c| serde_json::to_string(c).expect("strings are JSON"))
-        })
+        .map(|q| q.choices.as_ref().map(|c| serde_json::to_string(c).expect("strings are JSON")))
         .collect();
     let categories: Vec<Option<String>> = queries.iter().map(|q| q.category.clone()).collect();
     sqlx::query(
-        "INSERT INTO queries (workload_id, external_id, line_no, prompt, choices, answer, category, scorer)
-         SELECT $1, u.external_id, u.line_no, u.prompt, u.choices::jsonb, u.answer, u.category, u.scorer
-         FROM UNNEST($2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
-              AS u(external_id, line_no, prompt, choices, answer, category, scorer)",
+        "INSERT INTO queries (workload_id, external_id, line_no, prompt, choices, answer, category, scorer, tolerance)
+         SELECT $1, u.external_id, u.line_no, u.prompt, u.choices::jsonb, u.answer, u.category, u.scorer, u.tolerance
+         FROM UNNEST($2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::float8[])
+              AS u(external_id, line_no, prompt, choices, answer, category, scorer, tolerance)",
     )
     .bind(workload_id)
     .bind(col(|q| q.external_id.clone()))
@@ -600,6 +651,7 @@ async fn insert_queries(
     .bind(col(|q| q.answer.clone()))
     .bind(categories)
     .bind(col(|q| q.scorer.as_str().to_owned()))
+    .bind(queries.iter().map(|q| q.tolerance).collect::<Vec<Option<f64>>>())
     .execute(&mut **tx)
     .await
     .map_err(db_error)?;

@@ -7,9 +7,8 @@ use crate::prompt;
 use futures::Stream;
 use ipw_proto::v1::agent_service_server::AgentService;
 use ipw_proto::v1::{
-    AcquireLeaseRequest, AcquireLeaseResponse, BatchAck, CompleteShardRequest,
-    CompleteShardResponse, GenerationParams, HeartbeatRequest, HeartbeatResponse, Lease,
-    ResultBatch, ShardTelemetry, ShardTelemetryAck, WorkItem,
+    AcquireLeaseRequest, AcquireLeaseResponse, BatchAck, CompleteShardRequest, CompleteShardResponse, GenerationParams,
+    HeartbeatRequest, HeartbeatResponse, Lease, ResultBatch, ShardTelemetry, ShardTelemetryAck, WorkItem,
 };
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -39,39 +38,25 @@ struct Caller {
 /// Checks the request's agent credential against its stored hash. Revoked agents are refused.
 async fn authenticate<T>(state: &State, request: &Request<T>) -> Result<Caller, Status> {
     let cred = AgentCredential::parse(bearer(request)?)?;
-    let row = sqlx::query!(
-        "SELECT credential_hash, status FROM agents WHERE id = $1",
-        cred.agent_id
-    )
-    .fetch_optional(&state.pool)
-    .await
-    .map_err(db_error)?
-    .ok_or_else(|| {
-        Status::unauthenticated(format!("unknown agent {}; join again", cred.agent_id))
-    })?;
+    let row = sqlx::query!("SELECT credential_hash, status FROM agents WHERE id = $1", cred.agent_id)
+        .fetch_optional(&state.pool)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| Status::unauthenticated(format!("unknown agent {}; join again", cred.agent_id)))?;
     if !constant_time_eq(&row.credential_hash, &hash_secret(&cred.secret)) {
         return Err(Status::unauthenticated("agent credential rejected"));
     }
     if row.status == "revoked" {
-        return Err(Status::permission_denied(format!(
-            "agent {} was revoked",
-            cred.agent_id
-        )));
+        return Err(Status::permission_denied(format!("agent {} was revoked", cred.agent_id)));
     }
-    Ok(Caller {
-        id: cred.agent_id,
-        status: row.status,
-    })
+    Ok(Caller { id: cred.agent_id, status: row.status })
 }
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<BatchAck, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AgentService for AgentServiceImpl {
-    async fn heartbeat(
-        &self,
-        request: Request<HeartbeatRequest>,
-    ) -> Result<Response<HeartbeatResponse>, Status> {
+    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
         let caller = authenticate(&self.state, &request).await?;
         let renewed = sqlx::query!(
             "WITH seen AS (UPDATE agents SET last_seen_at = now() WHERE id = $1)
@@ -84,10 +69,7 @@ impl AgentService for AgentServiceImpl {
         .await
         .map_err(db_error)?
         .rows_affected();
-        Ok(Response::new(HeartbeatResponse {
-            status: caller.status,
-            leases_renewed: renewed as u32,
-        }))
+        Ok(Response::new(HeartbeatResponse { status: caller.status, leases_renewed: renewed as u32 }))
     }
 
     async fn acquire_lease(
@@ -124,13 +106,10 @@ impl AgentService for AgentServiceImpl {
         .await
         .map_err(db_error)?;
         let Some(shard) = shard else {
-            sqlx::query!(
-                "UPDATE agents SET last_seen_at = now() WHERE id = $1",
-                caller.id
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
+            sqlx::query!("UPDATE agents SET last_seen_at = now() WHERE id = $1", caller.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
             tx.commit().await.map_err(db_error)?;
             return Ok(Response::new(AcquireLeaseResponse { lease: None }));
         };
@@ -162,32 +141,23 @@ impl AgentService for AgentServiceImpl {
         .await
         .map_err(db_error)?;
         // A re-leased shard only hands out what no earlier attempt has committed.
-        let done: HashSet<(i64, i32)> = sqlx::query!(
-            "SELECT query_id, repetition FROM results WHERE shard_id = $1",
-            shard.id
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_error)?
-        .into_iter()
-        .map(|r| (r.query_id, r.repetition))
-        .collect();
+        let done: HashSet<(i64, i32)> =
+            sqlx::query!("SELECT query_id, repetition FROM results WHERE shard_id = $1", shard.id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .into_iter()
+                .map(|r| (r.query_id, r.repetition))
+                .collect();
         tx.commit().await.map_err(db_error)?;
 
         let mut items = Vec::new();
         for q in &queries {
-            let choices: Option<Vec<String>> = q
-                .choices
-                .clone()
-                .and_then(|c| serde_json::from_value(c).ok());
+            let choices: Option<Vec<String>> = q.choices.clone().and_then(|c| serde_json::from_value(c).ok());
             let messages = prompt::render(&q.prompt, choices.as_deref(), q.category.as_deref());
             for repetition in 0..run.repetitions {
                 if !done.contains(&(q.id, repetition)) {
-                    items.push(WorkItem {
-                        query_id: q.id,
-                        repetition: repetition as u32,
-                        messages: messages.clone(),
-                    });
+                    items.push(WorkItem { query_id: q.id, repetition: repetition as u32, messages: messages.clone() });
                 }
             }
         }
@@ -250,8 +220,7 @@ impl AgentService for AgentServiceImpl {
         let caller = authenticate(&self.state, &request).await?;
         let t = request.into_inner();
         let shard_id = parse_uuid("shard_id", &t.shard_id)?;
-        validate_telemetry(&t)
-            .map_err(|e| Status::invalid_argument(format!("telemetry of shard {shard_id}: {e}")))?;
+        validate_telemetry(&t).map_err(|e| Status::invalid_argument(format!("telemetry of shard {shard_id}: {e}")))?;
         let mut tx = self.state.pool.begin().await.map_err(db_error)?;
         let leased = sqlx::query_scalar!(
             r#"SELECT EXISTS (SELECT 1 FROM lease_attempts WHERE shard_id = $1 AND agent_id = $2) AS "leased!""#,
@@ -262,9 +231,7 @@ impl AgentService for AgentServiceImpl {
         .await
         .map_err(db_error)?;
         if !leased {
-            return Err(Status::permission_denied(format!(
-                "shard {shard_id} was never leased to this agent"
-            )));
+            return Err(Status::permission_denied(format!("shard {shard_id} was never leased to this agent")));
         }
         let sources: Vec<serde_json::Value> = t
             .sources
@@ -345,9 +312,7 @@ impl AgentService for AgentServiceImpl {
         .map_err(db_error)?
         .ok_or_else(|| Status::not_found(format!("no shard {shard_id}")))?;
         if shard.lease_owner != Some(caller.id) {
-            return Err(Status::permission_denied(format!(
-                "shard {shard_id} is not leased to this agent"
-            )));
+            return Err(Status::permission_denied(format!("shard {shard_id} is not leased to this agent")));
         }
         if shard.status != "completed" {
             let expected = shard.queries * i64::from(shard.repetitions);
@@ -394,10 +359,7 @@ const MAX_TELEMETRY_SOURCES: usize = 64;
 fn validate_telemetry(t: &ShardTelemetry) -> Result<(), String> {
     let finite_nonneg = |v: f64| v.is_finite() && v >= 0.0;
     if t.sources.len() > MAX_TELEMETRY_SOURCES {
-        return Err(format!(
-            "{} sources; at most {MAX_TELEMETRY_SOURCES}",
-            t.sources.len()
-        ));
+        return Err(format!("{} sources; at most {MAX_TELEMETRY_SOURCES}", t.sources.len()));
     }
     if !(t.sample_hz.is_finite() && t.sample_hz > 0.0) {
         return Err(format!("sample_hz must be > 0, got {}", t.sample_hz));
@@ -415,29 +377,15 @@ fn validate_telemetry(t: &ShardTelemetry) -> Result<(), String> {
         if !crate::ingest::POWER_SOURCES.contains(&s.kind.as_str()) {
             return Err(format!("unknown power source \"{}\"", s.kind));
         }
-        serde_json::from_str::<serde_json::Value>(if s.details_json.is_empty() {
-            "null"
-        } else {
-            &s.details_json
-        })
-        .map_err(|e| format!("details of {} are not JSON: {e}", s.name))?;
+        serde_json::from_str::<serde_json::Value>(if s.details_json.is_empty() { "null" } else { &s.details_json })
+            .map_err(|e| format!("details of {} are not JSON: {e}", s.name))?;
     }
     for c in &t.chunks {
         if c.source_index as usize >= t.sources.len() {
-            return Err(format!(
-                "chunk {} names source {} of {}",
-                c.chunk_index,
-                c.source_index,
-                t.sources.len()
-            ));
+            return Err(format!("chunk {} names source {} of {}", c.chunk_index, c.source_index, t.sources.len()));
         }
         if c.t_s.len() != c.energy_j.len() {
-            return Err(format!(
-                "chunk {} has {} times but {} energies",
-                c.chunk_index,
-                c.t_s.len(),
-                c.energy_j.len()
-            ));
+            return Err(format!("chunk {} has {} times but {} energies", c.chunk_index, c.t_s.len(), c.energy_j.len()));
         }
         if !c.t_s.iter().chain(&c.energy_j).all(|v| v.is_finite()) {
             return Err(format!("chunk {} holds a non-finite value", c.chunk_index));
@@ -447,11 +395,7 @@ fn validate_telemetry(t: &ShardTelemetry) -> Result<(), String> {
 }
 
 /// Validates and commits one batch; the ack is built only after the commit.
-async fn ingest_batch(
-    pool: &sqlx::PgPool,
-    agent_id: Uuid,
-    batch: ResultBatch,
-) -> Result<BatchAck, Status> {
+async fn ingest_batch(pool: &sqlx::PgPool, agent_id: Uuid, batch: ResultBatch) -> Result<BatchAck, Status> {
     let seq = batch.batch_seq;
     if batch.results.len() > MAX_BATCH_RESULTS {
         return Err(Status::invalid_argument(format!(
@@ -464,26 +408,15 @@ async fn ingest_batch(
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            ingest::validate(r)
-                .map_err(|e| Status::invalid_argument(format!("batch {seq}: result {i}: {e}")))
+            ingest::validate(r).map_err(|e| Status::invalid_argument(format!("batch {seq}: result {i}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut tx = pool.begin().await.map_err(db_error)?;
-    let outcome = ingest::insert_batch(&mut tx, agent_id, &valid)
-        .await
-        .map_err(|e| match e {
-            IngestError::Db(e) => db_error(e),
-            e @ IngestError::NotYourShard { .. } => {
-                Status::permission_denied(format!("batch {seq}: {e}"))
-            }
-            e @ IngestError::Invalid { .. } => {
-                Status::invalid_argument(format!("batch {seq}: {e}"))
-            }
-        })?;
+    let outcome = ingest::insert_batch(&mut tx, agent_id, &valid).await.map_err(|e| match e {
+        IngestError::Db(e) => db_error(e),
+        e @ IngestError::NotYourShard { .. } => Status::permission_denied(format!("batch {seq}: {e}")),
+        e @ IngestError::Invalid { .. } => Status::invalid_argument(format!("batch {seq}: {e}")),
+    })?;
     tx.commit().await.map_err(db_error)?;
-    Ok(BatchAck {
-        batch_seq: seq,
-        inserted: outcome.inserted,
-        duplicates: outcome.duplicates,
-    })
+    Ok(BatchAck { batch_seq: seq, inserted: outcome.inserted, duplicates: outcome.duplicates })
 }

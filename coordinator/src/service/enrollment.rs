@@ -32,15 +32,10 @@ impl Enrollment for EnrollmentService {
         let req = request.into_inner();
         let name = req.name.trim();
         if name.is_empty() || name.len() > MAX_NAME_BYTES {
-            return Err(Status::invalid_argument(format!(
-                "agent name must be 1 to {MAX_NAME_BYTES} bytes"
-            )));
+            return Err(Status::invalid_argument(format!("agent name must be 1 to {MAX_NAME_BYTES} bytes")));
         }
         if req.labels.len() > MAX_LABELS
-            || req
-                .labels
-                .iter()
-                .any(|(k, v)| k.is_empty() || k.len() > MAX_NAME_BYTES || v.len() > MAX_NAME_BYTES)
+            || req.labels.iter().any(|(k, v)| k.is_empty() || k.len() > MAX_NAME_BYTES || v.len() > MAX_NAME_BYTES)
         {
             return Err(Status::invalid_argument(format!(
                 "at most {MAX_LABELS} labels, each a non-empty key and a value of at most {MAX_NAME_BYTES} bytes"
@@ -66,11 +61,7 @@ impl Enrollment for EnrollmentService {
 
         let agent_id = Uuid::now_v7();
         let secret = new_secret();
-        let status = if token.auto_approve {
-            "approved"
-        } else {
-            "pending"
-        };
+        let status = if token.auto_approve { "approved" } else { "pending" };
         let labels = serde_json::to_value(&req.labels).expect("a string map is JSON");
         sqlx::query!(
             "INSERT INTO agents (id, name, status, credential_hash, join_token_id, labels, hardware_class,
@@ -139,17 +130,13 @@ async fn refusal(state: &State, token_hash: &[u8]) -> Status {
     .await;
     match row {
         Err(e) => db_error(e),
-        Ok(None) => Status::unauthenticated(
-            "join token not recognised; ask an operator for a new one (`ipw token create`)",
-        ),
+        Ok(None) => {
+            Status::unauthenticated("join token not recognised; ask an operator for a new one (`ipw token create`)")
+        }
         Ok(Some(t)) if t.revoked_at.is_some() => Status::unauthenticated("join token was revoked"),
-        Ok(Some(t)) if t.expired => Status::unauthenticated(format!(
-            "join token expired at {}; ask for a new one",
-            t.expires_at.to_rfc3339()
-        )),
-        Ok(Some(t)) => Status::unauthenticated(format!(
-            "join token is used up ({} of {} uses)",
-            t.uses, t.max_uses
-        )),
+        Ok(Some(t)) if t.expired => {
+            Status::unauthenticated(format!("join token expired at {}; ask for a new one", t.expires_at.to_rfc3339()))
+        }
+        Ok(Some(t)) => Status::unauthenticated(format!("join token is used up ({} of {} uses)", t.uses, t.max_uses)),
     }
 }

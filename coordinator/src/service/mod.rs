@@ -27,8 +27,7 @@ pub(crate) fn db_error(e: sqlx::Error) -> Status {
 
 /// Parses a UUID argument, naming the field when it is malformed.
 pub(crate) fn parse_uuid(field: &str, s: &str) -> Result<Uuid, Status> {
-    Uuid::parse_str(s)
-        .map_err(|_| Status::invalid_argument(format!("{field} \"{s}\" is not a valid id")))
+    Uuid::parse_str(s).map_err(|_| Status::invalid_argument(format!("{field} \"{s}\" is not a valid id")))
 }
 
 /// Microseconds since the epoch, the protocol's time unit.

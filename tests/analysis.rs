@@ -1,0 +1,468 @@
+//! The analysis views and functions against rows inserted by hand, with every expected
+//! figure worked out here; and the judge scorer against the real SmolLM2 server.
+
+use ipw_e2e::Fleet;
+use ipw_proto::v1::{CreateRunRequest, GenerationParams, ReportRequest, ScoreRunRequest};
+use sqlx::PgPool;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Inserts the rows a run leaves behind, directly, so each figure is known.
+struct Fixture {
+    pool: PgPool,
+    token: Uuid,
+    workload: Uuid,
+    queries: Vec<i64>,
+}
+
+/// One hand-made result.
+struct R {
+    correct: Option<bool>,
+    latency: f64,
+    ttft: Option<f64>,
+    tokens: i32,
+    energy: Option<f64>,
+    dynamic: Option<f64>,
+    error: bool,
+}
+
+fn ok(correct: bool, latency: f64, energy: f64) -> R {
+    R {
+        correct: Some(correct),
+        latency,
+        ttft: Some(0.1),
+        tokens: 10,
+        energy: Some(energy),
+        dynamic: None,
+        error: false,
+    }
+}
+
+impl Fixture {
+    async fn new(pool: PgPool, n_queries: usize) -> anyhow::Result<Self> {
+        let token = Uuid::new_v4();
+        sqlx::query(
+            "INSERT INTO join_tokens (id, token_hash, expires_at, max_uses) VALUES ($1, $2, now() + interval '1 day', 100)",
+        )
+        .bind(token)
+        .bind(vec![7u8; 32])
+        .execute(&pool)
+        .await?;
+        let workload = Uuid::new_v4();
+        sqlx::query("INSERT INTO workloads (id, name, format, n_queries) VALUES ($1, 'fixture', 'generic', $2)")
+            .bind(workload)
+            .bind(n_queries as i32)
+            .execute(&pool)
+            .await?;
+        let mut queries = Vec::new();
+        for i in 0..n_queries {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO queries (workload_id, external_id, line_no, prompt, answer, scorer)
+                 VALUES ($1, $2, $3, 'q', 'a', 'exact') RETURNING id",
+            )
+            .bind(workload)
+            .bind(format!("q{i}"))
+            .bind(i as i32 + 1)
+            .fetch_one(&pool)
+            .await?;
+            queries.push(id);
+        }
+        Ok(Self { pool, token, workload, queries })
+    }
+
+    async fn agent(&self, hardware_class: &str) -> anyhow::Result<Uuid> {
+        let id = Uuid::new_v4();
+        sqlx::query(
+            "INSERT INTO agents (id, name, status, credential_hash, join_token_id, hardware_class, approved_at)
+             VALUES ($1, $2, 'approved', $3, $4, $5, now())",
+        )
+        .bind(id)
+        .bind(format!("agent-{hardware_class}"))
+        .bind(id.as_bytes().repeat(2))
+        .bind(self.token)
+        .bind(hardware_class)
+        .execute(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// A run of `model` by `agent` created at `day`, with one result per entry of `results`
+    /// (for the first queries), scored by its ingest scoring. Returns (run, ingest scoring).
+    async fn run(&self, model: &str, agent: Uuid, day: &str, results: &[R]) -> anyhow::Result<(Uuid, Uuid)> {
+        let model_id: Uuid = sqlx::query_scalar(
+            "INSERT INTO models (id, name) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+        )
+        .bind(Uuid::new_v4())
+        .bind(model)
+        .fetch_one(&self.pool)
+        .await?;
+        let (run, shard, scoring) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        sqlx::query(
+            "INSERT INTO runs (id, workload_id, model_id, sample_size, seed, concurrency, shard_size, max_tokens,
+                               temperature, top_p, status, created_at)
+             VALUES ($1, $2, $3, $4, 0, 1, $4, 64, 0, 1, 'completed', $5::date)",
+        )
+        .bind(run)
+        .bind(self.workload)
+        .bind(model_id)
+        .bind(results.len() as i32)
+        .bind(day)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("INSERT INTO shards (id, run_id, shard_index) VALUES ($1, $2, 0)")
+            .bind(shard)
+            .bind(run)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("INSERT INTO scorings (id, run_id, kind, created_at) VALUES ($1, $2, 'ingest', $3::date)")
+            .bind(scoring)
+            .bind(run)
+            .bind(day)
+            .execute(&self.pool)
+            .await?;
+        for (i, r) in results.iter().enumerate() {
+            let q = self.queries[i];
+            sqlx::query("INSERT INTO run_queries (run_id, query_id, position, shard_id) VALUES ($1, $2, $3, $4)")
+                .bind(run)
+                .bind(q)
+                .bind(i as i32)
+                .bind(shard)
+                .execute(&self.pool)
+                .await?;
+            let result_id: i64 = sqlx::query_scalar(
+                "INSERT INTO results (run_id, query_id, repetition, shard_id, agent_id, started_at, latency_s, ttft_s,
+                                      tokens_in, tokens_out, response, error, energy_j, dynamic_energy_j, power_source,
+                                      power_scope, energy_null_reason)
+                 VALUES ($1, $2, 0, $3, $4, now(), $5, $6, 5, $7, 'r', $8, $9, $10,
+                         CASE WHEN $9::float8 IS NULL THEN 'none' ELSE 'rapl' END,
+                         CASE WHEN $9::float8 IS NULL THEN '' ELSE 'cpu-package' END,
+                         CASE WHEN $9::float8 IS NULL THEN 'no readable power source' END)
+                 RETURNING id",
+            )
+            .bind(run)
+            .bind(q)
+            .bind(shard)
+            .bind(agent)
+            .bind(r.latency)
+            .bind(r.ttft)
+            .bind(r.tokens)
+            .bind(r.error.then_some("engine answered 500"))
+            .bind(r.energy)
+            .bind(r.dynamic)
+            .fetch_one(&self.pool)
+            .await?;
+            if let Some(c) = r.correct {
+                self.score(scoring, result_id, c).await?;
+            }
+        }
+        Ok((run, scoring))
+    }
+
+    async fn score(&self, scoring: Uuid, result_id: i64, correct: bool) -> anyhow::Result<()> {
+        sqlx::query("INSERT INTO scores (scoring_id, result_id, scorer, correct) VALUES ($1, $2, 'exact', $3)")
+            .bind(scoring)
+            .bind(result_id)
+            .bind(correct)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+}
+
+#[tokio::test]
+async fn ipw_summary_matches_hand_computed_figures() -> anyhow::Result<()> {
+    let fleet = Fleet::start().await?;
+    let fx = Fixture::new(fleet.pool.clone(), 4).await?;
+    let agent = fx.agent("cpu:test:2c:8GiB").await?;
+    // q1 right, 10 W; q2 wrong, 20 W; q3 right with no energy; q4 an engine error at 10 W.
+    let results = [
+        R {
+            correct: Some(true),
+            latency: 1.0,
+            ttft: Some(0.1),
+            tokens: 20,
+            energy: Some(10.0),
+            dynamic: Some(4.0),
+            error: false,
+        },
+        R {
+            correct: Some(false),
+            latency: 2.0,
+            ttft: Some(0.2),
+            tokens: 40,
+            energy: Some(40.0),
+            dynamic: Some(20.0),
+            error: false,
+        },
+        R { correct: Some(true), latency: 4.0, ttft: Some(0.3), tokens: 10, energy: None, dynamic: None, error: false },
+        R { correct: None, latency: 0.5, ttft: None, tokens: 0, energy: Some(5.0), dynamic: Some(1.0), error: true },
+    ];
+    let (run, ingest) = fx.run("m1", agent, "2026-05-01", &results).await?;
+
+    let row = sqlx::query_as::<_, (i64, i64, i64, i64, i64, f64, f64, f64, f64, f64, f64)>(
+        "SELECT queries, errors, scored, unscored, correct, accuracy, accuracy_ci_low, accuracy_ci_high,
+                latency_mean_s, latency_p50_s, latency_p95_s
+         FROM ipw_summary WHERE run_id = $1",
+    )
+    .bind(run)
+    .fetch_one(&fleet.pool)
+    .await?;
+    // acc = 1, 0, 1, 0 (the error counts as wrong): 2 of 4.
+    assert_eq!((row.0, row.1, row.2, row.3, row.4), (4, 1, 4, 0, 2));
+    assert!(close(row.5, 0.5));
+    // Wilson, k = 2, n = 4, z = 1.96.
+    let (z2, p, n) = (1.96f64 * 1.96, 0.5, 4.0);
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = 1.96 * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / (1.0 + z2 / n);
+    assert!(close(row.6, centre - half) && close(row.7, centre + half), "{} {}", row.6, row.7);
+    // Latency over the three non-error results 1, 2, 4: mean 7/3, p50 2, p95 2 + 0.9 * 2.
+    assert!(close(row.8, 7.0 / 3.0) && close(row.9, 2.0) && close(row.10, 3.8));
+
+    let e = sqlx::query_as::<_, (f64, f64, f64, f64, f64, f64, f64, f64, f64, f64, i64, f64, String, String)>(
+        "SELECT ttft_mean_s, ttft_p50_s, ttft_p95_s, output_tokens_per_s, joules_per_query, dynamic_joules_per_query,
+                mean_power_w, mean_dynamic_power_w, tokens_per_joule, ipw, tokens_out, ipj, power_sources,
+                energy_null_reasons
+         FROM ipw_summary WHERE run_id = $1",
+    )
+    .bind(run)
+    .fetch_one(&fleet.pool)
+    .await?;
+    assert!(close(e.0, 0.2) && close(e.1, 0.2) && close(e.2, 0.29), "ttft {} {} {}", e.0, e.1, e.2);
+    // Tokens per second of the non-error results: 20/1, 40/2, 10/4.
+    assert!(close(e.3, (20.0 + 20.0 + 2.5) / 3.0));
+    // Energy over the three results that have it (NULL is skipped, not zero): 10, 40, 5.
+    assert!(close(e.4, 55.0 / 3.0) && close(e.5, 25.0 / 3.0));
+    // Power 10, 20, 10 W; dynamic 4, 10, 2 W.
+    assert!(close(e.6, 40.0 / 3.0) && close(e.7, 16.0 / 3.0));
+    assert!(close(e.8, 60.0 / 55.0));
+    // IPW is a ratio of means over the results with both a score and power: acc 1, 0, 0 over
+    // 10, 20, 10 W. The mean of per-query ratios would be (1/10 + 0 + 0) / 3 = 0.0333.
+    let ratio_of_means = (1.0 / 3.0) / (40.0 / 3.0);
+    assert!(close(e.9, ratio_of_means) && !close(e.9, (1.0 / 10.0) / 3.0));
+    assert_eq!(e.10, 70);
+    assert!(close(e.11, (1.0 / 3.0) / (55.0 / 3.0)));
+    assert_eq!((e.12.as_str(), e.13.as_str()), ("none, rapl", "no readable power source"));
+
+    // A later scoring (q2 judged right after all) becomes what the views read; naming the
+    // ingest scoring brings the old one back; both are kept.
+    let rescore = Uuid::new_v4();
+    sqlx::query("INSERT INTO scorings (id, run_id, kind, completed_at) VALUES ($1, $2, 'rescore', now())")
+        .bind(rescore)
+        .bind(run)
+        .execute(&fleet.pool)
+        .await?;
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM results WHERE run_id = $1 AND error IS NULL ORDER BY id")
+        .bind(run)
+        .fetch_all(&fleet.pool)
+        .await?;
+    for id in &ids {
+        fx.score(rescore, *id, true).await?;
+    }
+    let latest: f64 = sqlx::query_scalar("SELECT accuracy FROM ipw_summary WHERE run_id = $1")
+        .bind(run)
+        .fetch_one(&fleet.pool)
+        .await?;
+    assert!(close(latest, 0.75));
+    let mut conn = fleet.pool.acquire().await?;
+    sqlx::query("SELECT set_config('ipw.scoring', $1, false)").bind(ingest.to_string()).execute(&mut *conn).await?;
+    let named: f64 = sqlx::query_scalar("SELECT accuracy FROM ipw_summary WHERE run_id = $1")
+        .bind(run)
+        .fetch_one(&mut *conn)
+        .await?;
+    assert!(close(named, 0.5));
+    sqlx::query("SELECT set_config('ipw.scoring', '', false)").execute(&mut *conn).await?;
+
+    // The same through the report call, naming the scoring.
+    let report = fleet
+        .admin
+        .clone()
+        .get_report(ReportRequest {
+            run_ids: vec![run.to_string()],
+            scoring_id: ingest.to_string(),
+            with_points: false,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(report.rows[0].accuracy, Some(0.5));
+    assert_eq!(report.rows[0].scoring_id, ingest.to_string());
+    Ok(())
+}
+
+#[tokio::test]
+async fn coverage_counts_best_of_local_over_common_queries() -> anyhow::Result<()> {
+    let fleet = Fleet::start().await?;
+    let fx = Fixture::new(fleet.pool.clone(), 5).await?;
+    let agent = fx.agent("cpu:test:2c:8GiB").await?;
+    // Run A: q0..q4 with q0, q2 right. Run B: q0..q3 with q1, q2 right. Common: q0..q3.
+    let a = [ok(true, 1.0, 1.0), ok(false, 1.0, 1.0), ok(true, 1.0, 1.0), ok(false, 1.0, 1.0), ok(true, 1.0, 1.0)];
+    let b = [ok(false, 1.0, 1.0), ok(true, 1.0, 1.0), ok(true, 1.0, 1.0), ok(false, 1.0, 1.0)];
+    let (ra, _) = fx.run("small", agent, "2026-05-01", &a).await?;
+    let (rb, _) = fx.run("large", agent, "2026-05-01", &b).await?;
+    let rows: Vec<(String, Option<String>, i64, i64, f64)> =
+        sqlx::query_as("SELECT label, model, queries, correct, share FROM coverage($1) ORDER BY label, model")
+            .bind(vec![ra, rb])
+            .fetch_all(&fleet.pool)
+            .await?;
+    assert_eq!(
+        rows,
+        [
+            ("best-of-local".to_owned(), None, 4, 3, 0.75),
+            ("model".to_owned(), Some("large".to_owned()), 4, 2, 0.5),
+            ("model".to_owned(), Some("small".to_owned()), 4, 2, 0.5),
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn attribution_splits_the_ipw_ratio_and_names_missing_cells() -> anyhow::Result<()> {
+    let fleet = Fleet::start().await?;
+    let fx = Fixture::new(fleet.pool.clone(), 1).await?;
+    let (ha, hb) = (fx.agent("cpu:old:2c:8GiB").await?, fx.agent("gpu:nvidia:H100:80GiB:x1").await?);
+    // One correct query per cell, 1 s long, so IPW = 1 / power: 0.01, 0.03, 0.02, 0.05.
+    fx.run("ma", ha, "2026-01-01", &[ok(true, 1.0, 100.0)]).await?;
+    fx.run("mb", ha, "2026-01-01", &[ok(true, 1.0, 100.0 / 3.0)]).await?;
+    fx.run("ma", hb, "2026-01-01", &[ok(true, 1.0, 50.0)]).await?;
+    let attribution = "SELECT ipw_a, ipw_b, ratio, model_factor, hardware_factor, missing
+                       FROM attribution('ma', 'cpu:old:2c:8GiB', 'mb', 'gpu:nvidia:H100:80GiB:x1')";
+
+    // Three cells: no factors, and the missing one named.
+    /// ipw_a, ipw_b, ratio, model_factor, hardware_factor, missing.
+    type Attribution = (Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<f64>, Vec<String>);
+    let (aa, bb, ratio, m, h, missing): Attribution = sqlx::query_as(attribution).fetch_one(&fleet.pool).await?;
+    assert!(close(aa.unwrap(), 0.01));
+    assert_eq!((bb, ratio, m, h), (None, None, None, None));
+    assert_eq!(missing, ["mb on gpu:nvidia:H100:80GiB:x1"]);
+
+    fx.run("mb", hb, "2026-01-01", &[ok(true, 1.0, 20.0)]).await?;
+    let (aa, bb, ratio, m, h, missing): Attribution = sqlx::query_as(attribution).fetch_one(&fleet.pool).await?;
+    let (aa, bb, ratio, m, h) = (aa.unwrap(), bb.unwrap(), ratio.unwrap(), m.unwrap(), h.unwrap());
+    // By hand: ratio 0.05 / 0.01 = 5; model = sqrt(3 * 2.5) = 2.7386; hardware = sqrt(2 * 5/3)
+    // = 1.8257; their product is the ratio.
+    assert!(close(aa, 0.01) && close(bb, 0.05) && close(ratio, 5.0));
+    assert!(close(m, 7.5f64.sqrt()) && close(h, (10.0f64 / 3.0).sqrt()));
+    assert!(close(m * h, ratio));
+    assert!(missing.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn ipw_over_time_pools_runs_by_day() -> anyhow::Result<()> {
+    let fleet = Fleet::start().await?;
+    let fx = Fixture::new(fleet.pool.clone(), 2).await?;
+    let agent = fx.agent("cpu:test:2c:8GiB").await?;
+    fx.run("m", agent, "2026-01-10", &[ok(true, 1.0, 10.0), ok(false, 1.0, 30.0)]).await?;
+    fx.run("m", agent, "2026-01-10", &[ok(true, 1.0, 20.0)]).await?;
+    fx.run("m", agent, "2026-03-10", &[ok(true, 1.0, 5.0), ok(true, 1.0, 15.0)]).await?;
+    let rows: Vec<(String, i64, i64, f64)> =
+        sqlx::query_as("SELECT day::text, runs, queries, ipw FROM ipw_over_time ORDER BY day")
+            .fetch_all(&fleet.pool)
+            .await?;
+    assert_eq!(rows.len(), 2);
+    // Jan 10: acc 1, 0, 1 over 10, 30, 20 W, pooled: (2/3) / 20. Mar 10: 1 / 10.
+    assert_eq!((rows[0].0.as_str(), rows[0].1, rows[0].2), ("2026-01-10", 2, 3));
+    assert!(close(rows[0].3, (2.0 / 3.0) / 20.0));
+    assert_eq!(rows[1].0, "2026-03-10");
+    assert!(close(rows[1].3, 0.1));
+    Ok(())
+}
+
+/// The judge path end to end with the real SmolLM2 as a (weak) judge: the verdicts are not
+/// judged, the plumbing is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_judge_scoring_records_the_judge_and_keeps_the_ingest_scoring() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start().await?;
+    let file = fleet.dir.path().join("open.jsonl");
+    std::fs::write(
+        &file,
+        "{\"id\": \"sky\", \"prompt\": \"What colour is a clear daytime sky? One word.\", \"answer\": \"Blue\", \"scorer\": \"judge\"}\n\
+         {\"id\": \"ice\", \"prompt\": \"What is frozen water called? One word.\", \"answer\": \"Ice\", \"scorer\": \"judge\"}\n\
+         {\"id\": \"sum\", \"prompt\": \"What is 2+3? Give the number.\", \"answer\": \"5\", \"scorer\": \"numeric\"}\n",
+    )?;
+    fleet.import(&file, "open").await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let agent = fleet.join(&token, "judged").await?;
+    let run = fleet
+        .admin
+        .create_run(CreateRunRequest {
+            workload: "open".into(),
+            model: "SmolLM2-135M-Instruct".into(),
+            sample: 3,
+            seed: 1,
+            concurrency: 1,
+            shard_size: 3,
+            repetitions: 1,
+            params: Some(GenerationParams { max_tokens: 24, temperature: 0.0, top_p: 1.0 }),
+        })
+        .await?
+        .into_inner();
+    ipw_agent::runner::run(&agent, &fleet.spool("judged"), &fleet.run_options()).await?;
+    let run_id = Uuid::parse_str(&run.run_id)?;
+
+    // At ingest, the judge queries wait for a judge; the numeric one is scored.
+    let unscored: i64 = sqlx::query_scalar("SELECT unscored FROM ipw_summary WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_one(&fleet.pool)
+        .await?;
+    assert_eq!(unscored, 2);
+
+    let scored = fleet
+        .admin
+        .score_run(ScoreRunRequest {
+            run_id: run.run_id.clone(),
+            judge_url: ipw_e2e::engine_url(),
+            judge_model: "SmolLM2-135M-Instruct".into(),
+            strictness: "lenient".into(),
+            judge_concurrency: 2,
+            judge_all: false,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(scored.scored + scored.failed, 3);
+    assert!(scored.judge_version.starts_with("models: "), "{}", scored.judge_version);
+    assert_eq!(scored.failures.len() as u64, scored.failed);
+
+    let scoring = Uuid::parse_str(&scored.scoring_id)?;
+    let (model, hash, strictness, version, completed): (String, String, String, String, bool) = sqlx::query_as(
+        "SELECT judge_model, judge_prompt_hash, judge_strictness, judge_version, completed_at IS NOT NULL FROM scorings WHERE id = $1",
+    )
+    .bind(scoring)
+    .fetch_one(&fleet.pool)
+    .await?;
+    assert_eq!((model.as_str(), strictness.as_str(), completed), ("SmolLM2-135M-Instruct", "lenient", true));
+    assert_eq!(hash, ipw_coordinator::scoring::judge::prompt_hash());
+    assert_eq!(version, scored.judge_version);
+    // Each judged result has a verdict with both raw replies, or an error and no verdict.
+    let judged: Vec<(Option<bool>, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT correct, verdict, error FROM scores WHERE scoring_id = $1 AND scorer = 'judge'")
+            .bind(scoring)
+            .fetch_all(&fleet.pool)
+            .await?;
+    assert_eq!(judged.len(), 2);
+    for (correct, verdict, error) in &judged {
+        match correct {
+            Some(_) => assert!(
+                verdict.as_deref().is_some_and(|v| v.contains("reference-first:") && v.contains("response-first:"))
+            ),
+            None => assert!(error.is_some()),
+        }
+    }
+    // The views now read the new scoring, failed judgements stay unscored (not wrong), and the
+    // ingest scoring is still there.
+    let (unscored, scoring_used): (i64, Uuid) =
+        sqlx::query_as("SELECT unscored, scoring_id FROM ipw_summary WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(&fleet.pool)
+            .await?;
+    assert_eq!((unscored as u64, scoring_used), (scored.failed, scoring));
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM scorings WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_one(&fleet.pool)
+        .await?;
+    assert_eq!(kept, 2);
+    Ok(())
+}
