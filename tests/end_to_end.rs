@@ -296,5 +296,17 @@ async fn energy_from_a_powercap_counter_is_attributed_conserved_and_audited() ->
     // Idle power equals load power in this fixture, so dynamic power is near zero.
     assert!(row.mean_dynamic_power_w.expect("dynamic power").abs() < 0.1 * WATTS);
     assert!(row.dynamic_joules_per_query.is_some());
+
+    // The figures draw these real latencies and token counts with the counter's energy.
+    let with_points = ReportRequest { run_ids: vec![run.run_id.clone()], with_points: true, ..Default::default() };
+    let report = fleet.admin.get_report(with_points).await?.into_inner();
+    assert_eq!(report.points.len(), 4);
+    let plots = std::env::var("IPW_KEEP_PLOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| fleet.dir.path().join("plots"));
+    let files = ipw_coordinator::plot::write_all(&report, &plots).map_err(anyhow::Error::msg)?;
+    let scatter = std::fs::read_to_string(&files[2])?;
+    assert!(scatter.contains("energy (J)") && scatter.contains("power: rapl (cpu-package)"));
+    assert!(scatter.matches("<circle").count() >= 4, "one point per query");
     Ok(())
 }

@@ -40,6 +40,9 @@ enum Command {
     },
     /// Leases shards and runs them, until stopped.
     Run {
+        /// The coordinator, when it has moved since `join` (default: the joined one).
+        #[arg(long, env = "IPW_COORDINATOR")]
+        coordinator: Option<String>,
         /// The OpenAI-compatible engine serving the run's model.
         #[arg(long, env = "IPW_ENGINE_URL", default_value = "http://127.0.0.1:8080")]
         engine_url: String,
@@ -125,6 +128,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             println!("an operator may need to approve it: ipw agents approve {}", cfg.agent_id);
         }
         Command::Run {
+            coordinator,
             engine_url,
             spool_dir,
             exit_when_idle,
@@ -134,7 +138,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             attribution,
             power,
         } => {
-            let cfg = AgentConfig::load(&config_path)?;
+            let mut cfg = AgentConfig::load(&config_path)?;
+            if let Some(url) = coordinator {
+                cfg.coordinator = url;
+            }
             let spool = Spool::open(&spool_dir.unwrap_or_else(config::default_spool_dir))?;
             let opts = RunOptions {
                 engine_url,

@@ -236,7 +236,14 @@ fn render_table_blocks(report: &Report) -> String {
             ("tokens per joule", opt(r.tokens_per_joule, "", 2)),
             ("IPW (accuracy / W)", opt(r.ipw, "", 5)),
             ("IPJ (accuracy / J)", opt(r.ipj, "", 5)),
-            ("power source (scope)", format!("{} ({})", r.power_source, r.power_scope)),
+            (
+                "power source (scope)",
+                if r.power_scope.is_empty() {
+                    r.power_source.clone()
+                } else {
+                    format!("{} ({})", r.power_source, r.power_scope)
+                },
+            ),
             ("scoring", r.scoring_id.clone()),
         ];
         if r.joules_per_query.is_none() {

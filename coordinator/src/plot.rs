@@ -67,11 +67,18 @@ fn unavailable(path: &Path, title: &str, why: &str, provenance: &str) -> PlotRes
     root.draw(&Text::new(title.to_owned(), (40, 40), ("sans-serif", 24)))?;
     root.draw(&Text::new(provenance.to_owned(), (40, 75), ("sans-serif", 16)))?;
     let mut y = 130;
-    let chars: Vec<char> = why.chars().collect();
-    for chunk in chars.chunks(110) {
-        root.draw(&Text::new(chunk.iter().collect::<String>(), (40, y), ("sans-serif", 15)))?;
-        y += 22;
+    let mut line = String::new();
+    for word in why.split_whitespace() {
+        if !line.is_empty() && line.len() + word.len() > 100 {
+            root.draw(&Text::new(std::mem::take(&mut line), (40, y), ("sans-serif", 15)))?;
+            y += 22;
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
     }
+    root.draw(&Text::new(line, (40, y), ("sans-serif", 15)))?;
     root.present()?;
     Ok(())
 }

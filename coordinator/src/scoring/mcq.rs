@@ -61,4 +61,25 @@ mod tests {
         assert_eq!(extract_letter("Ответ — the answer is (H) ✅"), Some('H'));
         assert_eq!(extract_letter("é A é"), Some('A'));
     }
+
+    /// Tails of SmolLM2-135M-Instruct's answers to MMLU-Pro questions from a real test run.
+    #[test]
+    fn real_smollm2_answers() {
+        let cases = [
+            // Two different letters: the first "answer is" counts, as in MMLU-Pro.
+            (
+                "exactly 20 atm E. cannot be determined without additional information F. greater than 20 atm \
+              G. greater than 1 atm\n\nThe answer is (A).\n\nThe correct answer is (B).",
+                Some('A'),
+            ),
+            ("Step 5: Confirm the answer.\n\nThe correct answer is E. An insertion is a deletion.", Some('E')),
+            ("6. 7% = 0.07\n7. 7% = 0.07\n\nThe answer is D. 700.", Some('D')),
+            // Cut off by max_tokens while listing options: only the last lone letter is left.
+            ("B. 3.18 cm and 3.18 mm\nC. 0.335 cm and 3.35 mm\nG. 2.12 cm and 2.12 mm\nH. 6.70 cm and 6.70", Some('H')),
+            ("The answer is (E).\n\nThe answer is (E).\n\nThe answer is (E).", Some('E')),
+        ];
+        for (response, want) in cases {
+            assert_eq!(extract_letter(response), want, "{response}");
+        }
+    }
 }
