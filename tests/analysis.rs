@@ -2,7 +2,7 @@
 //! figure worked out here; and the judge scorer against the real SmolLM2 server.
 
 use ipw_e2e::Fleet;
-use ipw_proto::v1::{CreateRunRequest, GenerationParams, ReportRequest, ScoreRunRequest};
+use ipw_proto::v1::{ReportRequest, ScoreRunRequest};
 use sqlx::PgPool;
 use std::time::Duration;
 use uuid::Uuid;
@@ -386,20 +386,7 @@ async fn a_judge_scoring_records_the_judge_and_keeps_the_ingest_scoring() -> any
     fleet.import(&file, "open").await?;
     let token = fleet.token(1, true, Duration::from_secs(60)).await?;
     let agent = fleet.join(&token, "judged").await?;
-    let run = fleet
-        .admin
-        .create_run(CreateRunRequest {
-            workload: "open".into(),
-            model: "SmolLM2-135M-Instruct".into(),
-            sample: 3,
-            seed: 1,
-            concurrency: 1,
-            shard_size: 3,
-            repetitions: 1,
-            params: Some(GenerationParams { max_tokens: 24, temperature: 0.0, top_p: 1.0 }),
-        })
-        .await?
-        .into_inner();
+    let run = fleet.create_run("open", 3, 3, 1, 24).await?;
     ipw_agent::runner::run(&agent, &fleet.spool("judged"), &fleet.run_options()).await?;
     let run_id = Uuid::parse_str(&run.run_id)?;
 

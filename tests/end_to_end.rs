@@ -3,7 +3,7 @@
 
 use ipw_agent::runner::{self, RunOptions};
 use ipw_e2e::{Fleet, mmlu_pro};
-use ipw_proto::v1::{ApproveAgentRequest, CreateRunRequest, GenerationParams, ReportRequest, RunStatusRequest};
+use ipw_proto::v1::{ApproveAgentRequest, ReportRequest, RunStatusRequest};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -20,20 +20,7 @@ async fn two_agents_share_a_sharded_run_and_every_query_lands_once() -> anyhow::
         fleet.admin.approve_agent(ApproveAgentRequest { agent_id: name.into() }).await?;
     }
 
-    let run = fleet
-        .admin
-        .create_run(CreateRunRequest {
-            workload: "mmlu-pro".into(),
-            model: "SmolLM2-135M-Instruct".into(),
-            sample: 24,
-            seed: 7,
-            concurrency: 2,
-            shard_size: 5,
-            repetitions: 1,
-            params: Some(GenerationParams { max_tokens: 128, temperature: 0.0, top_p: 1.0 }),
-        })
-        .await?
-        .into_inner();
+    let run = fleet.create_run("mmlu-pro", 24, 5, 2, 128).await?;
     assert_eq!((run.queries, run.shards), (24, 5));
     let run_id = Uuid::parse_str(&run.run_id)?;
 
@@ -134,19 +121,7 @@ async fn a_resent_result_is_acknowledged_as_duplicate_and_not_recorded_twice() -
     fleet.import(&file, "tiny").await?;
     let token = fleet.token(1, true, Duration::from_secs(60)).await?;
     let agent = fleet.join(&token, "solo").await?;
-    fleet
-        .admin
-        .create_run(CreateRunRequest {
-            workload: "tiny".into(),
-            model: "SmolLM2-135M-Instruct".into(),
-            sample: 2,
-            seed: 1,
-            concurrency: 1,
-            shard_size: 2,
-            repetitions: 1,
-            params: Some(GenerationParams { max_tokens: 16, temperature: 0.0, top_p: 1.0 }),
-        })
-        .await?;
+    fleet.create_run("tiny", 2, 2, 1, 16).await?;
     let spool = fleet.spool("solo");
     let opts = fleet.run_options();
     let first = runner::run(&agent, &spool, &opts).await?;
@@ -201,20 +176,7 @@ async fn energy_from_a_powercap_counter_is_attributed_conserved_and_audited() ->
     fleet.import(&file, "four").await?;
     let token = fleet.token(1, true, Duration::from_secs(60)).await?;
     let agent = fleet.join(&token, "metered").await?;
-    let run = fleet
-        .admin
-        .create_run(CreateRunRequest {
-            workload: "four".into(),
-            model: "SmolLM2-135M-Instruct".into(),
-            sample: 4,
-            seed: 3,
-            concurrency: 2,
-            shard_size: 4,
-            repetitions: 1,
-            params: Some(GenerationParams { max_tokens: 48, temperature: 0.0, top_p: 1.0 }),
-        })
-        .await?
-        .into_inner();
+    let run = fleet.create_run("four", 4, 4, 2, 48).await?;
 
     // A package zone whose counter grows by WATTS joules per second (and wraps like the real one).
     let powercap = fleet.dir.path().join("powercap");

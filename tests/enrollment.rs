@@ -57,17 +57,7 @@ async fn an_agent_whose_engine_is_down_takes_no_work() -> anyhow::Result<()> {
     let file = fleet.dir.path().join("one.jsonl");
     std::fs::write(&file, "{\"id\": \"1\", \"prompt\": \"hi\", \"answer\": \"hello\"}\n")?;
     fleet.import(&file, "one").await?;
-    fleet
-        .admin
-        .create_run(ipw_proto::v1::CreateRunRequest {
-            workload: "one".into(),
-            model: "m".into(),
-            sample: 1,
-            concurrency: 1,
-            shard_size: 1,
-            ..Default::default()
-        })
-        .await?;
+    fleet.create_run("one", 1, 1, 1, 16).await?;
     let token = fleet.token(1, true, Duration::from_secs(60)).await?;
     let cfg = fleet.join(&token, "no-engine").await?;
     // A port nothing listens on.

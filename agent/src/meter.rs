@@ -53,7 +53,6 @@ pub struct Meter {
     null_reason: String,
     rule: Rule,
     idle: Duration,
-    clock_zero: SystemTime,
 }
 
 impl Meter {
@@ -64,7 +63,6 @@ impl Meter {
         for u in &discovery.unavailable {
             tracing::debug!(kind = u.kind, reason = %u.reason, "power source not usable");
         }
-        let clock_zero = SystemTime::now();
         let sampler = (!discovery.sources.is_empty())
             .then(|| Sampler::start(discovery.sources, opts.hz, (opts.hz * RING_SECONDS) as usize));
         match &sampler {
@@ -77,7 +75,7 @@ impl Meter {
                 tracing::warn!(reason = %null_reason, "no readable power source: energy will be recorded as unknown")
             }
         }
-        Self { sampler, null_reason, rule: opts.rule, idle: opts.idle, clock_zero }
+        Self { sampler, null_reason, rule: opts.rule, idle: opts.idle }
     }
 
     /// Whether anything is being measured.
@@ -183,7 +181,7 @@ impl Meter {
                 });
             }
         }
-        let zero_us = self.clock_zero.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+        let zero_us = s.epoch_wall().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
         Some(ShardTelemetry {
             shard_id: shard_id.to_owned(),
             idle_power_w: idle.map(|i| i.power_w),

@@ -78,6 +78,8 @@ struct Shared {
 pub struct Sampler {
     shared: Arc<Shared>,
     epoch: Instant,
+    /// The wall-clock time of `epoch`, taken together with it.
+    epoch_wall: std::time::SystemTime,
     hz: f64,
     sources: Vec<SourceInfo>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -98,7 +100,7 @@ impl Sampler {
             .collect();
         let shared =
             Arc::new(Shared { ring: Mutex::new(VecDeque::with_capacity(capacity)), stop: AtomicBool::new(false) });
-        let epoch = Instant::now();
+        let (epoch, epoch_wall) = (Instant::now(), std::time::SystemTime::now());
         let period = Duration::from_secs_f64(1.0 / hz.max(0.1));
         let thread = (!sources.is_empty()).then(|| {
             let shared = shared.clone();
@@ -143,12 +145,17 @@ impl Sampler {
                 })
                 .expect("spawning the sampler thread")
         });
-        Self { shared, epoch, hz, sources: info, thread }
+        Self { shared, epoch, epoch_wall, hz, sources: info, thread }
     }
 
     /// The sources, in sample order.
     pub fn sources(&self) -> &[SourceInfo] {
         &self.sources
+    }
+
+    /// Wall-clock time of t = 0 on the sampler clock.
+    pub fn epoch_wall(&self) -> std::time::SystemTime {
+        self.epoch_wall
     }
 
     /// The sampling rate in Hz.

@@ -56,8 +56,25 @@ fn provenance(rows: &[&ReportRow]) -> String {
     format!("power: {}", if sources.is_empty() { "none".into() } else { sources.join(", ") })
 }
 
+/// How a (model, hardware class) is named in legends and on axes.
+fn series_name(model: &str, hardware_class: &str) -> String {
+    format!("{model} @ {hardware_class}")
+}
+
 fn label(r: &ReportRow) -> String {
-    format!("{} @ {}", r.model, r.hardware_class)
+    series_name(&r.model, &r.hardware_class)
+}
+
+/// Groups named points into series, in first-seen order.
+fn by_series(points: impl Iterator<Item = (String, (f64, f64))>) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for (name, point) in points {
+        match series.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, v)) => v.push(point),
+            None => series.push((name, vec![point])),
+        }
+    }
+    series
 }
 
 /// An empty figure that says why there is nothing to draw.
@@ -195,15 +212,10 @@ fn energy_vs_tokens(report: &Report, path: &Path) -> PlotResult {
         .y_label_area_size(80)
         .build_cartesian_2d(0.0..max_t, 0.0..max_j.max(f64::MIN_POSITIVE))?;
     chart.configure_mesh().x_desc("output tokens").y_desc("energy (J)").draw()?;
-    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    for p in measured {
-        let key = format!("{} @ {}", p.model, p.hardware_class);
-        let point = (p.tokens_out as f64, p.energy_j.unwrap_or_default());
-        match series.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => v.push(point),
-            None => series.push((key, vec![point])),
-        }
-    }
+    let series =
+        by_series(measured.iter().map(|p| {
+            (series_name(&p.model, &p.hardware_class), (p.tokens_out as f64, p.energy_j.unwrap_or_default()))
+        }));
     for (i, (name, pts)) in series.into_iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         chart
@@ -250,16 +262,10 @@ fn ipw_over_time(report: &Report, path: &Path) -> PlotResult {
         .x_desc("run date (UTC)")
         .y_desc("IPW (accuracy per watt, 1/W)")
         .draw()?;
-    let mut lines: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    for t in points {
-        let key = format!("{} @ {}", t.model, t.hardware_class);
+    let lines = by_series(points.iter().map(|t| {
         let x = days.iter().position(|d| *d == t.day).unwrap_or(0) as f64;
-        let point = (x, t.ipw.unwrap_or_default());
-        match lines.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => v.push(point),
-            None => lines.push((key, vec![point])),
-        }
-    }
+        (series_name(&t.model, &t.hardware_class), (x, t.ipw.unwrap_or_default()))
+    }));
     for (i, (name, pts)) in lines.into_iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         chart

@@ -11,7 +11,7 @@ use ipw_agent::spool::Spool;
 use ipw_coordinator::cli::{self, Admin};
 use ipw_coordinator::server::Background;
 use ipw_coordinator::service::State;
-use ipw_proto::v1::CreateTokenRequest;
+use ipw_proto::v1::{CreateRunRequest, CreateTokenRequest, GenerationParams, RunInfo};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
 use std::path::PathBuf;
@@ -114,6 +114,28 @@ impl Fleet {
         opts.power.discovery.drm_root = self.dir.path().join("no-drm");
         opts.power.discovery.gpus = Some(String::new());
         opts
+    }
+
+    /// Creates a run of SmolLM2 over a seeded sample of `workload` (seed 7, greedy decoding).
+    pub async fn create_run(
+        &mut self,
+        workload: &str,
+        sample: u32,
+        shard_size: u32,
+        concurrency: u32,
+        max_tokens: u32,
+    ) -> anyhow::Result<RunInfo> {
+        let request = CreateRunRequest {
+            workload: workload.into(),
+            model: "SmolLM2-135M-Instruct".into(),
+            sample,
+            seed: 7,
+            concurrency,
+            shard_size,
+            repetitions: 1,
+            params: Some(GenerationParams { max_tokens, temperature: 0.0, top_p: 1.0 }),
+        };
+        Ok(self.admin.create_run(request).await?.into_inner())
     }
 
     /// Imports a workload file through the CLI's code path.
