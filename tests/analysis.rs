@@ -453,3 +453,50 @@ async fn a_judge_scoring_records_the_judge_and_keeps_the_ingest_scoring() -> any
     assert_eq!(kept, 2);
     Ok(())
 }
+
+/// The documented query (docs/sql.md) for "which runs changed driver between two dates".
+const DRIVER_CHANGES: &str = "
+    SELECT run_id, hardware_class, to_char(run_created_at, 'YYYY-MM-DD') AS day, previous_driver, driver_version
+    FROM (SELECT run_id, hardware_class, run_created_at, driver_version,
+                 lag(driver_version) OVER (PARTITION BY hardware_class ORDER BY run_created_at) AS previous_driver
+          FROM run_provenance_by_run) t
+    WHERE run_created_at BETWEEN $1::date AND $2::date
+      AND previous_driver IS NOT NULL AND driver_version IS DISTINCT FROM previous_driver
+    ORDER BY run_created_at";
+
+#[tokio::test]
+async fn provenance_answers_which_runs_changed_driver_in_one_query() -> anyhow::Result<()> {
+    let fleet = Fleet::start().await?;
+    let fx = Fixture::new(fleet.pool.clone(), 1).await?;
+    let (gpu, cpu) = (fx.agent("gpu:nvidia:H100:80GiB:x1").await?, fx.agent("cpu:epyc:2c:24GiB").await?);
+    let mut runs = Vec::new();
+    for (agent, day, driver) in [
+        (gpu, "2026-01-10", Some("550.54.15")),
+        (gpu, "2026-02-10", Some("550.54.15")),
+        (gpu, "2026-03-10", Some("560.35.03")),
+        (gpu, "2026-08-10", Some("570.86.10")),
+        (cpu, "2026-03-12", None),
+    ] {
+        let (run, _) = fx.run("m", agent, day, &[ok(true, 1.0, 10.0)]).await?;
+        sqlx::query(
+            "INSERT INTO run_provenance (run_id, agent_id, agent_version, agent_git_revision, engine_name,
+                                         engine_version, engine_model, driver_version, os, kernel, cpu_model)
+             VALUES ($1, $2, '0.1.0', 'abc', 'llama.cpp', 'b1', 'm.gguf', $3, 'Linux', '6.8', 'EPYC')",
+        )
+        .bind(run)
+        .bind(agent)
+        .bind(driver)
+        .execute(&fleet.pool)
+        .await?;
+        runs.push(run);
+    }
+    /// run, hardware class, day, previous driver, driver.
+    type Change = (Uuid, String, String, Option<String>, Option<String>);
+    let changed: Vec<Change> =
+        sqlx::query_as(DRIVER_CHANGES).bind("2026-01-01").bind("2026-06-30").fetch_all(&fleet.pool).await?;
+    // Only the March GPU run changed driver in the first half; August is outside the dates.
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(changed[0].0, runs[2]);
+    assert_eq!((changed[0].3.as_deref(), changed[0].4.as_deref()), (Some("550.54.15"), Some("560.35.03")));
+    Ok(())
+}

@@ -151,6 +151,21 @@ async fn a_resent_result_is_acknowledged_as_duplicate_and_not_recorded_twice() -
             .await?;
     assert_eq!(rows, 2);
     assert_ne!(kept, "a different answer", "the first committed measurement is kept");
+
+    // What the run was measured with, as the real llama-server reported it.
+    let (engine, quantization, sha, model, git, os): (String, Option<String>, Option<String>, String, String, String) =
+        sqlx::query_as(
+            "SELECT engine_name, quantization, model_sha256, engine_model, agent_git_revision, os FROM run_provenance",
+        )
+        .fetch_one(&fleet.pool)
+        .await?;
+    let gguf = std::env::var("IPW_TEST_MODEL_FILE").expect("IPW_TEST_MODEL_FILE is set by scripts/test");
+    let sha256sum = std::process::Command::new("sha256sum").arg(&gguf).output()?;
+    let expected = String::from_utf8_lossy(&sha256sum.stdout).split_whitespace().next().unwrap_or_default().to_owned();
+    assert_eq!((engine.as_str(), quantization.as_deref()), ("llama.cpp", Some("Q4_1")));
+    assert_eq!(sha.as_deref(), Some(expected.as_str()));
+    assert_eq!(model, gguf);
+    assert!(!git.is_empty() && !os.is_empty());
     Ok(())
 }
 

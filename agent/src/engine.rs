@@ -103,6 +103,16 @@ impl Engine {
         &self.base_url
     }
 
+    /// `GET path` as JSON; `None` when the engine has no such endpoint or answers otherwise.
+    pub async fn get_json(&self, path: &str) -> Option<serde_json::Value> {
+        let resp =
+            self.http.get(format!("{}{path}", self.base_url)).timeout(Duration::from_secs(10)).send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.json().await.ok()
+    }
+
     /// Checks that the engine answers `GET /v1/models`, so work is not leased to an agent
     /// whose engine is down. The error says what was tried.
     pub async fn check(&self) -> Result<(), String> {

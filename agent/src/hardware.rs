@@ -48,3 +48,11 @@ pub fn nvidia_gpus() -> Result<Vec<Accelerator>, String> {
         })
         .collect()
 }
+
+/// The NVIDIA driver and CUDA driver versions, when NVML answers.
+pub fn nvidia_versions() -> (Option<String>, Option<String>) {
+    let Ok(nvml) = Nvml::init() else { return (None, None) };
+    let driver = nvml.sys_driver_version().ok();
+    let cuda = nvml.sys_cuda_driver_version().ok().map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10));
+    (driver, cuda)
+}

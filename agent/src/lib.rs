@@ -10,6 +10,7 @@ pub mod hardware;
 pub mod join;
 pub mod meter;
 pub mod power;
+pub mod provenance;
 pub mod runner;
 pub mod sampler;
 pub mod spool;

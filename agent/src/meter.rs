@@ -83,6 +83,15 @@ impl Meter {
         self.sampler.is_some()
     }
 
+    /// Each sampled source's details (power limit, clocks, zone...), for provenance.
+    pub fn source_details(&self) -> Vec<serde_json::Value> {
+        self.sampler
+            .iter()
+            .flat_map(|s| s.sources())
+            .map(|i| serde_json::json!({"kind": i.kind, "scope": i.scope, "name": i.name, "details": i.details}))
+            .collect()
+    }
+
     /// The sampler clock reading of an instant (0 without a sampler).
     pub fn clock(&self, at: Instant) -> f64 {
         self.sampler.as_ref().map(|s| s.clock(at)).unwrap_or(0.0)

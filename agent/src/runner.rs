@@ -6,6 +6,7 @@ use crate::config::AgentConfig;
 use crate::engine::{Completion, Engine};
 use crate::meter::{Meter, PowerOptions};
 use crate::power::NoPower;
+use crate::provenance;
 use crate::spool::{Spool, SpoolKey};
 use anyhow::Context;
 use futures::{Stream, StreamExt};
@@ -80,6 +81,7 @@ async fn lease_loop(
     opts: &RunOptions,
 ) -> anyhow::Result<RunSummary> {
     let mut summary = RunSummary::default();
+    let mut reported: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Whatever a previous life measured goes first.
     let (committed, duplicates) = flush_spool(coord, spool, opts.upload_batch).await?;
     summary.committed += committed;
@@ -114,6 +116,16 @@ async fn lease_loop(
             tokio::time::sleep(opts.poll_interval).await;
             continue;
         };
+        if !reported.contains(&lease.run_id) {
+            let record = provenance::collect(&lease.run_id, engine, meter.source_details()).await;
+            match coord.report_provenance(record).await {
+                Ok(_) => {
+                    reported.insert(lease.run_id.clone());
+                }
+                // Tried again with the run's next shard.
+                Err(s) => tracing::warn!(run = %lease.run_id, "recording provenance failed: {}", s.message()),
+            }
+        }
         let (committed, duplicates) = execute_shard(coord, engine, meter, spool, &lease, opts).await?;
         summary.committed += committed;
         summary.duplicates += duplicates;

@@ -8,7 +8,8 @@ use futures::Stream;
 use ipw_proto::v1::agent_service_server::AgentService;
 use ipw_proto::v1::{
     AcquireLeaseRequest, AcquireLeaseResponse, BatchAck, CompleteShardRequest, CompleteShardResponse, GenerationParams,
-    HeartbeatRequest, HeartbeatResponse, Lease, ResultBatch, ShardTelemetry, ShardTelemetryAck, WorkItem,
+    HeartbeatRequest, HeartbeatResponse, Lease, Provenance, ProvenanceAck, ResultBatch, ShardTelemetry,
+    ShardTelemetryAck, WorkItem,
 };
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -291,6 +292,86 @@ impl AgentService for AgentServiceImpl {
         }
         tx.commit().await.map_err(db_error)?;
         Ok(Response::new(ShardTelemetryAck {}))
+    }
+
+    async fn report_provenance(&self, request: Request<Provenance>) -> Result<Response<ProvenanceAck>, Status> {
+        let caller = authenticate(&self.state, &request).await?;
+        let p = request.into_inner();
+        let run_id = parse_uuid("run_id", &p.run_id)?;
+        let texts = [
+            &p.agent_version,
+            &p.agent_git_revision,
+            &p.engine_name,
+            &p.engine_version,
+            &p.engine_model,
+            &p.model_digest,
+            &p.quantization,
+            &p.driver_version,
+            &p.cuda_version,
+            &p.rocm_version,
+            &p.os,
+            &p.kernel,
+            &p.cpu_model,
+        ];
+        if texts.iter().any(|t| t.len() > crate::ingest::MAX_SHORT_TEXT_BYTES) || p.details_json.len() > 1 << 16 {
+            return Err(Status::invalid_argument("a provenance field is too long"));
+        }
+        let sha = p.model_sha256.trim().to_lowercase();
+        let is_sha256 = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit());
+        if !sha.is_empty() && !is_sha256 {
+            return Err(Status::invalid_argument("model_sha256 must be 64 hex digits"));
+        }
+        if p.power_limit_w.is_some_and(|w| !(w.is_finite() && w > 0.0)) {
+            return Err(Status::invalid_argument("power_limit_w must be a positive number"));
+        }
+        let details: serde_json::Value = if p.details_json.is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::from_str(&p.details_json)
+                .map_err(|e| Status::invalid_argument(format!("details_json is not JSON: {e}")))?
+        };
+        let leased = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM lease_attempts la JOIN shards s ON s.id = la.shard_id
+                              WHERE s.run_id = $1 AND la.agent_id = $2) AS "leased!""#,
+            run_id,
+            caller.id
+        )
+        .fetch_one(&self.state.pool)
+        .await
+        .map_err(db_error)?;
+        if !leased {
+            return Err(Status::permission_denied(format!("this agent never leased a shard of run {run_id}")));
+        }
+        let blank = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
+        sqlx::query!(
+            "INSERT INTO run_provenance (run_id, agent_id, agent_version, agent_git_revision, engine_name,
+                 engine_version, engine_model, model_sha256, model_digest, quantization, driver_version, cuda_version,
+                 rocm_version, os, kernel, cpu_model, power_limit_w, details)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+             ON CONFLICT (run_id, agent_id) DO NOTHING",
+            run_id,
+            caller.id,
+            p.agent_version,
+            p.agent_git_revision,
+            p.engine_name,
+            p.engine_version,
+            p.engine_model,
+            blank(&sha),
+            blank(&p.model_digest),
+            blank(&p.quantization),
+            blank(&p.driver_version),
+            blank(&p.cuda_version),
+            blank(&p.rocm_version),
+            p.os,
+            p.kernel,
+            p.cpu_model,
+            p.power_limit_w,
+            details,
+        )
+        .execute(&self.state.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(Response::new(ProvenanceAck {}))
     }
 
     async fn complete_shard(
