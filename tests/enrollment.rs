@@ -41,12 +41,12 @@ async fn an_unapproved_agent_gets_no_lease_until_approved() -> anyhow::Result<()
     let mut coord = client::connect(&cfg.coordinator, &cfg.credential).await?;
 
     assert_eq!(coord.heartbeat(HeartbeatRequest {}).await?.into_inner().status, "pending");
-    let e = coord.acquire_lease(AcquireLeaseRequest {}).await.unwrap_err();
+    let e = coord.acquire_lease(AcquireLeaseRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains(&format!("ipw agents approve {}", cfg.agent_id)), "{}", e.message());
 
     fleet.admin.approve_agent(ApproveAgentRequest { agent_id: cfg.agent_id.clone() }).await?;
-    let lease = coord.acquire_lease(AcquireLeaseRequest {}).await?.into_inner().lease;
+    let lease = coord.acquire_lease(AcquireLeaseRequest::default()).await?.into_inner().lease;
     assert!(lease.is_none(), "approved, and there is simply no work yet");
     Ok(())
 }

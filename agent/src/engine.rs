@@ -32,6 +32,21 @@ pub struct Completion {
     pub error: Option<String>,
 }
 
+/// The names a served model id answers to (see [`Engine::model_names`]).
+pub fn names_for(id: &str) -> Vec<String> {
+    let mut names = vec![id.to_owned()];
+    let file = id.rsplit('/').next().unwrap_or(id);
+    let stem = file.strip_suffix(".gguf").unwrap_or(file);
+    names.extend([file.to_owned(), stem.to_owned()]);
+    if let Some(q) = crate::provenance::quantization_in_name(stem)
+        && let Some(base) = stem.strip_suffix(&q).or_else(|| stem.strip_suffix(&q.to_lowercase()))
+    {
+        names.push(base.trim_end_matches(['.', '-', '_']).to_owned());
+    }
+    names.dedup();
+    names
+}
+
 /// Attempts for a request that could not be sent (a refused or stale connection).
 const SEND_ATTEMPTS: u32 = 3;
 
@@ -111,6 +126,29 @@ impl Engine {
             return None;
         }
         resp.json().await.ok()
+    }
+
+    /// The model names this engine answers to: each `/v1/models` id, and for a file path its
+    /// file name, stem and stem without a quantization suffix (llama.cpp names its model by
+    /// path: `/m/SmolLM2-135M-Instruct.Q4_1.gguf` also answers to `SmolLM2-135M-Instruct`).
+    pub async fn model_names(&self) -> Vec<String> {
+        let ids: Vec<String> = self
+            .get_json("/v1/models")
+            .await
+            .and_then(|m| m["data"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| m["id"].as_str().map(String::from))
+            .collect();
+        let mut names = Vec::new();
+        for id in ids {
+            for name in names_for(&id) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        names
     }
 
     /// Checks that the engine answers `GET /v1/models`, so work is not leased to an agent
@@ -223,5 +261,28 @@ impl Engine {
             return Err("the engine sent no `usage` (stream_options.include_usage unsupported?)".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_for;
+
+    #[test]
+    fn a_gguf_path_answers_to_its_file_names() {
+        assert_eq!(
+            names_for("/m/SmolLM2-135M-Instruct.Q4_1.gguf"),
+            [
+                "/m/SmolLM2-135M-Instruct.Q4_1.gguf",
+                "SmolLM2-135M-Instruct.Q4_1.gguf",
+                "SmolLM2-135M-Instruct.Q4_1",
+                "SmolLM2-135M-Instruct"
+            ]
+        );
+        assert_eq!(names_for("llama-3-8b-instruct-q4_k_m.gguf").last().unwrap(), "llama-3-8b-instruct");
+        assert_eq!(
+            names_for("meta-llama/Llama-3.1-8B-Instruct"),
+            ["meta-llama/Llama-3.1-8B-Instruct", "Llama-3.1-8B-Instruct"]
+        );
     }
 }

@@ -58,6 +58,10 @@ enum Command {
         /// Per-request timeout.
         #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
         request_timeout: Duration,
+        /// Another name the engine's model answers to (repeatable), e.g. the name runs use
+        /// for a model an engine serves under another id.
+        #[arg(long = "model-alias")]
+        model_aliases: Vec<String>,
         /// Idle power measurement before each shard (0s to skip).
         #[arg(long, env = "IPW_IDLE", default_value = "10s", value_parser = humantime::parse_duration)]
         idle: Duration,
@@ -137,6 +141,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             idle,
             attribution,
             power,
+            model_aliases,
         } => {
             let mut cfg = AgentConfig::load(&config_path)?;
             if let Some(url) = coordinator {
@@ -149,6 +154,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 poll_interval,
                 request_timeout,
                 power: PowerOptions { hz: power.power_hz, idle, rule: attribution, discovery: power.discovery() },
+                model_aliases,
                 ..RunOptions::default()
             };
             let s = runner::run(&cfg, &spool, &opts).await?;

@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub heartbeat_interval: Duration,
     /// How power is sampled and attributed.
     pub power: PowerOptions,
+    /// More names the engine's model answers to (`--model-alias`), beyond what it reports.
+    pub model_aliases: Vec<String>,
 }
 
 impl Default for RunOptions {
@@ -47,6 +49,7 @@ impl Default for RunOptions {
             upload_batch: 64,
             heartbeat_interval: Duration::from_secs(30),
             power: PowerOptions::default(),
+            model_aliases: Vec::new(),
         }
     }
 }
@@ -96,7 +99,9 @@ async fn lease_loop(
             tokio::time::sleep(opts.poll_interval).await;
             continue;
         }
-        let lease = match coord.acquire_lease(AcquireLeaseRequest {}).await {
+        let mut available_models = engine.model_names().await;
+        available_models.extend(opts.model_aliases.iter().cloned());
+        let lease = match coord.acquire_lease(AcquireLeaseRequest { available_models }).await {
             Ok(r) => r.into_inner().lease,
             Err(s) if s.code() == Code::PermissionDenied => {
                 tracing::warn!("{}", s.message());
@@ -153,11 +158,15 @@ async fn execute_shard(
     opts: &RunOptions,
 ) -> anyhow::Result<(u64, u64)> {
     tracing::info!(shard = %lease.shard_id, index = lease.shard_index, queries = lease.items.len(), concurrency = lease.concurrency, "running shard");
+    let params = lease.params.unwrap_or_default();
+    // Warm-up queries run first and are not measured: caches and clocks settle.
+    for item in lease.items.iter().take(lease.warmup as usize) {
+        engine.chat(&lease.model, &item.messages, &params).await;
+    }
     let idle = meter.idle_baseline().await;
     if let Some(i) = idle {
         tracing::info!(shard = %lease.shard_id, idle_w = i.power_w, seconds = i.seconds, "idle baseline");
     }
-    let params = lease.params.unwrap_or_default();
     let params = &params;
     let concurrency = lease.concurrency.max(1) as usize;
     let mut measured = futures::stream::iter(lease.items.iter())

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use ipw_proto::BearerAuth;
 use ipw_proto::v1::admin_client::AdminClient;
-use ipw_proto::v1::{ImportWorkloadResponse, Report, ReportRow, RunStatus, WorkloadChunk, WorkloadLine};
+use ipw_proto::v1::{ImportWorkloadResponse, Report, ReportRow, RunStatus, SweepInfo, WorkloadChunk, WorkloadLine};
 use std::fmt::Write as _;
 use std::path::Path;
 use tonic::service::interceptor::InterceptedService;
@@ -273,6 +273,39 @@ pub fn render_table(headers: &[&str], rows: impl IntoIterator<Item = Vec<String>
         s.push_str(&line(r.iter().map(String::as_str).collect()));
     }
     s
+}
+
+/// A time in the protocol's microseconds as RFC 3339, or empty.
+pub fn when(unix_us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(unix_us).map(|t| t.to_rfc3339()).unwrap_or_default()
+}
+
+/// A sweep: its state, schedule, and each run's progress and ETA.
+pub fn render_sweep(s: &SweepInfo) -> String {
+    let mut out = String::new();
+    let id = if s.sweep_id.is_empty() { "(not fired yet)" } else { &s.sweep_id };
+    let _ = writeln!(out, "sweep {} \"{}\" [{}]", id, s.name, s.status);
+    if !s.cron.is_empty() {
+        let _ = writeln!(out, "schedule {} ({}), next firing {}", s.cron, s.timezone, when(s.next_fire_unix_us));
+    }
+    let rows = s.runs.iter().map(|r| {
+        let pct = if r.expected_results > 0 { 100.0 * r.results as f64 / r.expected_results as f64 } else { 0.0 };
+        let eta = match r.eta_seconds {
+            Some(secs) if secs <= 0.0 => "done".to_owned(),
+            Some(secs) => humantime::format_duration(std::time::Duration::from_secs(secs.round() as u64)).to_string(),
+            None => "n/a".to_owned(),
+        };
+        vec![
+            r.run_id.clone(),
+            r.model.clone(),
+            r.hardware_class.clone(),
+            r.status.clone(),
+            format!("{}/{} ({pct:.0}%)", r.results, r.expected_results),
+            eta,
+        ]
+    });
+    out.push_str(&render_table(&["RUN", "MODEL", "HARDWARE CLASS", "STATUS", "RESULTS", "ETA"], rows));
+    out
 }
 
 /// `ipw run status`: a one-screen summary.

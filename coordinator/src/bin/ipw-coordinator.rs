@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use ipw_coordinator::embedded_postgres::EmbeddedPostgres;
 use ipw_coordinator::service::State;
-use ipw_coordinator::{auth, db, paths, server};
+use ipw_coordinator::{auth, db, paths, schedule, server};
 use sqlx::postgres::PgConnectOptions;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -66,8 +66,11 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         tracing::info!(addr = %args.listen, "coordinator listening");
+        // Every replica runs the scheduler; the advisory lock lets one act at a time.
+        let scheduler = tokio::spawn(schedule::run_forever(pool.clone(), std::time::Duration::from_secs(15)));
         let state = State { pool: pool.clone(), lease_ttl: args.lease_ttl };
         server::serve(listener, state, &admin_token, shutdown_signal()).await?;
+        scheduler.abort();
         pool.close().await;
         anyhow::Ok(())
     }

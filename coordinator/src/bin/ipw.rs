@@ -5,8 +5,9 @@ use clap::{Parser, Subcommand};
 use ipw_coordinator::cli::{self, Admin};
 use ipw_coordinator::paths;
 use ipw_proto::v1::{
-    ApproveAgentRequest, CreateRunRequest, CreateTokenRequest, GenerationParams, ListAgentsRequest,
-    ListWorkloadsRequest, ReportRequest, RunStatusRequest, ScoreRunRequest,
+    ApproveAgentRequest, CreateRunRequest, CreateTokenRequest, GenerationParams, ListAgentsRequest, ListSweepsRequest,
+    ListWorkloadsRequest, ReportRequest, RunStatusRequest, ScoreRunRequest, SweepRequest, SweepSpec,
+    SweepStatusRequest,
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -72,6 +73,9 @@ enum Command {
         #[arg(long)]
         judge_all: bool,
     },
+    /// Sweeps: models x hardware classes x a seeded sample, optionally on a schedule.
+    #[command(subcommand)]
+    Sweep(SweepCmd),
     /// Writes SVG figures: IPW bars, accuracy vs energy with its Pareto frontier, energy vs
     /// output tokens, IPW over time.
     Plot {
@@ -84,6 +88,103 @@ enum Command {
         #[arg(long)]
         scoring: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum SweepCmd {
+    /// Defines a sweep; without --cron it starts at once.
+    Create(Box<CreateSweep>),
+    /// Lists sweep instances and schedules.
+    List,
+    /// Shows each run's progress and ETA.
+    Show {
+        /// The sweep instance id.
+        sweep: String,
+    },
+    /// Stops handing out the sweep's shards.
+    Pause {
+        /// The sweep instance id.
+        sweep: String,
+    },
+    /// Hands out the sweep's shards again.
+    Resume {
+        /// The sweep instance id.
+        sweep: String,
+    },
+    /// Cancels the sweep's runs.
+    Cancel {
+        /// The sweep instance id.
+        sweep: String,
+    },
+}
+
+/// `ipw sweep create`'s settings.
+#[derive(clap::Args, Debug)]
+struct CreateSweep {
+    /// A unique name.
+    #[arg(long)]
+    name: String,
+    /// Workload name or id.
+    #[arg(long)]
+    workload: String,
+    /// Models, as the engines serve them (repeatable or comma-separated).
+    #[arg(long = "model", required = true, value_delimiter = ',')]
+    models: Vec<String>,
+    /// Queries in the sample.
+    #[arg(long)]
+    sample: u32,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    seed: i64,
+    /// Sample each category in proportion to its share of the workload.
+    #[arg(long)]
+    stratify: bool,
+    /// Only agents with this label, key=value (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Only hardware classes containing this text, e.g. H100.
+    #[arg(long, default_value = "")]
+    accelerator: String,
+    /// Queries in flight at once on an agent.
+    #[arg(long, default_value_t = 1)]
+    concurrency: u32,
+    /// Queries per shard.
+    #[arg(long, default_value_t = 50)]
+    shard_size: u32,
+    /// Times each query is run.
+    #[arg(long, default_value_t = 1)]
+    repetitions: u32,
+    /// Unmeasured warm-up queries at the start of each shard.
+    #[arg(long, default_value_t = 0)]
+    warmup: u32,
+    /// Completion token budget per query.
+    #[arg(long, default_value_t = 1024)]
+    max_tokens: u32,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Nucleus sampling.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Memory the models need, in GiB; smaller agents are not given them.
+    #[arg(long, default_value_t = 0.0)]
+    memory_gib: f64,
+    /// Cron expression for a recurring sweep, e.g. "0 3 * * *".
+    #[arg(long, default_value = "")]
+    cron: String,
+    /// IANA time zone of the cron expression.
+    #[arg(long, default_value = "UTC")]
+    timezone: String,
+    /// What to do with missed firings: skip, or catch-up-once.
+    #[arg(long, default_value = "skip")]
+    missed: String,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("label \"{s}\" must look like key=value")),
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -277,6 +378,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let st = admin.get_run_status(RunStatusRequest { run_id: run }).await.map_err(status)?.into_inner();
             print!("{}", cli::render_status(&st));
         }
+        Command::Sweep(cmd) => sweep(&mut admin, cmd).await?,
         Command::Report { runs, format, scoring } => {
             let request = ReportRequest { run_ids: runs, scoring_id: scoring.unwrap_or_default(), with_points: false };
             let report = admin.get_report(request).await.map_err(status)?.into_inner();
@@ -339,4 +441,85 @@ async fn watch_run(admin: &mut Admin, run: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+}
+
+async fn sweep(admin: &mut Admin, cmd: SweepCmd) -> anyhow::Result<()> {
+    let status = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
+    let set = |sweep_id: String, to: &str| SweepStatusRequest { sweep_id, status: to.into() };
+    let info = match cmd {
+        SweepCmd::Create(c) => {
+            let CreateSweep {
+                name,
+                workload,
+                models,
+                sample,
+                seed,
+                stratify,
+                labels,
+                accelerator,
+                concurrency,
+                shard_size,
+                repetitions,
+                warmup,
+                max_tokens,
+                temperature,
+                top_p,
+                memory_gib,
+                cron,
+                timezone,
+                missed,
+            } = *c;
+            let spec = SweepSpec {
+                name,
+                workload,
+                models,
+                sample,
+                seed,
+                stratify,
+                labels: labels.into_iter().collect(),
+                accelerator,
+                concurrency,
+                shard_size,
+                repetitions,
+                warmup,
+                params: Some(GenerationParams { max_tokens, temperature, top_p }),
+                model_memory_bytes: (memory_gib * (1u64 << 30) as f64) as u64,
+                timezone: if cron.is_empty() { String::new() } else { timezone },
+                cron,
+                missed_policy: missed,
+            };
+            admin.create_sweep(spec).await.map_err(status)?.into_inner()
+        }
+        SweepCmd::List => {
+            let sweeps = admin.list_sweeps(ListSweepsRequest {}).await.map_err(status)?.into_inner().sweeps;
+            let rows = sweeps.into_iter().map(|s| {
+                let done: u64 = s.runs.iter().map(|r| r.results).sum();
+                let total: u64 = s.runs.iter().map(|r| r.expected_results).sum();
+                let schedule = if s.cron.is_empty() {
+                    String::new()
+                } else {
+                    format!("{} ({}), next {}", s.cron, s.timezone, cli::when(s.next_fire_unix_us))
+                };
+                vec![
+                    if s.sweep_id.is_empty() { "-".into() } else { s.sweep_id },
+                    s.name,
+                    s.status,
+                    format!("{} runs, {done}/{total} results", s.runs.len()),
+                    schedule,
+                ]
+            });
+            print!("{}", cli::render_table(&["SWEEP", "NAME", "STATUS", "PROGRESS", "SCHEDULE"], rows));
+            return Ok(());
+        }
+        SweepCmd::Show { sweep } => {
+            admin.get_sweep(SweepRequest { sweep_id: sweep }).await.map_err(status)?.into_inner()
+        }
+        SweepCmd::Pause { sweep } => admin.set_sweep_status(set(sweep, "paused")).await.map_err(status)?.into_inner(),
+        SweepCmd::Resume { sweep } => admin.set_sweep_status(set(sweep, "active")).await.map_err(status)?.into_inner(),
+        SweepCmd::Cancel { sweep } => {
+            admin.set_sweep_status(set(sweep, "cancelled")).await.map_err(status)?.into_inner()
+        }
+    };
+    print!("{}", cli::render_sweep(&info));
+    Ok(())
 }

@@ -4,14 +4,17 @@
 use super::{State, db_error, parse_uuid, unix_us};
 use crate::auth::{hash_secret, new_secret};
 use crate::rescore::{self, RescoreError};
+use crate::runs;
 use crate::scoring::judge::{Judge, JudgeConfig, Strictness};
+use crate::sweeps;
 use crate::workload::{NewQuery, Parser};
 use ipw_proto::v1::admin_server::Admin;
 use ipw_proto::v1::{
     AgentInfo, AgentShare, ApproveAgentRequest, CreateRunRequest, CreateTokenRequest, CreateTokenResponse,
-    ImportWorkloadResponse, ListAgentsRequest, ListAgentsResponse, ListWorkloadsRequest, ListWorkloadsResponse,
-    QueryPoint, Report, ReportRequest, ReportRow, RunInfo, RunStatus, RunStatusRequest, ScoreRunRequest,
-    ScoreRunResponse, TimePoint, WorkloadChunk,
+    ImportWorkloadResponse, ListAgentsRequest, ListAgentsResponse, ListSweepsRequest, ListSweepsResponse,
+    ListWorkloadsRequest, ListWorkloadsResponse, QueryPoint, Report, ReportRequest, ReportRow, RunInfo, RunStatus,
+    RunStatusRequest, ScoreRunRequest, ScoreRunResponse, SweepInfo, SweepRequest, SweepSpec, SweepStatusRequest,
+    TimePoint, WorkloadChunk,
 };
 use std::collections::HashMap;
 use tonic::{Request, Response, Status, Streaming};
@@ -21,8 +24,6 @@ use uuid::Uuid;
 const DEFAULT_TOKEN_TTL_SECS: u64 = 24 * 3600;
 /// Queries inserted per statement during an import.
 const IMPORT_BATCH: usize = 2000;
-/// Default completion budget when a run does not set one.
-pub const DEFAULT_MAX_TOKENS: u32 = 1024;
 
 /// The admin service.
 #[derive(Debug, Clone)]
@@ -233,130 +234,14 @@ impl Admin for AdminService {
 
     async fn create_run(&self, request: Request<CreateRunRequest>) -> Result<Response<RunInfo>, Status> {
         let req = request.into_inner();
-        let bad = |m: &str| Err(Status::invalid_argument(m.to_owned()));
-        if req.model.trim().is_empty() || req.model.len() > 200 {
-            return bad("--model must name the model as the engine serves it (1 to 200 bytes)");
-        }
-        if req.sample == 0 {
-            return bad("--sample must be at least 1");
-        }
-        if req.shard_size == 0 {
-            return bad("--shard-size must be at least 1");
-        }
-        if !(1..=1024).contains(&req.concurrency) {
-            return bad("--concurrency must be between 1 and 1024");
-        }
-        let repetitions = req.repetitions.max(1);
-        if repetitions > 100 {
-            return bad("--repetitions must be between 1 and 100");
-        }
-        let params = req.params.unwrap_or_default();
-        let max_tokens = if params.max_tokens == 0 { DEFAULT_MAX_TOKENS } else { params.max_tokens };
-        let top_p = if params.top_p == 0.0 { 1.0 } else { params.top_p };
-        if !(params.temperature.is_finite() && params.temperature >= 0.0 && top_p > 0.0 && top_p <= 1.0) {
-            return bad("temperature must be >= 0 and top-p in (0, 1]");
-        }
-
+        let settings =
+            runs::Settings::from_request(req.concurrency, req.shard_size, req.repetitions, 0, req.params, 0)?;
         let mut tx = self.state.pool.begin().await.map_err(db_error)?;
-        let workload = sqlx::query!(
-            "SELECT id, name, n_queries FROM workloads WHERE name = $1 OR id::text = $1",
-            req.workload.trim()
-        )
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| {
-            Status::not_found(format!(
-                "no workload \"{}\"; import one with `ipw workload import FILE --name NAME`",
-                req.workload
-            ))
-        })?;
-        if req.sample as i32 > workload.n_queries {
-            return Err(Status::invalid_argument(format!(
-                "--sample {} exceeds the {} queries of workload \"{}\"",
-                req.sample, workload.n_queries, workload.name
-            )));
-        }
-        let model_id = sqlx::query_scalar!(
-            "INSERT INTO models (id, name) VALUES ($1, $2)
-             ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
-            Uuid::now_v7(),
-            req.model.trim()
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let run_id = Uuid::now_v7();
-        sqlx::query!(
-            "INSERT INTO runs (id, workload_id, model_id, sample_size, seed, concurrency, shard_size,
-                               repetitions, max_tokens, temperature, top_p)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            run_id,
-            workload.id,
-            model_id,
-            req.sample as i32,
-            req.seed,
-            req.concurrency as i32,
-            req.shard_size as i32,
-            repetitions as i32,
-            max_tokens as i32,
-            params.temperature,
-            top_p
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        sqlx::query!("INSERT INTO scorings (id, run_id, kind) VALUES ($1, $2, 'ingest')", Uuid::now_v7(), run_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        // The seeded sample: queries ordered by a hash of (seed, id). The same seed always gives
-        // the same queries, whatever order the file was imported in, and a smaller sample is a
-        // prefix of a larger one.
-        let sample: Vec<i64> = sqlx::query_scalar!(
-            "SELECT id FROM queries WHERE workload_id = $1
-             ORDER BY md5($2::bigint::text || ':' || external_id), id LIMIT $3",
-            workload.id,
-            req.seed,
-            i64::from(req.sample)
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let shard_ids: Vec<Uuid> = sample.chunks(req.shard_size as usize).map(|_| Uuid::now_v7()).collect();
-        let indexes: Vec<i32> = (0..shard_ids.len() as i32).collect();
-        sqlx::query!(
-            "INSERT INTO shards (id, run_id, shard_index) SELECT id, $1, idx FROM UNNEST($2::uuid[], $3::int[]) AS u(id, idx)",
-            run_id,
-            &shard_ids,
-            &indexes
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let positions: Vec<i32> = (0..sample.len() as i32).collect();
-        let query_shards: Vec<Uuid> =
-            positions.iter().map(|p| shard_ids[*p as usize / req.shard_size as usize]).collect();
-        sqlx::query!(
-            "INSERT INTO run_queries (run_id, query_id, position, shard_id)
-             SELECT $1, q, p, s FROM UNNEST($2::bigint[], $3::int[], $4::uuid[]) AS u(q, p, s)",
-            run_id,
-            &sample,
-            &positions,
-            &query_shards
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        let workload = runs::find_workload(&mut tx, &req.workload).await?;
+        let sample = runs::sample(&mut tx, &workload, req.sample, req.seed, false).await?;
+        let run = runs::create(&mut tx, &workload, &req.model, req.seed, &settings, &sample, None, None).await?;
         tx.commit().await.map_err(db_error)?;
-        tracing::info!(run = %run_id, queries = sample.len(), shards = shard_ids.len(), "run created");
-        Ok(Response::new(RunInfo {
-            run_id: run_id.to_string(),
-            workload: workload.name,
-            model: req.model.trim().to_owned(),
-            queries: sample.len() as u32,
-            shards: shard_ids.len() as u32,
-        }))
+        Ok(Response::new(run))
     }
 
     async fn get_run_status(&self, request: Request<RunStatusRequest>) -> Result<Response<RunStatus>, Status> {
@@ -527,6 +412,46 @@ impl Admin for AdminService {
         }
         tx.commit().await.map_err(db_error)?;
         Ok(Response::new(Report { rows, points, over_time }))
+    }
+
+    async fn create_sweep(&self, request: Request<SweepSpec>) -> Result<Response<SweepInfo>, Status> {
+        let spec = request.into_inner();
+        let mut tx = self.state.pool.begin().await.map_err(db_error)?;
+        let definition = sweeps::define(&mut tx, &spec).await?;
+        // A scheduled sweep waits for its first firing; a one-off starts now.
+        let instance =
+            if spec.cron.trim().is_empty() { sweeps::instantiate(&mut tx, definition, None).await? } else { None };
+        tx.commit().await.map_err(db_error)?;
+        let mut conn = self.state.pool.acquire().await.map_err(db_error)?;
+        let info = match instance {
+            Some(id) => sweeps::info(&mut conn, id).await?,
+            None => sweeps::list(&mut conn)
+                .await?
+                .into_iter()
+                .find(|s| s.definition_id == definition.to_string())
+                .unwrap_or_default(),
+        };
+        Ok(Response::new(info))
+    }
+
+    async fn list_sweeps(&self, _: Request<ListSweepsRequest>) -> Result<Response<ListSweepsResponse>, Status> {
+        let mut conn = self.state.pool.acquire().await.map_err(db_error)?;
+        Ok(Response::new(ListSweepsResponse { sweeps: sweeps::list(&mut conn).await? }))
+    }
+
+    async fn get_sweep(&self, request: Request<SweepRequest>) -> Result<Response<SweepInfo>, Status> {
+        let id = parse_uuid("sweep", &request.get_ref().sweep_id)?;
+        let mut conn = self.state.pool.acquire().await.map_err(db_error)?;
+        Ok(Response::new(sweeps::info(&mut conn, id).await?))
+    }
+
+    async fn set_sweep_status(&self, request: Request<SweepStatusRequest>) -> Result<Response<SweepInfo>, Status> {
+        let req = request.into_inner();
+        let mut tx = self.state.pool.begin().await.map_err(db_error)?;
+        let id = sweeps::set_status(&mut tx, &req.sweep_id, &req.status).await?;
+        let info = sweeps::info(&mut tx, id).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Response::new(info))
     }
 
     async fn score_run(&self, request: Request<ScoreRunRequest>) -> Result<Response<ScoreRunResponse>, Status> {

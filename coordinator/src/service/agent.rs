@@ -84,13 +84,28 @@ impl AgentService for AgentServiceImpl {
                 caller.id, caller.status, caller.id
             )));
         }
+        // Only runs of models this agent's engine serves: it could not run the others.
+        let available_models = request.into_inner().available_models;
         let mut tx = self.state.pool.begin().await.map_err(db_error)?;
         // The next pending shard, or one whose lease ran out, of the oldest active run. SKIP
         // LOCKED lets many agents (and replicas) take different shards at once without waiting.
         let shard = sqlx::query!(
-            r#"WITH next AS (
-                 SELECT s.id FROM shards s JOIN runs r ON r.id = s.run_id
+            r#"WITH me AS (
+                 SELECT a.hardware_class,
+                        coalesce((SELECT sum(memory_bytes) FROM accelerators WHERE agent_id = a.id)::bigint,
+                                 a.memory_bytes) AS capacity
+                 FROM agents a WHERE a.id = $1),
+               next AS (
+                 SELECT s.id FROM shards s
+                 JOIN runs r ON r.id = s.run_id
+                 JOIN models m ON m.id = r.model_id
+                 LEFT JOIN sweeps sw ON sw.id = r.sweep_id
+                 CROSS JOIN me
                  WHERE r.status IN ('pending', 'running')
+                   AND (sw.id IS NULL OR sw.status = 'active')
+                   AND (r.hardware_class IS NULL OR r.hardware_class = me.hardware_class)
+                   AND m.name = ANY($3::text[])
+                   AND (r.model_memory_bytes IS NULL OR r.model_memory_bytes <= me.capacity)
                    AND (s.status = 'pending' OR (s.status = 'leased' AND s.lease_expires_at < now()))
                  ORDER BY r.created_at, s.shard_index
                  LIMIT 1
@@ -102,6 +117,7 @@ impl AgentService for AgentServiceImpl {
                RETURNING s.id, s.run_id, s.shard_index, s.attempts, s.lease_expires_at AS "expires_at!""#,
             caller.id,
             self.state.lease_ttl.as_secs_f64(),
+            &available_models,
         )
         .fetch_optional(&mut *tx)
         .await
@@ -126,7 +142,7 @@ impl AgentService for AgentServiceImpl {
         let run = sqlx::query!(
             "UPDATE runs r SET status = 'running', started_at = coalesce(r.started_at, now())
              FROM models m WHERE r.id = $1 AND m.id = r.model_id
-             RETURNING r.concurrency, r.max_tokens, r.temperature, r.top_p, r.repetitions, m.name AS model",
+             RETURNING r.concurrency, r.max_tokens, r.temperature, r.top_p, r.repetitions, r.warmup, m.name AS model",
             shard.run_id
         )
         .fetch_one(&mut *tx)
@@ -170,6 +186,7 @@ impl AgentService for AgentServiceImpl {
                 shard_index: shard.shard_index as u32,
                 expires_unix_us: unix_us(shard.expires_at),
                 model: run.model,
+                warmup: run.warmup as u32,
                 concurrency: run.concurrency as u32,
                 params: Some(GenerationParams {
                     max_tokens: run.max_tokens as u32,

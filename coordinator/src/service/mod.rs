@@ -19,8 +19,8 @@ pub struct State {
     pub lease_ttl: Duration,
 }
 
-/// Logs a database error and hides its details from the caller.
-pub(crate) fn db_error(e: sqlx::Error) -> Status {
+/// Logs a database error and reports it as `unavailable`.
+pub fn db_error(e: sqlx::Error) -> Status {
     tracing::error!(error = %e, "database error");
     Status::unavailable(format!("database error: {e}"))
 }
