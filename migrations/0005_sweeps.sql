@@ -47,6 +47,8 @@ CREATE TABLE sweeps (
 ALTER TABLE runs ADD COLUMN sweep_id uuid REFERENCES sweeps (id) ON DELETE CASCADE;
 -- Only agents of this class may lease the run's shards; NULL for any class.
 ALTER TABLE runs ADD COLUMN hardware_class text;
+-- Only agents carrying these labels may lease the run's shards.
+ALTER TABLE runs ADD COLUMN label_selector jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(label_selector) = 'object');
 ALTER TABLE runs ADD COLUMN warmup integer NOT NULL DEFAULT 0 CHECK (warmup >= 0);
 ALTER TABLE runs ADD COLUMN model_memory_bytes bigint CHECK (model_memory_bytes > 0);
 CREATE INDEX runs_sweep_idx ON runs (sweep_id);

@@ -188,8 +188,18 @@ pub async fn sample(
     .map_err(db)
 }
 
+/// Which agents may lease a run's shards, and the sweep it belongs to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Placement<'a> {
+    /// Only agents of this hardware class; `None` for any.
+    pub hardware_class: Option<&'a str>,
+    /// Only agents carrying all these labels (a JSON object; empty for any).
+    pub label_selector: Option<&'a serde_json::Value>,
+    /// The sweep instance, if any.
+    pub sweep_id: Option<Uuid>,
+}
+
 /// Creates one run over `sample`: the model, the run, its ingest scoring, its shards.
-#[allow(clippy::too_many_arguments)]
 pub async fn create(
     tx: &mut Transaction<'_, Postgres>,
     workload: &Workload,
@@ -197,9 +207,10 @@ pub async fn create(
     seed: i64,
     settings: &Settings,
     sample: &[i64],
-    hardware_class: Option<&str>,
-    sweep_id: Option<Uuid>,
+    placement: &Placement<'_>,
 ) -> Result<RunInfo, Status> {
+    let Placement { hardware_class, sweep_id, .. } = *placement;
+    let label_selector = placement.label_selector.cloned().unwrap_or_else(|| serde_json::json!({}));
     let db = crate::service::db_error;
     let model = model.trim();
     if model.is_empty() || model.len() > 200 {
@@ -217,8 +228,9 @@ pub async fn create(
     let run_id = Uuid::now_v7();
     sqlx::query!(
         "INSERT INTO runs (id, workload_id, model_id, sample_size, seed, concurrency, shard_size, repetitions,
-                           max_tokens, temperature, top_p, warmup, model_memory_bytes, hardware_class, sweep_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                           max_tokens, temperature, top_p, warmup, model_memory_bytes, hardware_class, sweep_id,
+                           label_selector)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         run_id,
         workload.id,
         model_id,
@@ -234,6 +246,7 @@ pub async fn create(
         settings.model_memory_bytes,
         hardware_class,
         sweep_id,
+        label_selector,
     )
     .execute(&mut **tx)
     .await

@@ -155,7 +155,12 @@ pub async fn instantiate(
     };
     for model in &d.models {
         for class in &classes {
-            runs::create(tx, &workload, model, d.seed, &settings, &sample, Some(class), Some(sweep_id)).await?;
+            let placement = runs::Placement {
+                hardware_class: Some(class),
+                label_selector: Some(&d.label_selector),
+                sweep_id: Some(sweep_id),
+            };
+            runs::create(tx, &workload, model, d.seed, &settings, &sample, &placement).await?;
         }
     }
     tracing::info!(sweep = %sweep_id, name = %d.name, runs = d.models.len() * classes.len(), "sweep instance created");

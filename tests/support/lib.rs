@@ -11,7 +11,8 @@ use ipw_agent::spool::Spool;
 use ipw_coordinator::cli::{self, Admin};
 use ipw_coordinator::server::Background;
 use ipw_coordinator::service::State;
-use ipw_proto::v1::{CreateRunRequest, CreateTokenRequest, GenerationParams, RunInfo};
+use ipw_proto::v1::enrollment_client::EnrollmentClient;
+use ipw_proto::v1::{CreateRunRequest, CreateTokenRequest, GenerationParams, HardwareInfo, JoinRequest, RunInfo};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
 use std::path::PathBuf;
@@ -42,6 +43,26 @@ pub async fn fresh_database() -> anyhow::Result<PgConnectOptions> {
     let mut conn = admin.connect().await.context("connecting to the test cluster")?;
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
     Ok(admin.database(&name))
+}
+
+/// A machine with one GPU of `model` and `gib` GiB, for agents that join as other hardware.
+pub fn gpu_box(model: &str, gib: u64) -> HardwareInfo {
+    HardwareInfo {
+        hostname: format!("{model}-box"),
+        os: "Linux".into(),
+        kernel: "6.8".into(),
+        cpu_model: "EPYC".into(),
+        cpu_cores: 64,
+        memory_bytes: 512 << 30,
+        accelerators: vec![ipw_proto::v1::Accelerator {
+            index: 0,
+            vendor: "nvidia".into(),
+            model: model.into(),
+            memory_bytes: gib << 30,
+            driver_version: "560.35.03".into(),
+            uuid: format!("GPU-{model}"),
+        }],
+    }
 }
 
 /// A coordinator over a fresh database, plus an admin client and a scratch directory.
@@ -97,6 +118,38 @@ impl Fleet {
     /// Joins an agent named `name` the way `ipw-agent join` does.
     pub async fn join(&self, token: &str, name: &str) -> anyhow::Result<AgentConfig> {
         ipw_agent::join::join(&self.coordinator.url(), token, name, [("test".to_owned(), name.to_owned())].into()).await
+    }
+
+    /// Joins an agent that describes its own hardware, as an agent on other hardware would.
+    pub async fn join_with(
+        &self,
+        token: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        hardware: HardwareInfo,
+    ) -> anyhow::Result<AgentConfig> {
+        let url = self.coordinator.url();
+        let mut enrollment = EnrollmentClient::connect(url.clone()).await?;
+        let labels: std::collections::BTreeMap<String, String> =
+            labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let resp = enrollment
+            .join(JoinRequest {
+                token: token.into(),
+                name: name.into(),
+                labels: labels.clone().into_iter().collect(),
+                hardware: Some(hardware),
+                agent_version: "test".into(),
+            })
+            .await?
+            .into_inner();
+        Ok(AgentConfig {
+            coordinator: url,
+            agent_id: resp.agent_id,
+            credential: resp.credential,
+            name: name.into(),
+            labels,
+            hardware_class: resp.hardware_class,
+        })
     }
 
     /// A spool directory of the agent's own.

@@ -239,7 +239,9 @@ impl Admin for AdminService {
         let mut tx = self.state.pool.begin().await.map_err(db_error)?;
         let workload = runs::find_workload(&mut tx, &req.workload).await?;
         let sample = runs::sample(&mut tx, &workload, req.sample, req.seed, false).await?;
-        let run = runs::create(&mut tx, &workload, &req.model, req.seed, &settings, &sample, None, None).await?;
+        let run =
+            runs::create(&mut tx, &workload, &req.model, req.seed, &settings, &sample, &runs::Placement::default())
+                .await?;
         tx.commit().await.map_err(db_error)?;
         Ok(Response::new(run))
     }

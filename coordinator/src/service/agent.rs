@@ -91,7 +91,7 @@ impl AgentService for AgentServiceImpl {
         // LOCKED lets many agents (and replicas) take different shards at once without waiting.
         let shard = sqlx::query!(
             r#"WITH me AS (
-                 SELECT a.hardware_class,
+                 SELECT a.hardware_class, a.labels,
                         coalesce((SELECT sum(memory_bytes) FROM accelerators WHERE agent_id = a.id)::bigint,
                                  a.memory_bytes) AS capacity
                  FROM agents a WHERE a.id = $1),
@@ -104,6 +104,7 @@ impl AgentService for AgentServiceImpl {
                  WHERE r.status IN ('pending', 'running')
                    AND (sw.id IS NULL OR sw.status = 'active')
                    AND (r.hardware_class IS NULL OR r.hardware_class = me.hardware_class)
+                   AND me.labels @> r.label_selector
                    AND m.name = ANY($3::text[])
                    AND (r.model_memory_bytes IS NULL OR r.model_memory_bytes <= me.capacity)
                    AND (s.status = 'pending' OR (s.status = 'leased' AND s.lease_expires_at < now()))
