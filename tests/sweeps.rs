@@ -248,3 +248,67 @@ async fn schedules_fire_once_across_coordinators_and_follow_the_missed_policy() 
     assert_eq!(runs, 3);
     Ok(())
 }
+
+/// Managed mode: one agent starts llama-server for each run's model from a model directory,
+/// switches when the next lease wants the other one, and records each file's sha256.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_engine_switches_models_and_records_each_file() -> anyhow::Result<()> {
+    let gguf = std::env::var("IPW_TEST_MODEL_FILE").expect("IPW_TEST_MODEL_FILE is set by scripts/test");
+    let server = std::env::var("IPW_TEST_LLAMA_SERVER").expect("IPW_TEST_LLAMA_SERVER is set by scripts/test");
+    let mut fleet = Fleet::start().await?;
+    let models = fleet.dir.path().join("models");
+    std::fs::create_dir_all(&models)?;
+    // The same SmolLM2 file under two model names.
+    for name in ["smol-a.Q4_1.gguf", "smol-b.Q4_1.gguf"] {
+        std::os::unix::fs::symlink(&gguf, models.join(name))?;
+    }
+    let file = fleet.dir.path().join("two.jsonl");
+    std::fs::write(
+        &file,
+        "{\"id\": \"1\", \"prompt\": \"Say hi.\", \"answer\": \"hi\"}\n{\"id\": \"2\", \"prompt\": \"Say bye.\", \"answer\": \"bye\"}\n",
+    )?;
+    fleet.import(&file, "two").await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let agent = fleet.join(&token, "managed").await?;
+    for model in ["smol-a", "smol-b"] {
+        let run = ipw_proto::v1::CreateRunRequest {
+            workload: "two".into(),
+            model: model.into(),
+            sample: 2,
+            concurrency: 1,
+            shard_size: 2,
+            params: Some(GenerationParams { max_tokens: 8, temperature: 0.0, top_p: 1.0 }),
+            ..Default::default()
+        };
+        fleet.admin.create_run(run).await?;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut opts = fleet.run_options();
+    opts.managed = Some(ipw_agent::managed::ManagedOptions {
+        model_dir: models.clone(),
+        server: server.into(),
+        port,
+        threads: 1,
+        parallel: 1,
+        extra_args: Vec::new(),
+    });
+    let summary = runner::run(&agent, &fleet.spool("managed"), &opts).await?;
+    assert_eq!((summary.shards, summary.committed), (2, 4));
+
+    let provenance: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT model, engine_model, model_sha256 FROM run_provenance_by_run ORDER BY model")
+            .fetch_all(&fleet.pool)
+            .await?;
+    let sha256sum = std::process::Command::new("sha256sum").arg(&gguf).output()?;
+    let expected = String::from_utf8_lossy(&sha256sum.stdout).split_whitespace().next().unwrap_or_default().to_owned();
+    assert_eq!(provenance.len(), 2);
+    for ((model, served, sha), name) in provenance.iter().zip(["smol-a", "smol-b"]) {
+        assert_eq!(model, name);
+        assert!(served.ends_with(&format!("{name}.Q4_1.gguf")), "{served} serves {name}");
+        assert_eq!(sha.as_deref(), Some(expected.as_str()));
+    }
+    // The server is stopped when the agent stops.
+    let url = format!("http://127.0.0.1:{port}/health");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "{url} still answers");
+    Ok(())
+}

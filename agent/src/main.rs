@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use ipw_agent::attribution::Rule;
 use ipw_agent::config::{self, AgentConfig};
+use ipw_agent::managed::ManagedOptions;
 use ipw_agent::meter::PowerOptions;
 use ipw_agent::power::{self, DiscoveryOptions};
 use ipw_agent::runner::{self, RunOptions};
@@ -39,38 +40,7 @@ enum Command {
         labels: Vec<(String, String)>,
     },
     /// Leases shards and runs them, until stopped.
-    Run {
-        /// The coordinator, when it has moved since `join` (default: the joined one).
-        #[arg(long, env = "IPW_COORDINATOR")]
-        coordinator: Option<String>,
-        /// The OpenAI-compatible engine serving the run's model.
-        #[arg(long, env = "IPW_ENGINE_URL", default_value = "http://127.0.0.1:8080")]
-        engine_url: String,
-        /// Durable results waiting for the coordinator's acknowledgement.
-        #[arg(long, env = "IPW_SPOOL_DIR")]
-        spool_dir: Option<PathBuf>,
-        /// Exit when the coordinator has no work, instead of waiting for more.
-        #[arg(long)]
-        exit_when_idle: bool,
-        /// Wait between lease attempts when idle.
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-        poll_interval: Duration,
-        /// Per-request timeout.
-        #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
-        request_timeout: Duration,
-        /// Another name the engine's model answers to (repeatable), e.g. the name runs use
-        /// for a model an engine serves under another id.
-        #[arg(long = "model-alias")]
-        model_aliases: Vec<String>,
-        /// Idle power measurement before each shard (0s to skip).
-        #[arg(long, env = "IPW_IDLE", default_value = "10s", value_parser = humantime::parse_duration)]
-        idle: Duration,
-        /// How concurrent queries share an interval's energy: time-share or token-share.
-        #[arg(long, default_value = "time-share", value_parser = Rule::parse)]
-        attribution: Rule,
-        #[command(flatten)]
-        power: PowerArgs,
-    },
+    Run(Box<RunArgs>),
     /// Prints the detected hardware, and each power source with a reading.
     Probe {
         /// How long to read each source.
@@ -79,6 +49,85 @@ enum Command {
         #[command(flatten)]
         power: PowerArgs,
     },
+}
+
+/// `ipw-agent run`'s settings.
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The coordinator, when it has moved since `join` (default: the joined one).
+    #[arg(long, env = "IPW_COORDINATOR")]
+    coordinator: Option<String>,
+    /// `url`: use the engine at --engine-url. `managed`: run llama-server for each lease's
+    /// model from --model-dir.
+    #[arg(long, value_parser = ["url", "managed"], default_value = "url")]
+    engine: String,
+    #[command(flatten)]
+    managed: ManagedArgs,
+    /// The OpenAI-compatible engine serving the run's model.
+    #[arg(long, env = "IPW_ENGINE_URL", default_value = "http://127.0.0.1:8080")]
+    engine_url: String,
+    /// Durable results waiting for the coordinator's acknowledgement.
+    #[arg(long, env = "IPW_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
+    /// Exit when the coordinator has no work, instead of waiting for more.
+    #[arg(long)]
+    exit_when_idle: bool,
+    /// Wait between lease attempts when idle.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    poll_interval: Duration,
+    /// Per-request timeout.
+    #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
+    /// Another name the engine's model answers to (repeatable), e.g. the name runs use
+    /// for a model an engine serves under another id.
+    #[arg(long = "model-alias")]
+    model_aliases: Vec<String>,
+    /// Idle power measurement before each shard (0s to skip).
+    #[arg(long, env = "IPW_IDLE", default_value = "10s", value_parser = humantime::parse_duration)]
+    idle: Duration,
+    /// How concurrent queries share an interval's energy: time-share or token-share.
+    #[arg(long, default_value = "time-share", value_parser = Rule::parse)]
+    attribution: Rule,
+    #[command(flatten)]
+    power: PowerArgs,
+}
+
+/// Managed engine mode: the agent runs llama-server itself.
+#[derive(clap::Args, Debug)]
+struct ManagedArgs {
+    /// Directory of .gguf models (managed mode).
+    #[arg(long, env = "IPW_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+    /// The llama-server binary (managed mode).
+    #[arg(long, env = "IPW_LLAMA_SERVER")]
+    llama_server: Option<PathBuf>,
+    /// Port for the managed server.
+    #[arg(long, default_value_t = 8090)]
+    engine_port: u16,
+    /// CPU threads for the managed server.
+    #[arg(long, default_value_t = 4)]
+    engine_threads: usize,
+    /// Parallel slots for the managed server.
+    #[arg(long, default_value_t = 4)]
+    engine_parallel: usize,
+    /// Extra argument for the managed server (repeatable), e.g. --engine-arg=-ngl --engine-arg=99.
+    #[arg(long = "engine-arg", allow_hyphen_values = true)]
+    engine_args: Vec<String>,
+}
+
+impl ManagedArgs {
+    fn options(&self) -> anyhow::Result<ManagedOptions> {
+        let need =
+            |v: &Option<PathBuf>, flag: &str| v.clone().ok_or_else(|| anyhow::anyhow!("--engine managed needs {flag}"));
+        Ok(ManagedOptions {
+            model_dir: need(&self.model_dir, "--model-dir")?,
+            server: need(&self.llama_server, "--llama-server")?,
+            port: self.engine_port,
+            threads: self.engine_threads,
+            parallel: self.engine_parallel,
+            extra_args: self.engine_args.clone(),
+        })
+    }
 }
 
 /// Where power is read from, and how often.
@@ -131,18 +180,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
             println!("credential stored in {} (mode 0600)", config_path.display());
             println!("an operator may need to approve it: ipw agents approve {}", cfg.agent_id);
         }
-        Command::Run {
-            coordinator,
-            engine_url,
-            spool_dir,
-            exit_when_idle,
-            poll_interval,
-            request_timeout,
-            idle,
-            attribution,
-            power,
-            model_aliases,
-        } => {
+        Command::Run(args) => {
+            let RunArgs {
+                coordinator,
+                engine_url,
+                spool_dir,
+                exit_when_idle,
+                poll_interval,
+                request_timeout,
+                idle,
+                attribution,
+                power,
+                model_aliases,
+                engine,
+                managed,
+            } = *args;
             let mut cfg = AgentConfig::load(&config_path)?;
             if let Some(url) = coordinator {
                 cfg.coordinator = url;
@@ -155,6 +207,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 request_timeout,
                 power: PowerOptions { hz: power.power_hz, idle, rule: attribution, discovery: power.discovery() },
                 model_aliases,
+                managed: (engine == "managed").then(|| managed.options()).transpose()?,
                 ..RunOptions::default()
             };
             let s = runner::run(&cfg, &spool, &opts).await?;

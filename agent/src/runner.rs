@@ -4,6 +4,7 @@ use crate::attribution::Window;
 use crate::client::{self, Coordinator};
 use crate::config::AgentConfig;
 use crate::engine::{Completion, Engine};
+use crate::managed::{ManagedEngine, ManagedOptions};
 use crate::meter::{Meter, PowerOptions};
 use crate::power::NoPower;
 use crate::provenance;
@@ -37,6 +38,8 @@ pub struct RunOptions {
     pub power: PowerOptions,
     /// More names the engine's model answers to (`--model-alias`), beyond what it reports.
     pub model_aliases: Vec<String>,
+    /// Run llama-server for each lease's model instead of using `engine_url`.
+    pub managed: Option<ManagedOptions>,
 }
 
 impl Default for RunOptions {
@@ -50,6 +53,7 @@ impl Default for RunOptions {
             heartbeat_interval: Duration::from_secs(30),
             power: PowerOptions::default(),
             model_aliases: Vec::new(),
+            managed: None,
         }
     }
 }
@@ -68,10 +72,15 @@ pub struct RunSummary {
 /// Runs until stopped (or until idle, with `exit_when_idle`).
 pub async fn run(config: &AgentConfig, spool: &Spool, opts: &RunOptions) -> anyhow::Result<RunSummary> {
     let mut coord = client::connect(&config.coordinator, &config.credential).await?;
-    let engine = Engine::new(&opts.engine_url, opts.request_timeout)?;
+    let mut managed = opts.managed.clone().map(ManagedEngine::new).transpose().map_err(anyhow::Error::msg)?;
+    let url = managed.as_ref().map(ManagedEngine::url).unwrap_or_else(|| opts.engine_url.clone());
+    let engine = Engine::new(&url, opts.request_timeout)?;
     let meter = Meter::start(&opts.power);
     let heartbeat = tokio::spawn(heartbeat_loop(coord.clone(), opts.heartbeat_interval));
-    let outcome = lease_loop(&mut coord, &engine, &meter, spool, opts).await;
+    let outcome = lease_loop(&mut coord, &engine, managed.as_mut(), &meter, spool, opts).await;
+    if let Some(m) = managed.as_mut() {
+        m.stop().await;
+    }
     heartbeat.abort();
     outcome
 }
@@ -79,6 +88,7 @@ pub async fn run(config: &AgentConfig, spool: &Spool, opts: &RunOptions) -> anyh
 async fn lease_loop(
     coord: &mut Coordinator,
     engine: &Engine,
+    mut managed: Option<&mut ManagedEngine>,
     meter: &Meter,
     spool: &Spool,
     opts: &RunOptions,
@@ -91,7 +101,10 @@ async fn lease_loop(
     summary.duplicates += duplicates;
     loop {
         // No engine, no lease: a shard run against a dead engine would only record errors.
-        if let Err(e) = engine.check().await {
+        // (A managed engine is started for the lease's model, after the lease.)
+        if managed.is_none()
+            && let Err(e) = engine.check().await
+        {
             if opts.exit_when_idle {
                 anyhow::bail!("the engine is not answering ({e}); not taking work");
             }
@@ -99,7 +112,10 @@ async fn lease_loop(
             tokio::time::sleep(opts.poll_interval).await;
             continue;
         }
-        let mut available_models = engine.model_names().await;
+        let mut available_models = match &managed {
+            Some(m) => m.model_names(),
+            None => engine.model_names().await,
+        };
         available_models.extend(opts.model_aliases.iter().cloned());
         let lease = match coord.acquire_lease(AcquireLeaseRequest { available_models }).await {
             Ok(r) => r.into_inner().lease,
@@ -121,6 +137,10 @@ async fn lease_loop(
             tokio::time::sleep(opts.poll_interval).await;
             continue;
         };
+        if let Some(m) = managed.as_deref_mut() {
+            // Unhealthy servers fail here; the lease expires and another agent takes the shard.
+            m.ensure(&lease.model).await.map_err(|e| anyhow::anyhow!("managed engine: {e}"))?;
+        }
         if !reported.contains(&lease.run_id) {
             let record = provenance::collect(&lease.run_id, engine, meter.source_details()).await;
             match coord.report_provenance(record).await {
