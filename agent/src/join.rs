@@ -31,11 +31,3 @@ pub async fn join(url: &str, token: &str, name: &str, labels: BTreeMap<String, S
         hardware_class: resp.hardware_class,
     })
 }
-
-/// Parses `key=value` labels.
-pub fn parse_label(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
-        _ => Err(format!("label \"{s}\" must look like key=value")),
-    }
-}

@@ -36,7 +36,7 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
         /// A label, key=value; repeatable.
-        #[arg(long = "label", value_parser = join::parse_label)]
+        #[arg(long = "label", value_parser = ipw_proto::parse_label)]
         labels: Vec<(String, String)>,
     },
     /// Leases shards and runs them, until stopped.

@@ -26,3 +26,11 @@ impl tonic::service::Interceptor for BearerAuth {
         Ok(req)
     }
 }
+
+/// Parses a `key=value` label, as agents and sweeps carry them.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("label \"{s}\" must look like key=value")),
+    }
+}

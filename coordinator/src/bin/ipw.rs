@@ -118,6 +118,35 @@ enum SweepCmd {
     },
 }
 
+/// Engine settings and sharding, shared by `ipw run create` and `ipw sweep create`.
+#[derive(clap::Args, Debug)]
+struct EngineSettings {
+    /// Queries in flight at once on an agent.
+    #[arg(long, default_value_t = 1)]
+    concurrency: u32,
+    /// Queries per shard (the unit of leasing).
+    #[arg(long, default_value_t = 50)]
+    shard_size: u32,
+    /// Times each query is run.
+    #[arg(long, default_value_t = 1)]
+    repetitions: u32,
+    /// Completion token budget per query.
+    #[arg(long, default_value_t = 1024)]
+    max_tokens: u32,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Nucleus sampling.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+}
+
+impl EngineSettings {
+    fn params(&self) -> GenerationParams {
+        GenerationParams { max_tokens: self.max_tokens, temperature: self.temperature, top_p: self.top_p }
+    }
+}
+
 /// `ipw sweep create`'s settings.
 #[derive(clap::Args, Debug)]
 struct CreateSweep {
@@ -140,32 +169,16 @@ struct CreateSweep {
     #[arg(long)]
     stratify: bool,
     /// Only agents with this label, key=value (repeatable).
-    #[arg(long = "label", value_parser = parse_label)]
+    #[arg(long = "label", value_parser = ipw_proto::parse_label)]
     labels: Vec<(String, String)>,
     /// Only hardware classes containing this text, e.g. H100.
     #[arg(long, default_value = "")]
     accelerator: String,
-    /// Queries in flight at once on an agent.
-    #[arg(long, default_value_t = 1)]
-    concurrency: u32,
-    /// Queries per shard.
-    #[arg(long, default_value_t = 50)]
-    shard_size: u32,
-    /// Times each query is run.
-    #[arg(long, default_value_t = 1)]
-    repetitions: u32,
+    #[command(flatten)]
+    engine: EngineSettings,
     /// Unmeasured warm-up queries at the start of each shard.
     #[arg(long, default_value_t = 0)]
     warmup: u32,
-    /// Completion token budget per query.
-    #[arg(long, default_value_t = 1024)]
-    max_tokens: u32,
-    /// Sampling temperature.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
-    /// Nucleus sampling.
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
     /// Memory the models need, in GiB; smaller agents are not given them.
     #[arg(long, default_value_t = 0.0)]
     memory_gib: f64,
@@ -178,13 +191,6 @@ struct CreateSweep {
     /// What to do with missed firings: skip, or catch-up-once.
     #[arg(long, default_value = "skip")]
     missed: String,
-}
-
-fn parse_label(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
-        _ => Err(format!("label \"{s}\" must look like key=value")),
-    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -247,24 +253,8 @@ enum RunCmd {
         /// Sampling seed; the same seed gives the same queries.
         #[arg(long, default_value_t = 0)]
         seed: i64,
-        /// Queries in flight at once on an agent.
-        #[arg(long, default_value_t = 1)]
-        concurrency: u32,
-        /// Queries per shard (the unit of leasing).
-        #[arg(long, default_value_t = 50)]
-        shard_size: u32,
-        /// Times each query is run.
-        #[arg(long, default_value_t = 1)]
-        repetitions: u32,
-        /// Completion token budget per query.
-        #[arg(long, default_value_t = 1024)]
-        max_tokens: u32,
-        /// Sampling temperature.
-        #[arg(long, default_value_t = 0.0)]
-        temperature: f32,
-        /// Nucleus sampling.
-        #[arg(long, default_value_t = 1.0)]
-        top_p: f32,
+        #[command(flatten)]
+        engine: EngineSettings,
     },
     /// Shows a run's progress.
     Status {
@@ -340,28 +330,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let rows = ws.into_iter().map(|w| vec![w.workload_id, w.name, w.format, w.queries.to_string()]);
             print!("{}", cli::render_table(&["ID", "NAME", "FORMAT", "QUERIES"], rows));
         }
-        Command::Run(RunCmd::Create {
-            workload,
-            model,
-            sample,
-            seed,
-            concurrency,
-            shard_size,
-            repetitions,
-            max_tokens,
-            temperature,
-            top_p,
-        }) => {
+        Command::Run(RunCmd::Create { workload, model, sample, seed, engine }) => {
             let r = admin
                 .create_run(CreateRunRequest {
                     workload,
                     model,
                     sample,
                     seed,
-                    concurrency,
-                    shard_size,
-                    repetitions,
-                    params: Some(GenerationParams { max_tokens, temperature, top_p }),
+                    concurrency: engine.concurrency,
+                    shard_size: engine.shard_size,
+                    repetitions: engine.repetitions,
+                    params: Some(engine.params()),
                 })
                 .await
                 .map_err(status)?
@@ -457,17 +436,12 @@ async fn sweep(admin: &mut Admin, cmd: SweepCmd) -> anyhow::Result<()> {
                 stratify,
                 labels,
                 accelerator,
-                concurrency,
-                shard_size,
-                repetitions,
                 warmup,
-                max_tokens,
-                temperature,
-                top_p,
                 memory_gib,
                 cron,
                 timezone,
                 missed,
+                engine,
             } = *c;
             let spec = SweepSpec {
                 name,
@@ -478,11 +452,11 @@ async fn sweep(admin: &mut Admin, cmd: SweepCmd) -> anyhow::Result<()> {
                 stratify,
                 labels: labels.into_iter().collect(),
                 accelerator,
-                concurrency,
-                shard_size,
-                repetitions,
+                concurrency: engine.concurrency,
+                shard_size: engine.shard_size,
+                repetitions: engine.repetitions,
                 warmup,
-                params: Some(GenerationParams { max_tokens, temperature, top_p }),
+                params: Some(engine.params()),
                 model_memory_bytes: (memory_gib * (1u64 << 30) as f64) as u64,
                 timezone: if cron.is_empty() { String::new() } else { timezone },
                 cron,
