@@ -78,6 +78,9 @@ struct RunArgs {
     /// Per-request timeout.
     #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
     request_timeout: Duration,
+    /// How long to keep retrying while the coordinator is unreachable, before giving up.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    retry_for: Duration,
     /// Another name the engine's model answers to (repeatable), e.g. the name runs use
     /// for a model an engine serves under another id.
     #[arg(long = "model-alias")]
@@ -182,6 +185,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             let RunArgs {
+                retry_for,
                 coordinator,
                 engine_url,
                 spool_dir,
@@ -207,6 +211,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 request_timeout,
                 power: PowerOptions { hz: power.power_hz, idle, rule: attribution, discovery: power.discovery() },
                 model_aliases,
+                retry_for,
                 managed: (engine == "managed").then(|| managed.options()).transpose()?,
                 ..RunOptions::default()
             };

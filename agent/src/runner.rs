@@ -40,6 +40,9 @@ pub struct RunOptions {
     pub model_aliases: Vec<String>,
     /// Run llama-server for each lease's model instead of using `engine_url`.
     pub managed: Option<ManagedOptions>,
+    /// How long to keep retrying while the coordinator is unreachable (restarts, network
+    /// cuts) before giving up. Measured results wait in the spool meanwhile.
+    pub retry_for: Duration,
 }
 
 impl Default for RunOptions {
@@ -54,6 +57,7 @@ impl Default for RunOptions {
             power: PowerOptions::default(),
             model_aliases: Vec::new(),
             managed: None,
+            retry_for: Duration::from_secs(3600),
         }
     }
 }
@@ -96,7 +100,7 @@ async fn lease_loop(
     let mut summary = RunSummary::default();
     let mut reported: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Whatever a previous life measured goes first.
-    let (committed, duplicates) = flush_spool(coord, spool, opts.upload_batch).await?;
+    let (committed, duplicates) = flush_patiently(coord, spool, opts).await?;
     summary.committed += committed;
     summary.duplicates += duplicates;
     loop {
@@ -117,7 +121,13 @@ async fn lease_loop(
             None => engine.model_names().await,
         };
         available_models.extend(opts.model_aliases.iter().cloned());
-        let lease = match coord.acquire_lease(AcquireLeaseRequest { available_models }).await {
+        let request = AcquireLeaseRequest { available_models };
+        let lease = match patiently("acquire a lease", opts.retry_for, || {
+            let (mut c, r) = (coord.clone(), request.clone());
+            async move { c.acquire_lease(r).await }
+        })
+        .await
+        {
             Ok(r) => r.into_inner().lease,
             Err(s) if s.code() == Code::PermissionDenied => {
                 tracing::warn!("{}", s.message());
@@ -154,7 +164,13 @@ async fn lease_loop(
         let (committed, duplicates) = execute_shard(coord, engine, meter, spool, &lease, opts).await?;
         summary.committed += committed;
         summary.duplicates += duplicates;
-        match coord.complete_shard(CompleteShardRequest { shard_id: lease.shard_id.clone() }).await {
+        let complete = CompleteShardRequest { shard_id: lease.shard_id.clone() };
+        match patiently("complete a shard", opts.retry_for, || {
+            let (mut c, r) = (coord.clone(), complete.clone());
+            async move { c.complete_shard(r).await }
+        })
+        .await
+        {
             Ok(r) => {
                 summary.shards += 1;
                 tracing::info!(shard = %lease.shard_id, run_completed = r.into_inner().run_completed, "shard completed");
@@ -207,12 +223,25 @@ async fn execute_shard(
         r.energy = Some(e);
     }
     let entries = spool_put(spool, results).await?;
-    let uploaded = upload(coord, spool, tokio_stream::iter(entries), opts.upload_batch).await?;
+    let uploaded = match upload(coord, spool, tokio_stream::iter(entries), opts.upload_batch).await {
+        Ok(u) => u,
+        // Whatever was not acknowledged is still spooled: send it again once the coordinator is
+        // back (ingest is idempotent, so a batch committed just before the cut counts once).
+        Err(e) => {
+            tracing::warn!(shard = %lease.shard_id, "upload failed ({e:#}); retrying from the spool");
+            flush_patiently(coord, spool, opts).await?
+        }
+    };
 
     let from = idle.map(|i| i.from).unwrap_or_else(|| windows.iter().map(|w| w.start).fold(f64::INFINITY, f64::min));
     let to = windows.iter().map(|w| w.end).fold(from, f64::max);
     if let Some(t) = meter.telemetry(&lease.shard_id, from, to, idle, active) {
-        coord.upload_shard_telemetry(t).await.map_err(|s| {
+        patiently("upload the power series", opts.retry_for, || {
+            let (mut c, t) = (coord.clone(), t.clone());
+            async move { c.upload_shard_telemetry(t).await }
+        })
+        .await
+        .map_err(|s| {
             anyhow::anyhow!("uploading the power series of shard {} failed: {}", lease.shard_id, s.message())
         })?;
     }
@@ -249,6 +278,70 @@ fn to_result(lease: &Lease, item: &WorkItem, c: Completion, energy: Option<Energ
         finish_reason: c.finish_reason,
         error: c.error.unwrap_or_default(),
         energy,
+    }
+}
+
+/// Whether a coordinator error may pass: it is down, restarting or overloaded.
+fn transient(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Cancelled
+    )
+}
+
+/// The wait before retry number `attempt`: exponential from 250 ms, capped at 30 s, with up to
+/// 25% random jitter so a fleet does not reconnect in lockstep.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(250).saturating_mul(1 << attempt.min(7)).min(Duration::from_secs(30));
+    base.mul_f64(1.0 + rand::random::<f64>() * 0.25)
+}
+
+/// Calls `op` until it succeeds, fails with a refusal, or transient failures have lasted
+/// `patience`.
+async fn patiently<T, F, Fut>(what: &str, patience: Duration, mut op: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let start = std::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Err(s) if transient(&s) && start.elapsed() < patience => {
+                let wait = backoff(attempt);
+                tracing::warn!(attempt, wait_ms = wait.as_millis() as u64, "cannot {what} ({}); retrying", s.message());
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Re-sends the spool until it is empty, retrying with backoff for up to `opts.retry_for`.
+async fn flush_patiently(coord: &mut Coordinator, spool: &Spool, opts: &RunOptions) -> anyhow::Result<(u64, u64)> {
+    let start = std::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        match flush_spool(coord, spool, opts.upload_batch).await {
+            Ok(counts) => return Ok(counts),
+            Err(e) if start.elapsed() < opts.retry_for => {
+                let wait = backoff(attempt);
+                tracing::warn!(
+                    attempt,
+                    wait_ms = wait.as_millis() as u64,
+                    "re-sending the spool failed ({e:#}); retrying"
+                );
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.context(format!("the coordinator stayed unreachable for {:?}", opts.retry_for))),
+        }
     }
 }
 
@@ -330,5 +423,18 @@ async fn heartbeat_loop(mut coord: Coordinator, every: Duration) {
         if let Err(s) = coord.heartbeat(HeartbeatRequest {}).await {
             tracing::warn!("heartbeat failed: {}", s.message());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        assert!(backoff(0) >= Duration::from_millis(250) && backoff(0) <= Duration::from_millis(313));
+        assert!(backoff(3) >= Duration::from_secs(2) && backoff(3) <= Duration::from_millis(2500));
+        assert!(backoff(30) >= Duration::from_secs(30) && backoff(30) <= Duration::from_millis(37_500));
     }
 }

@@ -57,6 +57,8 @@ pub async fn serve(
 pub struct Background {
     /// Where it listens.
     pub addr: SocketAddr,
+    state: State,
+    admin_token: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -66,6 +68,15 @@ impl Background {
     pub async fn spawn(addr: SocketAddr, state: State, admin_token: String) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let (shutdown, task) = Self::serve_on(listener, state.clone(), admin_token.clone());
+        Ok(Self { addr, state, admin_token, shutdown: Some(shutdown), task })
+    }
+
+    fn serve_on(
+        listener: TcpListener,
+        state: State,
+        admin_token: String,
+    ) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             serve(listener, state, &admin_token, async {
@@ -73,7 +84,19 @@ impl Background {
             })
             .await
         });
-        Ok(Self { addr, shutdown: Some(tx), task })
+        (tx, task)
+    }
+
+    /// Kills the server abruptly, as a crash would (open calls and streams break), stays down
+    /// for `down`, then serves again on the same address. For fault tests.
+    pub async fn crash_and_restart(&mut self, down: std::time::Duration) -> std::io::Result<()> {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        tokio::time::sleep(down).await;
+        let listener = TcpListener::bind(self.addr).await?;
+        let (shutdown, task) = Self::serve_on(listener, self.state.clone(), self.admin_token.clone());
+        (self.shutdown, self.task) = (Some(shutdown), task);
+        Ok(())
     }
 
     /// `http://addr`, for clients.

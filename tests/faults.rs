@@ -1,0 +1,66 @@
+//! Faults the fleet must ride out without losing or duplicating a result.
+
+use ipw_agent::runner::{self, RunOptions};
+use ipw_e2e::{Fleet, mmlu_pro};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The coordinator crashes mid-run and comes back on the same address five seconds later.
+/// The agent retries with backoff instead of exiting, re-sends what was not acknowledged from
+/// its spool, and finishes the run: every query exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_agent_rides_out_a_coordinator_crash_and_every_query_lands_once() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start().await?;
+    let text = std::fs::read_to_string(mmlu_pro())?;
+    let file = fleet.dir.path().join("slice.jsonl");
+    std::fs::write(&file, text.lines().take(200).collect::<Vec<_>>().join("\n"))?;
+    fleet.import(&file, "slice").await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let agent = fleet.join(&token, "steadfast").await?;
+    let run = fleet.create_run("slice", 12, 2, 1, 24).await?;
+    let run_id = Uuid::parse_str(&run.run_id)?;
+
+    let opts = RunOptions { retry_for: Duration::from_secs(120), ..fleet.run_options() };
+    let spool = fleet.spool("steadfast");
+    let pool = fleet.pool.clone();
+    let coordinator = &mut fleet.coordinator;
+    // Crash once some results are in and the run is under way.
+    let crash = async {
+        let count = || async {
+            anyhow::Ok(
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM results WHERE run_id = $1")
+                    .bind(run_id)
+                    .fetch_one(&pool)
+                    .await?,
+            )
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while count().await? < 2 {
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "no results before the crash");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let before = count().await?;
+        anyhow::ensure!(before < 12, "the crash must come mid-run");
+        coordinator.crash_and_restart(Duration::from_secs(5)).await?;
+        anyhow::Ok(before)
+    };
+    let (summary, before) = tokio::join!(runner::run(&agent, &spool, &opts), crash);
+    let before = before?;
+    let summary = summary?;
+    assert!(before < 12);
+    assert_eq!(summary.shards, 6);
+    let (rows, distinct, sampled): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT (query_id, repetition)),
+                (SELECT count(*) FROM run_queries WHERE run_id = $1)
+         FROM results WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_one(&fleet.pool)
+    .await?;
+    assert_eq!((rows, distinct, sampled), (12, 12, 12), "every query exactly once");
+    assert!(spool.is_empty()?, "the spool ends empty");
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM runs WHERE id = $1").bind(run_id).fetch_one(&fleet.pool).await?;
+    assert_eq!(status, "completed");
+    Ok(())
+}
