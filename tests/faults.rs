@@ -64,3 +64,33 @@ async fn the_agent_rides_out_a_coordinator_crash_and_every_query_lands_once() ->
     assert_eq!(status, "completed");
     Ok(())
 }
+
+/// A shard whose lease keeps running out (an agent that takes work and vanishes, again and
+/// again) is failed after three attempts, with the reason, and the run with it; it is not
+/// handed out forever.
+#[tokio::test]
+async fn a_shard_that_keeps_expiring_fails_with_its_reason() -> anyhow::Result<()> {
+    use ipw_proto::v1::{AcquireLeaseRequest, RunStatusRequest};
+    let mut fleet = Fleet::start_with_lease_ttl(Duration::from_millis(300)).await?;
+    let file = fleet.dir.path().join("one.jsonl");
+    std::fs::write(&file, "{\"id\": \"1\", \"prompt\": \"hi\", \"answer\": \"hello\"}\n")?;
+    fleet.import(&file, "one").await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let cfg = fleet.join(&token, "vanishing").await?;
+    let run = fleet.create_run("one", 1, 1, 1, 8).await?;
+    let mut coord = ipw_agent::client::connect(&cfg.coordinator, &cfg.credential).await?;
+    let lease = || AcquireLeaseRequest { available_models: vec!["SmolLM2-135M-Instruct".into()] };
+    for attempt in 1..=3 {
+        let got = coord.acquire_lease(lease()).await?.into_inner().lease;
+        assert!(got.is_some(), "attempt {attempt} gets the shard again");
+        tokio::time::sleep(Duration::from_millis(400)).await; // and lets the lease run out
+    }
+    assert!(coord.acquire_lease(lease()).await?.into_inner().lease.is_none());
+    let status = fleet.admin.get_run_status(RunStatusRequest { run_id: run.run_id.clone() }).await?.into_inner();
+    assert_eq!((status.status.as_str(), status.shards_failed), ("failed", 1));
+    assert_eq!(
+        status.failures,
+        ["shard 0: its lease ran out 3 times without the shard completing (last agent: vanishing)"]
+    );
+    Ok(())
+}

@@ -321,6 +321,9 @@ pub fn render_status(st: &RunStatus) -> String {
         "shards   {} completed, {} leased, {} pending, {} failed",
         st.shards_completed, st.shards_leased, st.shards_pending, st.shards_failed
     );
+    for f in &st.failures {
+        let _ = writeln!(s, "  failed {f}");
+    }
     for a in &st.agents {
         let _ = writeln!(
             s,

@@ -92,7 +92,7 @@ impl Fleet {
         let admin_token = ipw_coordinator::auth::new_secret();
         let coordinator = Background::spawn(
             "127.0.0.1:0".parse().expect("valid address"),
-            State { pool: pool.clone(), lease_ttl },
+            State { pool: pool.clone(), lease_ttl, max_attempts: 3 },
             admin_token.clone(),
         )
         .await?;

@@ -31,6 +31,9 @@ struct Args {
     /// How long a lease lasts without a heartbeat (e.g. 90s, 10m).
     #[arg(long, env = "IPW_LEASE_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
     lease_ttl: std::time::Duration,
+    /// Leases a shard may run out of before it is failed (its reason shown by `ipw run status`).
+    #[arg(long, env = "IPW_MAX_ATTEMPTS", default_value_t = 3)]
+    max_attempts: u32,
 }
 
 #[tokio::main]
@@ -68,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(addr = %args.listen, "coordinator listening");
         // Every replica runs the scheduler; the advisory lock lets one act at a time.
         let scheduler = tokio::spawn(schedule::run_forever(pool.clone(), std::time::Duration::from_secs(15)));
-        let state = State { pool: pool.clone(), lease_ttl: args.lease_ttl };
+        let state = State { pool: pool.clone(), lease_ttl: args.lease_ttl, max_attempts: args.max_attempts };
         server::serve(listener, state, &admin_token, shutdown_signal()).await?;
         scheduler.abort();
         pool.close().await;

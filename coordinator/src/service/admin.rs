@@ -276,6 +276,17 @@ impl Admin for AdminService {
         .fetch_all(&self.state.pool)
         .await
         .map_err(db_error)?;
+        let failures = sqlx::query!(
+            r#"SELECT shard_index, failure_reason AS "reason!" FROM shards
+               WHERE run_id = $1 AND status = 'failed' ORDER BY shard_index"#,
+            run_id
+        )
+        .fetch_all(&self.state.pool)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(|f| format!("shard {}: {}", f.shard_index, f.reason))
+        .collect();
         Ok(Response::new(RunStatus {
             expected_results: u64::from(run.queries) * s.repetitions as u64,
             run: Some(run),
@@ -296,6 +307,7 @@ impl Admin for AdminService {
                 })
                 .collect(),
             created_unix_us: unix_us(s.created_at),
+            failures,
         }))
     }
 

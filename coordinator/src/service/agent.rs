@@ -87,6 +87,32 @@ impl AgentService for AgentServiceImpl {
         // Only runs of models this agent's engine serves: it could not run the others.
         let available_models = request.into_inner().available_models;
         let mut tx = self.state.pool.begin().await.map_err(db_error)?;
+        // Shards whose leases ran out too often fail, with the reason, instead of circulating;
+        // a run with nothing left open and a failed shard fails too.
+        let failed_runs: Vec<Uuid> = sqlx::query_scalar!(
+            "UPDATE shards s
+             SET status = 'failed', lease_expires_at = NULL,
+                 failure_reason = format('its lease ran out %s times without the shard completing (last agent: %s)',
+                                         s.attempts, a.name)
+             FROM agents a
+             WHERE a.id = s.lease_owner AND s.status = 'leased' AND s.lease_expires_at < now() AND s.attempts >= $1
+             RETURNING s.run_id",
+            self.state.max_attempts as i32
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if !failed_runs.is_empty() {
+            sqlx::query!(
+                "UPDATE runs r SET status = 'failed', completed_at = now()
+                 WHERE r.id = ANY($1)
+                   AND NOT EXISTS (SELECT 1 FROM shards o WHERE o.run_id = r.id AND o.status IN ('pending', 'leased'))",
+                &failed_runs
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        }
         // The next pending shard, or one whose lease ran out, of the oldest active run. SKIP
         // LOCKED lets many agents (and replicas) take different shards at once without waiting.
         let shard = sqlx::query!(

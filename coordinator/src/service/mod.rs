@@ -17,6 +17,8 @@ pub struct State {
     pub pool: PgPool,
     /// How long a lease lasts without a heartbeat.
     pub lease_ttl: Duration,
+    /// Leases a shard may run out of before it is failed.
+    pub max_attempts: u32,
 }
 
 /// Logs a database error and reports it as `unavailable`.
