@@ -92,3 +92,49 @@ async fn forged_credentials_and_admin_tokens_are_refused() -> anyhow::Result<()>
     assert_eq!((e.code(), e.message()), (Code::Unauthenticated, "admin token rejected"));
     Ok(())
 }
+
+/// An agent may report and complete only its own leases.
+#[tokio::test]
+async fn another_agents_lease_is_refused() -> anyhow::Result<()> {
+    use ipw_proto::v1::{CompleteShardRequest, Energy, QueryResult, ResultBatch};
+    let mut fleet = Fleet::start().await?;
+    let file = fleet.dir.path().join("one.jsonl");
+    std::fs::write(&file, "{\"id\": \"1\", \"prompt\": \"hi\", \"answer\": \"hello\"}\n")?;
+    fleet.import(&file, "one").await?;
+    fleet.create_run("one", 1, 1, 1, 8).await?;
+    let token = fleet.token(2, true, Duration::from_secs(60)).await?;
+    let (owner, intruder) = (fleet.join(&token, "owner").await?, fleet.join(&token, "intruder").await?);
+    let mut owner_rpc = client::connect(&owner.coordinator, &owner.credential).await?;
+    let mut intruder_rpc = client::connect(&intruder.coordinator, &intruder.credential).await?;
+    let models = vec!["SmolLM2-135M-Instruct".to_owned()];
+    let lease = owner_rpc
+        .acquire_lease(AcquireLeaseRequest { available_models: models })
+        .await?
+        .into_inner()
+        .lease
+        .expect("the owner leases the only shard");
+
+    // A result for the owner's shard, sent by the intruder: refused, nothing recorded.
+    let forged = QueryResult {
+        shard_id: lease.shard_id.clone(),
+        run_id: lease.run_id.clone(),
+        query_id: lease.items[0].query_id,
+        latency_s: 1.0,
+        started_unix_us: 1_700_000_000_000_000,
+        response: "The answer is hello".into(),
+        energy: Some(Energy { source: "none".into(), null_reason: "test".into(), ..Default::default() }),
+        ..Default::default()
+    };
+    let batch = ResultBatch { batch_seq: 1, results: vec![forged] };
+    let mut acks = intruder_rpc.upload_results(tokio_stream::iter(vec![batch])).await?.into_inner();
+    let e = acks.message().await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(e.message().contains("was never leased to this agent"), "{}", e.message());
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM results").fetch_one(&fleet.pool).await?;
+    assert_eq!(recorded, 0);
+
+    // Completing the owner's shard: refused too.
+    let e = intruder_rpc.complete_shard(CompleteShardRequest { shard_id: lease.shard_id.clone() }).await.unwrap_err();
+    assert_eq!((e.code(), e.message().contains("not leased to this agent")), (Code::PermissionDenied, true));
+    Ok(())
+}
