@@ -56,9 +56,6 @@ ALTER TABLE scores ADD CONSTRAINT scores_correct_or_error CHECK ((correct IS NUL
 
 -- ------------------------------------------------------------------ views
 
-DROP VIEW ipw_summary;
-DROP VIEW query_results;
-
 -- Per run, the scoring the views use: the one named by `ipw.scoring` when it belongs to the
 -- run, else the latest finished one (the ingest scoring counts as finished).
 CREATE VIEW chosen_scorings AS

@@ -1,7 +1,7 @@
 //! Faults the fleet must ride out without losing or duplicating a result.
 
 use ipw_agent::runner::{self, RunOptions};
-use ipw_e2e::{Fleet, mmlu_pro};
+use ipw_e2e::{Fleet, wait_for_results};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -11,10 +11,7 @@ use uuid::Uuid;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_agent_rides_out_a_coordinator_crash_and_every_query_lands_once() -> anyhow::Result<()> {
     let mut fleet = Fleet::start().await?;
-    let text = std::fs::read_to_string(mmlu_pro())?;
-    let file = fleet.dir.path().join("slice.jsonl");
-    std::fs::write(&file, text.lines().take(200).collect::<Vec<_>>().join("\n"))?;
-    fleet.import(&file, "slice").await?;
+    fleet.import_mmlu_slice(200, "slice").await?;
     let token = fleet.token(1, true, Duration::from_secs(60)).await?;
     let agent = fleet.join(&token, "steadfast").await?;
     let run = fleet.create_run("slice", 12, 2, 1, 24).await?;
@@ -26,20 +23,7 @@ async fn the_agent_rides_out_a_coordinator_crash_and_every_query_lands_once() ->
     let coordinator = &mut fleet.coordinator;
     // Crash once some results are in and the run is under way.
     let crash = async {
-        let count = || async {
-            anyhow::Ok(
-                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM results WHERE run_id = $1")
-                    .bind(run_id)
-                    .fetch_one(&pool)
-                    .await?,
-            )
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        while count().await? < 2 {
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "no results before the crash");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let before = count().await?;
+        let before = wait_for_results(&pool, run_id, 2).await?;
         anyhow::ensure!(before < 12, "the crash must come mid-run");
         coordinator.crash_and_restart(Duration::from_secs(5)).await?;
         anyhow::Ok(before)

@@ -4,7 +4,7 @@
 //! shared test cluster down.
 
 use ipw_agent::runner::{self, RunOptions};
-use ipw_e2e::{Fleet, mmlu_pro};
+use ipw_e2e::{Fleet, wait_for_results};
 use std::process::Command;
 use std::time::Duration;
 use uuid::Uuid;
@@ -28,10 +28,7 @@ fn pg_ctl(args: &[&str]) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_run_survives_a_postgres_restart_and_every_query_lands_once() -> anyhow::Result<()> {
     let mut fleet = Fleet::start().await?;
-    let text = std::fs::read_to_string(mmlu_pro())?;
-    let file = fleet.dir.path().join("slice.jsonl");
-    std::fs::write(&file, text.lines().take(200).collect::<Vec<_>>().join("\n"))?;
-    fleet.import(&file, "slice").await?;
+    fleet.import_mmlu_slice(200, "slice").await?;
     let token = fleet.token(1, true, Duration::from_secs(60)).await?;
     let agent = fleet.join(&token, "patient").await?;
     let run = fleet.create_run("slice", 12, 2, 1, 24).await?;
@@ -41,20 +38,7 @@ async fn the_run_survives_a_postgres_restart_and_every_query_lands_once() -> any
     let spool = fleet.spool("patient");
     let pool = fleet.pool.clone();
     let restart = async {
-        let count = || async {
-            anyhow::Ok(
-                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM results WHERE run_id = $1")
-                    .bind(run_id)
-                    .fetch_one(&pool)
-                    .await?,
-            )
-        };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        while count().await? < 2 {
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "no results before the restart");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let before = count().await?;
+        let before = wait_for_results(&pool, run_id, 2).await?;
         // Blocking pg_ctl off the async threads; the database is down for about 4 s.
         tokio::task::spawn_blocking(|| pg_ctl(&["-m", "fast", "stop"])).await??;
         tokio::time::sleep(Duration::from_secs(4)).await;

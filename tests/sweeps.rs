@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use ipw_agent::client;
 use ipw_agent::runner;
 use ipw_coordinator::schedule;
-use ipw_e2e::{Fleet, gpu_box, mmlu_pro};
+use ipw_e2e::{Fleet, gpu_box};
 use ipw_proto::v1::{AcquireLeaseRequest, GenerationParams, SweepSpec, SweepStatusRequest};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -36,19 +36,11 @@ async fn sample_of(fleet: &Fleet, run_id: &str) -> anyhow::Result<Vec<i64>> {
         .await?)
 }
 
-/// A 2,000-question slice of MMLU-Pro, which has several categories.
-async fn mmlu_slice(fleet: &mut Fleet) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(mmlu_pro())?;
-    let file = fleet.dir.path().join("slice.jsonl");
-    std::fs::write(&file, text.lines().take(2000).collect::<Vec<_>>().join("\n"))?;
-    fleet.import(&file, "slice").await?;
-    Ok(())
-}
-
 #[tokio::test]
 async fn the_same_seed_gives_the_same_sample_and_strata_keep_their_shares() -> anyhow::Result<()> {
     let mut fleet = Fleet::start().await?;
-    mmlu_slice(&mut fleet).await?;
+    // 2,000 MMLU-Pro questions: several categories.
+    fleet.import_mmlu_slice(2000, "slice").await?;
     let token = fleet.token(1, true, Duration::from_secs(60)).await?;
     fleet.join_with(&token, "h100", &[], gpu_box("H100", 80)).await?;
 
@@ -98,7 +90,8 @@ async fn the_same_seed_gives_the_same_sample_and_strata_keep_their_shares() -> a
 #[tokio::test]
 async fn an_agent_gets_only_work_it_can_do() -> anyhow::Result<()> {
     let mut fleet = Fleet::start().await?;
-    mmlu_slice(&mut fleet).await?;
+    // 2,000 MMLU-Pro questions: several categories.
+    fleet.import_mmlu_slice(2000, "slice").await?;
     let token = fleet.token(3, true, Duration::from_secs(60)).await?;
     let h100 = fleet.join_with(&token, "h100", &[("lab", "a")], gpu_box("H100", 80)).await?;
     let small = fleet.join_with(&token, "4090", &[("lab", "a")], gpu_box("RTX 4090", 24)).await?;
@@ -165,7 +158,8 @@ async fn an_agent_gets_only_work_it_can_do() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agents_of_one_class_share_shards_and_each_class_runs_the_whole_sample() -> anyhow::Result<()> {
     let mut fleet = Fleet::start().await?;
-    mmlu_slice(&mut fleet).await?;
+    // 2,000 MMLU-Pro questions: several categories.
+    fleet.import_mmlu_slice(2000, "slice").await?;
     let token = fleet.token(3, true, Duration::from_secs(60)).await?;
     let a1 = fleet.join_with(&token, "a1", &[], gpu_box("L4", 24)).await?;
     let a2 = fleet.join_with(&token, "a2", &[], gpu_box("L4", 24)).await?;
@@ -203,7 +197,8 @@ fn at(s: &str) -> DateTime<Utc> {
 #[tokio::test]
 async fn schedules_fire_once_across_coordinators_and_follow_the_missed_policy() -> anyhow::Result<()> {
     let mut fleet = Fleet::start().await?;
-    mmlu_slice(&mut fleet).await?;
+    // 2,000 MMLU-Pro questions: several categories.
+    fleet.import_mmlu_slice(2000, "slice").await?;
     let token = fleet.token(1, true, Duration::from_secs(60)).await?;
     fleet.join_with(&token, "h100", &[], gpu_box("H100", 80)).await?;
     let scheduled = SweepSpec { cron: "*/10 * * * *".into(), timezone: "UTC".into(), ..spec("nightly", "slice", 4, 1) };

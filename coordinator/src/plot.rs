@@ -4,6 +4,8 @@
 //! energy is unknown it says so, and why, instead of drawing made-up points.
 
 use ipw_proto::v1::{Report, ReportRow};
+use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -115,13 +117,7 @@ fn ipw_bars(report: &Report, path: &Path) -> PlotResult {
     }
     let top = bars.iter().map(|(_, v)| *v).fold(0.0, f64::max) * 1.15;
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(format!("{TITLE} ({})", provenance(&rows)), ("sans-serif", 20))
-        .margin(20)
-        .x_label_area_size(70)
-        .y_label_area_size(90)
-        .build_cartesian_2d(0.0..bars.len() as f64, 0.0..top.max(f64::MIN_POSITIVE))?;
+    let mut chart = frame(&root, TITLE, &rows, 0.0..bars.len() as f64, 0.0..top.max(f64::MIN_POSITIVE))?;
     let names: Vec<String> = bars.iter().map(|(n, _)| n.clone()).collect();
     chart
         .configure_mesh()
@@ -138,6 +134,31 @@ fn ipw_bars(report: &Report, path: &Path) -> PlotResult {
         Rectangle::new([(i as f64 + 0.15, 0.0), (i as f64 + 0.85, *v)], PALETTE[i % PALETTE.len()].filled())
     }))?;
     root.present()?;
+    Ok(())
+}
+
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A white figure whose caption names what it shows and its power source, on f64 axes.
+fn frame<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+    rows: &[&ReportRow],
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> Result<Chart<'a, 'b>, Box<dyn std::error::Error>> {
+    root.fill(&WHITE)?;
+    Ok(ChartBuilder::on(root)
+        .caption(format!("{title} ({})", provenance(rows)), ("sans-serif", 20))
+        .margin(20)
+        .x_label_area_size(70)
+        .y_label_area_size(90)
+        .build_cartesian_2d(x, y)?)
+}
+
+/// The legend box, over the series that carry labels.
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> PlotResult {
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
     Ok(())
 }
 
@@ -166,13 +187,7 @@ fn accuracy_vs_energy(report: &Report, path: &Path) -> PlotResult {
     }
     let max_j = points.iter().map(|p| p.1).fold(0.0, f64::max) * 1.15;
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(format!("{TITLE} ({})", provenance(&rows)), ("sans-serif", 20))
-        .margin(20)
-        .x_label_area_size(60)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0.0..max_j.max(f64::MIN_POSITIVE), 0.0..1.0)?;
+    let mut chart = frame(&root, TITLE, &rows, 0.0..max_j.max(f64::MIN_POSITIVE), 0.0..1.0)?;
     chart.configure_mesh().x_desc("energy per query (J)").y_desc("accuracy (fraction correct)").draw()?;
     for (i, (name, j, acc)) in points.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
@@ -188,7 +203,7 @@ fn accuracy_vs_energy(report: &Report, path: &Path) -> PlotResult {
         .draw_series(LineSeries::new(frontier, BLACK.stroke_width(2)))?
         .label("Pareto frontier")
         .legend(|(x, y)| PathElement::new(vec![(x - 10, y), (x + 10, y)], BLACK.stroke_width(2)));
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    legend(&mut chart)?;
     root.present()?;
     Ok(())
 }
@@ -204,13 +219,7 @@ fn energy_vs_tokens(report: &Report, path: &Path) -> PlotResult {
     let max_t = measured.iter().map(|p| p.tokens_out as f64).fold(0.0, f64::max) * 1.1 + 1.0;
     let max_j = measured.iter().filter_map(|p| p.energy_j).fold(0.0, f64::max) * 1.1;
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(format!("{TITLE} ({})", provenance(&rows)), ("sans-serif", 20))
-        .margin(20)
-        .x_label_area_size(60)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0.0..max_t, 0.0..max_j.max(f64::MIN_POSITIVE))?;
+    let mut chart = frame(&root, TITLE, &rows, 0.0..max_t, 0.0..max_j.max(f64::MIN_POSITIVE))?;
     chart.configure_mesh().x_desc("output tokens").y_desc("energy (J)").draw()?;
     let series =
         by_series(measured.iter().map(|p| {
@@ -223,7 +232,7 @@ fn energy_vs_tokens(report: &Report, path: &Path) -> PlotResult {
             .label(name)
             .legend(move |(x, y)| Circle::new((x, y), 4, color.filled()));
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    legend(&mut chart)?;
     root.present()?;
     Ok(())
 }
@@ -241,13 +250,7 @@ fn ipw_over_time(report: &Report, path: &Path) -> PlotResult {
     days.dedup();
     let top = points.iter().filter_map(|t| t.ipw).fold(0.0, f64::max) * 1.15;
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(format!("{TITLE} ({})", provenance(&rows)), ("sans-serif", 20))
-        .margin(20)
-        .x_label_area_size(60)
-        .y_label_area_size(90)
-        .build_cartesian_2d(-0.5..days.len() as f64 - 0.5, 0.0..top.max(f64::MIN_POSITIVE))?;
+    let mut chart = frame(&root, TITLE, &rows, -0.5..days.len() as f64 - 0.5, 0.0..top.max(f64::MIN_POSITIVE))?;
     chart
         .configure_mesh()
         .x_labels(days.len().max(2))
@@ -274,7 +277,7 @@ fn ipw_over_time(report: &Report, path: &Path) -> PlotResult {
             .legend(move |(x, y)| PathElement::new(vec![(x - 10, y), (x + 10, y)], color.stroke_width(2)));
         chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    legend(&mut chart)?;
     root.present()?;
     Ok(())
 }

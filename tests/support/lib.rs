@@ -45,6 +45,20 @@ pub async fn fresh_database() -> anyhow::Result<PgConnectOptions> {
     Ok(admin.database(&name))
 }
 
+/// Waits until `run` has at least `n` results (two minutes at most); returns how many.
+pub async fn wait_for_results(pool: &PgPool, run: uuid::Uuid, n: i64) -> anyhow::Result<i64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let have: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM results WHERE run_id = $1").bind(run).fetch_one(pool).await?;
+        if have >= n {
+            return Ok(have);
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "run {run} has {have} of {n} results after 2 minutes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A machine with one GPU of `model` and `gib` GiB, for agents that join as other hardware.
 pub fn gpu_box(model: &str, gib: u64) -> HardwareInfo {
     HardwareInfo {
@@ -189,6 +203,14 @@ impl Fleet {
             params: Some(GenerationParams { max_tokens, temperature: 0.0, top_p: 1.0 }),
         };
         Ok(self.admin.create_run(request).await?.into_inner())
+    }
+
+    /// Imports the first `lines` questions of the MMLU-Pro split as workload `name`.
+    pub async fn import_mmlu_slice(&mut self, lines: usize, name: &str) -> anyhow::Result<u64> {
+        let text = std::fs::read_to_string(mmlu_pro())?;
+        let file = self.dir.path().join(format!("{name}.jsonl"));
+        std::fs::write(&file, text.lines().take(lines).collect::<Vec<_>>().join("\n"))?;
+        self.import(&file, name).await
     }
 
     /// Imports a workload file through the CLI's code path.

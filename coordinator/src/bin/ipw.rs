@@ -118,6 +118,31 @@ enum SweepCmd {
     },
 }
 
+impl CreateSweep {
+    /// The sweep definition these flags describe.
+    fn into_spec(self) -> SweepSpec {
+        SweepSpec {
+            name: self.name,
+            workload: self.workload,
+            models: self.models,
+            sample: self.sample,
+            seed: self.seed,
+            stratify: self.stratify,
+            labels: self.labels.into_iter().collect(),
+            accelerator: self.accelerator,
+            concurrency: self.engine.concurrency,
+            shard_size: self.engine.shard_size,
+            repetitions: self.engine.repetitions,
+            warmup: self.warmup,
+            params: Some(self.engine.params()),
+            model_memory_bytes: (self.memory_gib * (1u64 << 30) as f64) as u64,
+            timezone: if self.cron.is_empty() { String::new() } else { self.timezone },
+            cron: self.cron,
+            missed_policy: self.missed,
+        }
+    }
+}
+
 /// Engine settings and sharding, shared by `ipw run create` and `ipw sweep create`.
 #[derive(clap::Args, Debug)]
 struct EngineSettings {
@@ -426,44 +451,7 @@ async fn sweep(admin: &mut Admin, cmd: SweepCmd) -> anyhow::Result<()> {
     let status = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
     let set = |sweep_id: String, to: &str| SweepStatusRequest { sweep_id, status: to.into() };
     let info = match cmd {
-        SweepCmd::Create(c) => {
-            let CreateSweep {
-                name,
-                workload,
-                models,
-                sample,
-                seed,
-                stratify,
-                labels,
-                accelerator,
-                warmup,
-                memory_gib,
-                cron,
-                timezone,
-                missed,
-                engine,
-            } = *c;
-            let spec = SweepSpec {
-                name,
-                workload,
-                models,
-                sample,
-                seed,
-                stratify,
-                labels: labels.into_iter().collect(),
-                accelerator,
-                concurrency: engine.concurrency,
-                shard_size: engine.shard_size,
-                repetitions: engine.repetitions,
-                warmup,
-                params: Some(engine.params()),
-                model_memory_bytes: (memory_gib * (1u64 << 30) as f64) as u64,
-                timezone: if cron.is_empty() { String::new() } else { timezone },
-                cron,
-                missed_policy: missed,
-            };
-            admin.create_sweep(spec).await.map_err(status)?.into_inner()
-        }
+        SweepCmd::Create(c) => admin.create_sweep(c.into_spec()).await.map_err(status)?.into_inner(),
         SweepCmd::List => {
             let sweeps = admin.list_sweeps(ListSweepsRequest {}).await.map_err(status)?.into_inner().sweeps;
             let rows = sweeps.into_iter().map(|s| {
