@@ -115,9 +115,9 @@ fn ipw_bars(report: &Report, path: &Path) -> PlotResult {
     if bars.is_empty() {
         return unavailable(path, TITLE, &null_reason(&rows), &provenance(&rows));
     }
-    let top = bars.iter().map(|(_, v)| *v).fold(0.0, f64::max) * 1.15;
+    let top = axis_top(bars.iter().map(|(_, v)| *v));
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    let mut chart = frame(&root, TITLE, &rows, 0.0..bars.len() as f64, 0.0..top.max(f64::MIN_POSITIVE))?;
+    let mut chart = frame(&root, TITLE, &rows, 0.0..bars.len() as f64, 0.0..top)?;
     let names: Vec<String> = bars.iter().map(|(n, _)| n.clone()).collect();
     chart
         .configure_mesh()
@@ -156,6 +156,13 @@ fn frame<'a, 'b>(
         .build_cartesian_2d(x, y)?)
 }
 
+/// The upper end of a value axis: 15% above the largest value, or 1 when every value is 0
+/// (a collapsed axis would show no scale at all).
+fn axis_top(values: impl Iterator<Item = f64>) -> f64 {
+    let max = values.fold(0.0, f64::max);
+    if max > 0.0 { max * 1.15 } else { 1.0 }
+}
+
 /// The legend box, over the series that carry labels.
 fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> PlotResult {
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
@@ -185,9 +192,9 @@ fn accuracy_vs_energy(report: &Report, path: &Path) -> PlotResult {
     if points.is_empty() {
         return unavailable(path, TITLE, &null_reason(&rows), &provenance(&rows));
     }
-    let max_j = points.iter().map(|p| p.1).fold(0.0, f64::max) * 1.15;
+    let max_j = axis_top(points.iter().map(|p| p.1));
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    let mut chart = frame(&root, TITLE, &rows, 0.0..max_j.max(f64::MIN_POSITIVE), 0.0..1.0)?;
+    let mut chart = frame(&root, TITLE, &rows, 0.0..max_j, 0.0..1.0)?;
     chart.configure_mesh().x_desc("energy per query (J)").y_desc("accuracy (fraction correct)").draw()?;
     for (i, (name, j, acc)) in points.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
@@ -217,9 +224,9 @@ fn energy_vs_tokens(report: &Report, path: &Path) -> PlotResult {
         return unavailable(path, TITLE, &null_reason(&rows), &provenance(&rows));
     }
     let max_t = measured.iter().map(|p| p.tokens_out as f64).fold(0.0, f64::max) * 1.1 + 1.0;
-    let max_j = measured.iter().filter_map(|p| p.energy_j).fold(0.0, f64::max) * 1.1;
+    let max_j = axis_top(measured.iter().filter_map(|p| p.energy_j));
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    let mut chart = frame(&root, TITLE, &rows, 0.0..max_t, 0.0..max_j.max(f64::MIN_POSITIVE))?;
+    let mut chart = frame(&root, TITLE, &rows, 0.0..max_t, 0.0..max_j)?;
     chart.configure_mesh().x_desc("output tokens").y_desc("energy (J)").draw()?;
     let series =
         by_series(measured.iter().map(|p| {
@@ -248,9 +255,9 @@ fn ipw_over_time(report: &Report, path: &Path) -> PlotResult {
     let mut days: Vec<&str> = points.iter().map(|t| t.day.as_str()).collect();
     days.sort();
     days.dedup();
-    let top = points.iter().filter_map(|t| t.ipw).fold(0.0, f64::max) * 1.15;
+    let top = axis_top(points.iter().filter_map(|t| t.ipw));
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    let mut chart = frame(&root, TITLE, &rows, -0.5..days.len() as f64 - 0.5, 0.0..top.max(f64::MIN_POSITIVE))?;
+    let mut chart = frame(&root, TITLE, &rows, -0.5..days.len() as f64 - 0.5, 0.0..top)?;
     chart
         .configure_mesh()
         .x_labels(days.len().max(2))
@@ -306,6 +313,12 @@ mod tests {
             .filter(|n| n.has_tag_name("text"))
             .filter_map(|n| n.text().map(|t| t.trim().to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn an_all_zero_axis_still_has_a_scale() {
+        assert_eq!(axis_top([0.0, 0.0].into_iter()), 1.0);
+        assert!((axis_top([2.0, 1.0].into_iter()) - 2.3).abs() < 1e-12);
     }
 
     #[test]
