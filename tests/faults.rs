@@ -78,3 +78,76 @@ async fn a_shard_that_keeps_expiring_fails_with_its_reason() -> anyhow::Result<(
     );
     Ok(())
 }
+
+/// `kill -9` of a real agent process halfway through a shard. Another agent takes the shard
+/// once the lease runs out and finishes the run; the killed agent, restarted, re-sends what
+/// its spool kept. Every query has exactly one result, the re-sent measurements are counted
+/// as duplicate attempts, and the spool ends empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_killed_mid_shard_loses_nothing_and_duplicates_nothing() -> anyhow::Result<()> {
+    const QUERIES: usize = 8;
+    let ttl = Duration::from_secs(3);
+    let mut fleet = Fleet::start_with_lease_ttl(ttl).await?;
+    fleet.import_mmlu_slice(200, "slice").await?;
+    let token = fleet.token(2, true, Duration::from_secs(60)).await?;
+    let doomed = fleet.join(&token, "doomed").await?;
+    let rescuer = fleet.join(&token, "rescuer").await?;
+    let run = fleet.create_run("slice", QUERIES as u32, QUERIES as u32, 1, 24).await?;
+    let run_id = Uuid::parse_str(&run.run_id)?;
+
+    // Kill once at least 3 of the 8 results are spooled, before the shard's upload.
+    let doomed_spool = fleet.spool("doomed");
+    let mut child = fleet.agent_process(&doomed)?.spawn()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while doomed_spool.len()? < 3 {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the agent spooled nothing in 2 minutes");
+        anyhow::ensure!(child.try_wait()?.is_none(), "the agent exited before it was killed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().await?; // SIGKILL: no cleanup, no flush
+    let spooled_at_kill = doomed_spool.len()?;
+    eprintln!("killed the agent with {spooled_at_kill} of {QUERIES} results spooled");
+    assert!(spooled_at_kill < QUERIES, "killed halfway, not after the shard");
+    let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM results WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_one(&fleet.pool)
+        .await?;
+    assert_eq!(committed, 0, "nothing was uploaded before the kill");
+
+    // The rescuer gets the shard once the dead agent's lease has run out.
+    tokio::time::sleep(ttl + Duration::from_millis(500)).await;
+    let summary = runner::run(&rescuer, &fleet.spool("rescuer"), &fleet.run_options()).await?;
+    assert_eq!((summary.shards, summary.committed), (1, QUERIES as u64));
+
+    // The killed agent comes back: its spool goes first, then there is no work left.
+    let restarted = fleet.agent_process(&doomed)?.output().await?;
+    let stdout = String::from_utf8_lossy(&restarted.stdout);
+    assert!(restarted.status.success(), "restart failed: {}", String::from_utf8_lossy(&restarted.stderr));
+    assert!(
+        stdout.contains(&format!("0 results committed, {spooled_at_kill} duplicates ignored")),
+        "restart said: {stdout}"
+    );
+    assert!(doomed_spool.is_empty()?, "the spool ends empty");
+
+    let (rows, distinct, by_rescuer): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT (query_id, repetition)),
+                count(*) FILTER (WHERE agent_id = (SELECT id FROM agents WHERE name = 'rescuer'))
+         FROM results WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_one(&fleet.pool)
+    .await?;
+    assert_eq!((rows, distinct, by_rescuer), (QUERIES as i64, QUERIES as i64, QUERIES as i64));
+    let status =
+        fleet.admin.get_run_status(ipw_proto::v1::RunStatusRequest { run_id: run.run_id.clone() }).await?.into_inner();
+    assert_eq!(status.status, "completed");
+    assert_eq!(status.duplicate_attempts, spooled_at_kill as u64, "each re-sent measurement counted once");
+    let attempts: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM lease_attempts la JOIN shards s ON s.id = la.shard_id WHERE s.run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_one(&fleet.pool)
+    .await?;
+    assert_eq!(attempts, 2, "leased to the killed agent, then to the rescuer");
+    Ok(())
+}

@@ -78,6 +78,10 @@ struct RunArgs {
     /// Per-request timeout.
     #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
     request_timeout: Duration,
+    /// How often to tell the coordinator this agent is alive; each heartbeat renews its leases,
+    /// so keep it well under the coordinator's --lease-ttl.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
     /// How long to keep retrying while the coordinator is unreachable, before giving up.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     retry_for: Duration,
@@ -186,6 +190,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Command::Run(args) => {
             let RunArgs {
                 retry_for,
+                heartbeat_interval,
                 coordinator,
                 engine_url,
                 spool_dir,
@@ -212,6 +217,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 power: PowerOptions { hz: power.power_hz, idle, rule: attribution, discovery: power.discovery() },
                 model_aliases,
                 retry_for,
+                heartbeat_interval,
                 managed: (engine == "managed").then(|| managed.options()).transpose()?,
                 ..RunOptions::default()
             };

@@ -324,6 +324,13 @@ pub fn render_status(st: &RunStatus) -> String {
     for f in &st.failures {
         let _ = writeln!(s, "  failed {f}");
     }
+    if st.duplicate_attempts > 0 {
+        let _ = writeln!(
+            s,
+            "         {} duplicate attempts (queries measured again after a lease moved; the first commit is kept)",
+            st.duplicate_attempts
+        );
+    }
     for a in &st.agents {
         let _ = writeln!(
             s,

@@ -161,7 +161,8 @@ struct Inserted {
 pub struct BatchOutcome {
     /// Newly recorded results.
     pub inserted: u32,
-    /// Results already recorded by an earlier upload or attempt; not counted again.
+    /// Results already recorded by an earlier upload or attempt; not counted again (another
+    /// attempt's measurements are kept in `duplicate_attempts`).
     pub duplicates: u32,
 }
 
@@ -314,6 +315,26 @@ pub async fn insert_batch(
         })
         .collect();
     scores::insert(tx, &rows).await?;
+
+    // What was not inserted was already there. A copy of the committed measurement (same
+    // agent, same start) is a retry; anything else measured the query again, and is counted.
+    sqlx::query(
+        "INSERT INTO duplicate_attempts (run_id, query_id, repetition, agent_id, shard_id, started_at)
+         SELECT u.run_id, u.query_id, u.repetition, $5, u.shard_id, u.started_at
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::int[], $6::timestamptz[])
+              AS u(run_id, shard_id, query_id, repetition, started_at)
+         JOIN results r ON r.run_id = u.run_id AND r.query_id = u.query_id AND r.repetition = u.repetition
+         WHERE NOT (r.agent_id = $5 AND r.started_at = u.started_at)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&run_ids)
+    .bind(&shard_ids)
+    .bind(&query_ids)
+    .bind(&repetitions)
+    .bind(agent_id)
+    .bind(column(batch, |r| r.started_at))
+    .execute(&mut **tx)
+    .await?;
 
     let inserted = inserted.len() as u32;
     Ok(BatchOutcome { inserted, duplicates: batch.len() as u32 - inserted })

@@ -218,3 +218,38 @@ impl Fleet {
         Ok(cli::import_workload(&mut self.admin, file, name).await?.queries)
     }
 }
+
+/// The `ipw-agent` binary of this build, for tests that need a real agent process (one that
+/// can be killed). `scripts/test` builds it before the tests run.
+pub fn agent_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    // target/<profile>/deps/<test> -> target/<profile>/ipw-agent
+    let bin = exe.parent().and_then(|d| d.parent()).expect("tests run from target/<profile>/deps").join("ipw-agent");
+    assert!(bin.exists(), "{} is missing: build it first (`cargo build --bins`, as scripts/test does)", bin.display());
+    bin
+}
+
+impl Fleet {
+    /// Saves an agent's config where `ipw-agent --config` reads it.
+    pub fn save_config(&self, agent: &AgentConfig) -> anyhow::Result<PathBuf> {
+        let path = self.dir.path().join(format!("{}.json", agent.name));
+        agent.save(&path)?;
+        Ok(path)
+    }
+
+    /// `ipw-agent run` as a real process, with the same settings as [`Fleet::run_options`]
+    /// (the test engine, no power source, exit when idle) and a heartbeat every second.
+    pub fn agent_process(&self, agent: &AgentConfig) -> anyhow::Result<tokio::process::Command> {
+        let config = self.save_config(agent)?;
+        let mut cmd = tokio::process::Command::new(agent_binary());
+        cmd.arg("--config").arg(config).arg("run");
+        cmd.arg("--engine-url").arg(engine_url());
+        cmd.arg("--spool-dir").arg(self.spool(&agent.name).dir());
+        cmd.args(["--exit-when-idle", "--idle", "0s", "--poll-interval", "200ms", "--heartbeat-interval", "1s"]);
+        cmd.args(["--retry-for", "60s", "--gpus="]);
+        cmd.arg("--powercap-root").arg(self.dir.path().join("no-powercap"));
+        cmd.arg("--drm-root").arg(self.dir.path().join("no-drm"));
+        cmd.env("RUST_LOG", "warn").kill_on_drop(true);
+        Ok(cmd)
+    }
+}

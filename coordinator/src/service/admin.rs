@@ -256,7 +256,8 @@ impl Admin for AdminService {
                       (SELECT count(*) FROM shards WHERE run_id = r.id AND status = 'completed') AS "completed!",
                       (SELECT count(*) FROM shards WHERE run_id = r.id AND status = 'failed') AS "failed!",
                       (SELECT count(*) FROM results WHERE run_id = r.id) AS "results!",
-                      (SELECT count(*) FROM results WHERE run_id = r.id AND error IS NOT NULL) AS "errors!"
+                      (SELECT count(*) FROM results WHERE run_id = r.id AND error IS NOT NULL) AS "errors!",
+                      (SELECT count(*) FROM duplicate_attempts WHERE run_id = r.id) AS "duplicate_attempts!"
                FROM runs r WHERE r.id = $1"#,
             run_id
         )
@@ -308,6 +309,7 @@ impl Admin for AdminService {
                 .collect(),
             created_unix_us: unix_us(s.created_at),
             failures,
+            duplicate_attempts: s.duplicate_attempts as u64,
         }))
     }
 
