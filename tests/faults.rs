@@ -62,7 +62,7 @@ async fn a_shard_that_keeps_expiring_fails_with_its_reason() -> anyhow::Result<(
     let token = fleet.token(1, true, Duration::from_secs(60)).await?;
     let cfg = fleet.join(&token, "vanishing").await?;
     let run = fleet.create_run("one", 1, 1, 1, 8).await?;
-    let mut coord = ipw_agent::client::connect(&cfg.coordinator, &cfg.credential).await?;
+    let mut coord = ipw_agent::client::connect(&cfg).await?;
     let lease = || AcquireLeaseRequest { available_models: vec!["SmolLM2-135M-Instruct".into()] };
     for attempt in 1..=3 {
         let got = coord.acquire_lease(lease()).await?.into_inner().lease;

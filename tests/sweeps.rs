@@ -111,10 +111,10 @@ async fn an_agent_gets_only_work_it_can_do() -> anyhow::Result<()> {
     assert_eq!(classes, ["gpu:nvidia:H100:80GiB:x1", "gpu:nvidia:RTX 4090:24GiB:x1"]);
 
     let lease = |cfg: &ipw_agent::config::AgentConfig, models: &[&str]| {
-        let (url, cred) = (cfg.coordinator.clone(), cfg.credential.clone());
+        let cfg = cfg.clone();
         let models: Vec<String> = models.iter().map(|m| (*m).to_owned()).collect();
         async move {
-            let mut c = client::connect(&url, &cred).await?;
+            let mut c = client::connect(&cfg).await?;
             anyhow::Ok(c.acquire_lease(AcquireLeaseRequest { available_models: models }).await?.into_inner().lease)
         }
     };

@@ -20,6 +20,13 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// The hardware class the coordinator assigned.
     pub hardware_class: String,
+    /// The coordinator's CA (PEM), learned at join from the pinned fingerprint; absent for a
+    /// plain-text (`--insecure`) coordinator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// This agent's client certificate and key (PEM), for coordinators that require mTLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<(String, String)>,
 }
 
 /// `/etc/ipw-agent/agent.json` for root (a service), else `$XDG_CONFIG_HOME/ipw-agent/agent.json`.
@@ -50,6 +57,13 @@ fn xdg_dir(var: &str, fallback: &str) -> PathBuf {
 }
 
 impl AgentConfig {
+    /// How to reach the coordinator over TLS; `None` for plain text.
+    pub fn client_tls(&self) -> Option<ipw_proto::tls::ClientTls> {
+        self.ca_pem
+            .as_ref()
+            .map(|ca| ipw_proto::tls::ClientTls { ca_pem: ca.clone(), identity: self.client_cert.clone() })
+    }
+
     /// Reads the file written by `join`.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -94,6 +108,8 @@ mod tests {
             name: "box".into(),
             labels: [("rack".to_owned(), "3".to_owned())].into(),
             hardware_class: "cpu:x:2c:24GiB".into(),
+            ca_pem: Some("-----BEGIN CERTIFICATE-----".into()),
+            client_cert: None,
         };
         c.save(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;

@@ -1,16 +1,45 @@
-//! `ipw-agent join`: trade a join token for this agent's credential.
+//! `ipw-agent join`: trade a join token for this agent's credential, and `ipw-agent rotate`:
+//! trade the credential for a new one.
 
 use crate::config::AgentConfig;
-use crate::{VERSION, client, hardware};
+use crate::{VERSION, client, hardware, pin};
 use anyhow::Context;
-use ipw_proto::v1::JoinRequest;
+use ipw_proto::tls::ClientTls;
 use ipw_proto::v1::enrollment_client::EnrollmentClient;
+use ipw_proto::v1::{JoinRequest, RotateCredentialRequest};
 use std::collections::BTreeMap;
 
+/// How the agent decides to trust the coordinator it joins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// TLS, trusting only the CA with this fingerprint (`sha256:<hex>`).
+    Pinned(String),
+    /// Plain text, asked for with `--insecure`.
+    Insecure,
+}
+
 /// Joins the coordinator at `url` and returns the config to save.
-pub async fn join(url: &str, token: &str, name: &str, labels: BTreeMap<String, String>) -> anyhow::Result<AgentConfig> {
-    let channel =
-        client::endpoint(url)?.connect().await.with_context(|| format!("cannot reach the coordinator at {url}"))?;
+pub async fn join(
+    url: &str,
+    trust: &Trust,
+    token: &str,
+    name: &str,
+    labels: BTreeMap<String, String>,
+) -> anyhow::Result<AgentConfig> {
+    let tls = match (trust, url.starts_with("https://")) {
+        (Trust::Pinned(pin), true) => Some(ClientTls { ca_pem: pin::fetch_pinned_ca(url, pin).await?, identity: None }),
+        (Trust::Insecure, false) => None,
+        (Trust::Pinned(_), false) => {
+            anyhow::bail!("{url} is not https://; a plain-text coordinator is joined with --insecure")
+        }
+        (Trust::Insecure, true) => {
+            anyhow::bail!("{url} is https: pass the --ca-cert-hash that `ipw token create` printed, not --insecure")
+        }
+    };
+    let channel = client::endpoint(url, tls.as_ref())?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {url}"))?;
     let resp = EnrollmentClient::new(channel)
         .join(JoinRequest {
             token: token.to_owned(),
@@ -20,7 +49,7 @@ pub async fn join(url: &str, token: &str, name: &str, labels: BTreeMap<String, S
             agent_version: VERSION.to_owned(),
         })
         .await
-        .map_err(|s| anyhow::anyhow!("join refused: {}", s.message()))?
+        .map_err(|s| anyhow::anyhow!("join refused: {}", ipw_proto::tls::explain(url, s.message())))?
         .into_inner();
     Ok(AgentConfig {
         coordinator: url.to_owned(),
@@ -29,5 +58,23 @@ pub async fn join(url: &str, token: &str, name: &str, labels: BTreeMap<String, S
         name: name.to_owned(),
         labels,
         hardware_class: resp.hardware_class,
+        ca_pem: tls.map(|t| t.ca_pem),
+        client_cert: (!resp.client_cert_pem.is_empty()).then_some((resp.client_cert_pem, resp.client_key_pem)),
+    })
+}
+
+/// Replaces the agent's credential (and client certificate) with new ones. The old ones are
+/// refused from the moment the coordinator answers, so save the returned config at once.
+pub async fn rotate(config: &AgentConfig) -> anyhow::Result<AgentConfig> {
+    let resp = client::connect(config)
+        .await?
+        .rotate_credential(RotateCredentialRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("rotation refused: {}", s.message()))?
+        .into_inner();
+    Ok(AgentConfig {
+        credential: resp.credential,
+        client_cert: (!resp.client_cert_pem.is_empty()).then_some((resp.client_cert_pem, resp.client_key_pem)),
+        ..config.clone()
     })
 }

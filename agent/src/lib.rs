@@ -10,6 +10,7 @@ pub mod hardware;
 pub mod join;
 pub mod managed;
 pub mod meter;
+pub mod pin;
 pub mod power;
 pub mod provenance;
 pub mod runner;

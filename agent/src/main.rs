@@ -1,5 +1,6 @@
 //! `ipw-agent`: join a fleet, run its work, probe this machine.
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ipw_agent::attribution::Rule;
 use ipw_agent::config::{self, AgentConfig};
@@ -27,11 +28,18 @@ struct Args {
 enum Command {
     /// Enrolls this machine with a coordinator using a join token.
     Join {
-        /// The coordinator, e.g. http://coord:7443.
+        /// The coordinator, e.g. https://coord:7443.
         url: String,
         /// The join token from `ipw token create`.
         #[arg(long, env = "IPW_JOIN_TOKEN", hide_env_values = true)]
         token: String,
+        /// The fingerprint of the coordinator's CA (sha256:<hex>), as `ipw token create` prints
+        /// it. Only a coordinator whose certificate that CA signed is trusted.
+        #[arg(long, required_unless_present = "insecure")]
+        ca_cert_hash: Option<String>,
+        /// Join a coordinator serving plain text (started with --insecure).
+        #[arg(long, conflicts_with = "ca_cert_hash")]
+        insecure: bool,
         /// Name shown to operators (default: the host name).
         #[arg(long)]
         name: Option<String>,
@@ -39,6 +47,9 @@ enum Command {
         #[arg(long = "label", value_parser = ipw_proto::parse_label)]
         labels: Vec<(String, String)>,
     },
+    /// Replaces this agent's credential (and client certificate) with new ones; the old ones
+    /// are refused from then on.
+    Rotate,
     /// Leases shards and runs them, until stopped.
     Run(Box<RunArgs>),
     /// Prints the detected hardware, and each power source with a reading.
@@ -179,13 +190,28 @@ async fn main() {
 async fn run(args: Args) -> anyhow::Result<()> {
     let config_path = args.config.unwrap_or_else(config::default_config_path);
     match args.command {
-        Command::Join { url, token, name, labels } => {
+        Command::Join { url, token, ca_cert_hash, insecure, name, labels } => {
             let name = name.unwrap_or_else(|| sysinfo::System::host_name().unwrap_or_else(|_| "agent".into()));
-            let cfg = join::join(&url, &token, &name, labels.into_iter().collect()).await?;
+            let trust = match ca_cert_hash {
+                Some(pin) if !insecure => join::Trust::Pinned(pin),
+                _ => join::Trust::Insecure,
+            };
+            let cfg = join::join(&url, &trust, &token, &name, labels.into_iter().collect()).await?;
             cfg.save(&config_path)?;
             println!("joined {url} as {} ({}), hardware class {}", cfg.name, cfg.agent_id, cfg.hardware_class);
             println!("credential stored in {} (mode 0600)", config_path.display());
             println!("an operator may need to approve it: ipw agents approve {}", cfg.agent_id);
+        }
+        Command::Rotate => {
+            let cfg = join::rotate(&AgentConfig::load(&config_path)?).await?;
+            cfg.save(&config_path).with_context(|| {
+                format!(
+                    "the coordinator rotated the credential but {} could not be written; the new credential is: {}",
+                    config_path.display(),
+                    cfg.credential
+                )
+            })?;
+            println!("rotated the credential of {} ({}); saved in {}", cfg.name, cfg.agent_id, config_path.display());
         }
         Command::Run(args) => {
             let RunArgs {

@@ -75,7 +75,7 @@ pub struct RunSummary {
 
 /// Runs until stopped (or until idle, with `exit_when_idle`).
 pub async fn run(config: &AgentConfig, spool: &Spool, opts: &RunOptions) -> anyhow::Result<RunSummary> {
-    let mut coord = client::connect(&config.coordinator, &config.credential).await?;
+    let mut coord = client::connect(config).await?;
     let mut managed = opts.managed.clone().map(ManagedEngine::new).transpose().map_err(anyhow::Error::msg)?;
     let url = managed.as_ref().map(ManagedEngine::url).unwrap_or_else(|| opts.engine_url.clone());
     let engine = Engine::new(&url, opts.request_timeout)?;

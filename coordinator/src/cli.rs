@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use ipw_proto::BearerAuth;
+use ipw_proto::tls::ClientTls;
 use ipw_proto::v1::admin_client::AdminClient;
 use ipw_proto::v1::{ImportWorkloadResponse, Report, ReportRow, RunStatus, SweepInfo, WorkloadChunk, WorkloadLine};
 use std::fmt::Write as _;
@@ -13,10 +14,11 @@ use tonic::transport::Channel;
 /// An admin client that sends the admin token on every call.
 pub type Admin = AdminClient<InterceptedService<Channel, BearerAuth>>;
 
-/// Connects to the coordinator's admin service.
-pub async fn connect(url: &str, admin_token: &str) -> anyhow::Result<Admin> {
-    let channel = Channel::from_shared(url.to_owned())
-        .with_context(|| format!("{url} is not a valid coordinator URL"))?
+/// Connects to the coordinator's admin service: over TLS trusting `tls`'s CA for `https://`,
+/// in plain text for `http://`.
+pub async fn connect(url: &str, tls: Option<&ClientTls>, admin_token: &str) -> anyhow::Result<Admin> {
+    let channel = ipw_proto::tls::endpoint(url, tls)
+        .map_err(anyhow::Error::msg)?
         .connect()
         .await
         .with_context(|| format!("cannot reach the coordinator at {url}; is ipw-coordinator running?"))?;

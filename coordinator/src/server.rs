@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::ServerTlsConfig;
 use tonic::{Request, Status};
 
 /// Largest message accepted: result batches and workload chunks stay well under it.
@@ -21,10 +22,12 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 pub const MAX_JOIN_MESSAGE_BYTES: usize = 256 << 10;
 
 /// Serves every service on `listener` until `shutdown` resolves, then drains in-flight calls.
+/// With `tls`, only TLS is spoken; without, plain text.
 pub async fn serve(
     listener: TcpListener,
     state: State,
     admin_token: &str,
+    tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let admin_hash = hash_secret(admin_token);
@@ -36,7 +39,11 @@ pub async fn serve(
             Err(Status::unauthenticated("admin token rejected"))
         }
     };
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .add_service(
             EnrollmentServer::new(EnrollmentService::new(state.clone()))
                 .max_decoding_message_size(MAX_JOIN_MESSAGE_BYTES),
@@ -64,7 +71,8 @@ pub struct Background {
 }
 
 impl Background {
-    /// Binds `addr` (port 0 for any free port) and serves in a task.
+    /// Binds `addr` (port 0 for any free port) and serves in a task: TLS when `state` has an
+    /// authority, with a server certificate for `localhost` and the loopback addresses.
     pub async fn spawn(addr: SocketAddr, state: State, admin_token: String) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
@@ -78,8 +86,9 @@ impl Background {
         admin_token: String,
     ) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let tls = state.authority.as_ref().map(|a| a.server_tls_config(&[]).expect("a certificate can be signed"));
         let task = tokio::spawn(async move {
-            serve(listener, state, &admin_token, async {
+            serve(listener, state, &admin_token, tls, async {
                 let _ = rx.await;
             })
             .await
@@ -99,9 +108,10 @@ impl Background {
         Ok(())
     }
 
-    /// `http://addr`, for clients.
+    /// `https://addr` (or `http://addr` for plain text), for clients.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.state.authority.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops serving and waits for in-flight calls.

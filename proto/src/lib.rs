@@ -2,6 +2,8 @@
 //!
 //! Everything here is generated from `proto/ipw/v1/*.proto`; edit the `.proto`, not this crate.
 
+pub mod tls;
+
 /// Version 1 of the ipw-fleet protocol.
 pub mod v1 {
     #![allow(missing_docs, clippy::all)]

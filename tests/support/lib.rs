@@ -6,11 +6,13 @@
 
 use anyhow::Context;
 use ipw_agent::config::AgentConfig;
+use ipw_agent::join::Trust;
 use ipw_agent::runner::RunOptions;
 use ipw_agent::spool::Spool;
 use ipw_coordinator::cli::{self, Admin};
 use ipw_coordinator::server::Background;
 use ipw_coordinator::service::State;
+use ipw_proto::tls::ClientTls;
 use ipw_proto::v1::enrollment_client::EnrollmentClient;
 use ipw_proto::v1::{CreateRunRequest, CreateTokenRequest, GenerationParams, HardwareInfo, JoinRequest, RunInfo};
 use sqlx::postgres::PgConnectOptions;
@@ -89,6 +91,8 @@ pub struct Fleet {
     pub admin: Admin,
     /// The admin token.
     pub admin_token: String,
+    /// The CA clients trust, when the coordinator serves TLS.
+    pub tls: Option<ClientTls>,
     /// Agent configs and spools live here.
     pub dir: tempfile::TempDir,
 }
@@ -99,19 +103,40 @@ impl Fleet {
         Self::start_with_lease_ttl(Duration::from_secs(600)).await
     }
 
-    /// Starts a coordinator with the given lease TTL.
+    /// Starts a coordinator with the given lease TTL, serving plain text.
     pub async fn start_with_lease_ttl(lease_ttl: Duration) -> anyhow::Result<Self> {
-        let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
         let pool = ipw_coordinator::db::connect_and_migrate(fresh_database().await?).await?;
+        Self::start_with(State { lease_ttl, ..State::new(pool) }).await
+    }
+
+    /// Starts a coordinator serving TLS with a CA of its own, requiring agents' client
+    /// certificates when `require_client_cert`.
+    pub async fn start_tls(require_client_cert: bool) -> anyhow::Result<Self> {
+        let pool = ipw_coordinator::db::connect_and_migrate(fresh_database().await?).await?;
+        let authority = std::sync::Arc::new(ipw_coordinator::tls::Authority::generate()?);
+        Self::start_with(State { authority: Some(authority), require_client_cert, ..State::new(pool) }).await
+    }
+
+    /// Starts a coordinator with these settings.
+    pub async fn start_with(state: State) -> anyhow::Result<Self> {
+        let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
+        let pool = state.pool.clone();
+        let tls = state.authority.as_ref().map(|a| ClientTls { ca_pem: a.ca_pem().to_owned(), identity: None });
         let admin_token = ipw_coordinator::auth::new_secret();
-        let coordinator = Background::spawn(
-            "127.0.0.1:0".parse().expect("valid address"),
-            State { pool: pool.clone(), lease_ttl, max_attempts: 3 },
-            admin_token.clone(),
-        )
-        .await?;
-        let admin = cli::connect(&coordinator.url(), &admin_token).await?;
-        Ok(Self { coordinator, pool, admin, admin_token, dir: tempfile::tempdir()? })
+        let coordinator =
+            Background::spawn("127.0.0.1:0".parse().expect("valid address"), state, admin_token.clone()).await?;
+        let admin = cli::connect(&coordinator.url(), tls.as_ref(), &admin_token).await?;
+        Ok(Self { coordinator, pool, admin, admin_token, tls, dir: tempfile::tempdir()? })
+    }
+
+    /// How an agent joining this coordinator trusts it: the CA's fingerprint, or plain text.
+    pub fn trust(&self) -> Trust {
+        match &self.tls {
+            Some(tls) => Trust::Pinned(ipw_proto::tls::fingerprint(
+                &ipw_proto::tls::pem_to_der(&tls.ca_pem).expect("the CA is PEM"),
+            )),
+            None => Trust::Insecure,
+        }
     }
 
     /// A join token.
@@ -131,7 +156,8 @@ impl Fleet {
 
     /// Joins an agent named `name` the way `ipw-agent join` does.
     pub async fn join(&self, token: &str, name: &str) -> anyhow::Result<AgentConfig> {
-        ipw_agent::join::join(&self.coordinator.url(), token, name, [("test".to_owned(), name.to_owned())].into()).await
+        let labels = [("test".to_owned(), name.to_owned())].into();
+        ipw_agent::join::join(&self.coordinator.url(), &self.trust(), token, name, labels).await
     }
 
     /// Joins an agent that describes its own hardware, as an agent on other hardware would.
@@ -143,7 +169,8 @@ impl Fleet {
         hardware: HardwareInfo,
     ) -> anyhow::Result<AgentConfig> {
         let url = self.coordinator.url();
-        let mut enrollment = EnrollmentClient::connect(url.clone()).await?;
+        let mut enrollment =
+            EnrollmentClient::new(ipw_agent::client::endpoint(&url, self.tls.as_ref())?.connect().await?);
         let labels: std::collections::BTreeMap<String, String> =
             labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let resp = enrollment
@@ -163,6 +190,8 @@ impl Fleet {
             name: name.into(),
             labels,
             hardware_class: resp.hardware_class,
+            ca_pem: self.tls.as_ref().map(|t| t.ca_pem.clone()),
+            client_cert: (!resp.client_cert_pem.is_empty()).then_some((resp.client_cert_pem, resp.client_key_pem)),
         })
     }
 

@@ -3,8 +3,9 @@
 use anyhow::Context;
 use clap::Parser;
 use ipw_coordinator::embedded_postgres::EmbeddedPostgres;
+use ipw_coordinator::rate_limit::RateLimiter;
 use ipw_coordinator::service::State;
-use ipw_coordinator::{auth, db, paths, schedule, server};
+use ipw_coordinator::{auth, db, paths, schedule, server, tls};
 use sqlx::postgres::PgConnectOptions;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,27 @@ struct Args {
     /// Leases a shard may run out of before it is failed (its reason shown by `ipw run status`).
     #[arg(long, env = "IPW_MAX_ATTEMPTS", default_value_t = 3)]
     max_attempts: u32,
+    /// Serve plain-text gRPC instead of TLS. Only for a trusted network or a local demo.
+    #[arg(long, env = "IPW_INSECURE")]
+    insecure: bool,
+    /// Refuse agent calls without the agent's own client certificate (mTLS). Agents get one
+    /// when they join.
+    #[arg(long, env = "IPW_REQUIRE_CLIENT_CERT", conflicts_with = "insecure")]
+    require_client_cert: bool,
+    /// Another name or IP address for the server certificate (repeatable). Not needed for
+    /// agents, which verify the name `ipw-coordinator`; useful for other TLS clients.
+    #[arg(long = "tls-name")]
+    tls_names: Vec<String>,
+    /// The URL agents should join, printed in join commands (default: this host's name and
+    /// the --listen port).
+    #[arg(long, env = "IPW_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// `Join` calls allowed at once from one address, then --join-per-minute.
+    #[arg(long, default_value_t = 10)]
+    join_burst: u32,
+    /// `Join` calls allowed per minute from one address, sustained.
+    #[arg(long, default_value_t = 10)]
+    join_per_minute: u32,
 }
 
 #[tokio::main]
@@ -71,8 +93,27 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(addr = %args.listen, "coordinator listening");
         // Every replica runs the scheduler; the advisory lock lets one act at a time.
         let scheduler = tokio::spawn(schedule::run_forever(pool.clone(), std::time::Duration::from_secs(15)));
-        let state = State { pool: pool.clone(), lease_ttl: args.lease_ttl, max_attempts: args.max_attempts };
-        server::serve(listener, state, &admin_token, shutdown_signal()).await?;
+        let authority = (!args.insecure).then(|| tls::Authority::load_or_create(&data_dir)).transpose()?;
+        let server_tls = authority.as_ref().map(|a| a.server_tls_config(&args.tls_names)).transpose()?;
+        match &authority {
+            Some(a) => tracing::info!(
+                ca = %tls::ca_file(&data_dir).display(),
+                fingerprint = %a.fingerprint(),
+                mtls_required = args.require_client_cert,
+                "serving TLS"
+            ),
+            None => tracing::warn!("serving plain-text gRPC (--insecure): credentials and results travel unencrypted"),
+        }
+        let state = State {
+            lease_ttl: args.lease_ttl,
+            max_attempts: args.max_attempts,
+            authority: authority.map(std::sync::Arc::new),
+            require_client_cert: args.require_client_cert,
+            advertise_url: args.advertise_url.clone().unwrap_or_else(|| default_advertise_url(&args)),
+            join_limiter: std::sync::Arc::new(RateLimiter::new(args.join_burst, args.join_per_minute)),
+            ..State::new(pool.clone())
+        };
+        server::serve(listener, state, &admin_token, server_tls, shutdown_signal()).await?;
         scheduler.abort();
         pool.close().await;
         anyhow::Ok(())
@@ -84,6 +125,21 @@ async fn main() -> anyhow::Result<()> {
         pg.stop().await?;
     }
     served
+}
+
+/// `https://<host name>:<port>`, or `http://` with --insecure; the loopback address when
+/// listening on loopback only.
+fn default_advertise_url(args: &Args) -> String {
+    let scheme = if args.insecure { "http" } else { "https" };
+    let host = if args.listen.ip().is_loopback() {
+        args.listen.ip().to_string()
+    } else if args.listen.ip().is_unspecified() {
+        nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+    } else {
+        args.listen.ip().to_string()
+    };
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    format!("{scheme}://{host}:{}", args.listen.port())
 }
 
 /// Reads DATA_DIR/admin-token, creating it (mode 0600) on first start.

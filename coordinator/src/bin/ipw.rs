@@ -4,10 +4,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ipw_coordinator::cli::{self, Admin};
 use ipw_coordinator::paths;
+use ipw_proto::tls::ClientTls;
 use ipw_proto::v1::{
     ApproveAgentRequest, CreateRunRequest, CreateTokenRequest, GenerationParams, ListAgentsRequest, ListSweepsRequest,
-    ListWorkloadsRequest, ReportRequest, RunStatusRequest, ScoreRunRequest, SweepRequest, SweepSpec,
-    SweepStatusRequest,
+    ListTokensRequest, ListWorkloadsRequest, ReportRequest, RevokeRequest, RunStatusRequest, ScoreRunRequest,
+    SweepRequest, SweepSpec, SweepStatusRequest,
 };
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,9 +16,12 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(version, about = "Operate an ipw-fleet: enroll agents, import workloads, run and report.")]
 struct Args {
-    /// The coordinator's address.
-    #[arg(long, env = "IPW_COORDINATOR", default_value = "http://127.0.0.1:7443", global = true)]
+    /// The coordinator's address: https://..., or http://... for one started with --insecure.
+    #[arg(long, env = "IPW_COORDINATOR", default_value = "https://127.0.0.1:7443", global = true)]
     coordinator: String,
+    /// The coordinator's CA certificate (PEM). Default: DATA_DIR/tls/ca.pem.
+    #[arg(long, env = "IPW_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
     /// The admin token. Default: read from the coordinator's DATA_DIR/admin-token.
     #[arg(long, env = "IPW_ADMIN_TOKEN", hide_env_values = true, global = true)]
     admin_token: Option<String>,
@@ -235,6 +239,16 @@ enum TokenCmd {
         #[arg(long, default_value = "")]
         description: String,
     },
+    /// Lists join tokens (never the tokens themselves) with their uses and state.
+    List,
+    /// Revokes a join token: no one more joins with it. Agents it enrolled keep working.
+    Revoke {
+        /// The token id (from `ipw token list`).
+        id: String,
+        /// Why, for the record.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -245,6 +259,15 @@ enum AgentsCmd {
     Approve {
         /// Agent id or name.
         id: String,
+    },
+    /// Revokes an agent: every call it makes is refused from now on and its leases go back
+    /// to the queue. Its committed results are kept.
+    Revoke {
+        /// Agent id or name.
+        id: String,
+        /// Why, for the record.
+        #[arg(long, default_value = "")]
+        reason: String,
     },
 }
 
@@ -301,10 +324,24 @@ async fn main() {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.clone().unwrap_or_else(paths::default_data_dir);
+    let tls = if args.coordinator.starts_with("https://") {
+        let path = args.ca_cert.clone().unwrap_or_else(|| ipw_coordinator::tls::ca_file(&data_dir));
+        let ca_pem = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read the coordinator's CA certificate {}; pass --ca-cert, or use http:// for a coordinator \
+                 started with --insecure",
+                path.display()
+            )
+        })?;
+        Some(ClientTls { ca_pem, identity: None })
+    } else {
+        None
+    };
     let token = match args.admin_token {
         Some(t) => t,
         None => {
-            let path = paths::admin_token_file(&args.data_dir.unwrap_or_else(paths::default_data_dir));
+            let path = paths::admin_token_file(&data_dir);
             std::fs::read_to_string(&path).with_context(|| {
                 format!(
                     "no --admin-token given and {} is unreadable; pass --admin-token or IPW_ADMIN_TOKEN",
@@ -313,8 +350,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             })?
         }
     };
-    let mut admin = cli::connect(&args.coordinator, &token).await?;
-    let status = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
+    let mut admin = cli::connect(&args.coordinator, tls.as_ref(), &token).await?;
+    let url = args.coordinator.clone();
+    let status = |s: tonic::Status| anyhow::anyhow!("{}", ipw_proto::tls::explain(&url, s.message()));
     match args.command {
         Command::Token(TokenCmd::Create { ttl, uses, auto_approve, description }) => {
             let t = admin
@@ -335,7 +373,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 t.max_uses,
                 if t.auto_approve { " · auto-approve" } else { "" }
             );
-            println!("join with:  ipw-agent join {} --token {}", args.coordinator, t.token);
+            let trust = if t.ca_cert_hash.is_empty() {
+                "--insecure".to_owned()
+            } else {
+                format!("--ca-cert-hash {}", t.ca_cert_hash)
+            };
+            println!("join with:  ipw-agent join {} --token {} {trust}", t.join_url, t.token);
+        }
+        Command::Token(TokenCmd::List) => {
+            let tokens = admin.list_tokens(ListTokensRequest {}).await.map_err(status)?.into_inner().tokens;
+            let now = chrono::Utc::now().timestamp_micros();
+            let rows = tokens.into_iter().map(|t| {
+                let state = if t.revoked_unix_us > 0 {
+                    format!("revoked ({})", t.revoked_reason)
+                } else if t.expires_unix_us <= now {
+                    "expired".into()
+                } else if t.uses >= t.max_uses {
+                    "used up".into()
+                } else {
+                    format!("valid until {}", cli::when(t.expires_unix_us))
+                };
+                vec![t.token_id, format!("{}/{}", t.uses, t.max_uses), state, t.description]
+            });
+            print!("{}", cli::render_table(&["ID", "USES", "STATE", "DESCRIPTION"], rows));
+        }
+        Command::Token(TokenCmd::Revoke { id, reason }) => {
+            let t = admin.revoke_token(RevokeRequest { id, reason }).await.map_err(status)?.into_inner();
+            println!(
+                "revoked join token {} ({}); it was used {} of {} times",
+                t.token_id, t.revoked_reason, t.uses, t.max_uses
+            );
+        }
+        Command::Agents(AgentsCmd::Revoke { id, reason }) => {
+            let a = admin.revoke_agent(RevokeRequest { id, reason }).await.map_err(status)?.into_inner();
+            println!("revoked {} ({}): its calls are refused from now on", a.name, a.id);
         }
         Command::Agents(AgentsCmd::List) => {
             let agents = admin.list_agents(ListAgentsRequest {}).await.map_err(status)?.into_inner().agents;

@@ -12,9 +12,9 @@ use ipw_proto::v1::admin_server::Admin;
 use ipw_proto::v1::{
     AgentInfo, AgentShare, ApproveAgentRequest, CreateRunRequest, CreateTokenRequest, CreateTokenResponse,
     ImportWorkloadResponse, ListAgentsRequest, ListAgentsResponse, ListSweepsRequest, ListSweepsResponse,
-    ListWorkloadsRequest, ListWorkloadsResponse, QueryPoint, Report, ReportRequest, ReportRow, RunInfo, RunStatus,
-    RunStatusRequest, ScoreRunRequest, ScoreRunResponse, SweepInfo, SweepRequest, SweepSpec, SweepStatusRequest,
-    TimePoint, WorkloadChunk,
+    ListTokensRequest, ListTokensResponse, ListWorkloadsRequest, ListWorkloadsResponse, QueryPoint, Report,
+    ReportRequest, ReportRow, RevokeRequest, RunInfo, RunStatus, RunStatusRequest, ScoreRunRequest, ScoreRunResponse,
+    SweepInfo, SweepRequest, SweepSpec, SweepStatusRequest, TimePoint, TokenInfo, WorkloadChunk,
 };
 use std::collections::HashMap;
 use tonic::{Request, Response, Status, Streaming};
@@ -74,7 +74,67 @@ impl Admin for AdminService {
             expires_unix_us: unix_us(expires_at),
             max_uses: max_uses as u32,
             auto_approve: req.auto_approve,
+            join_url: self.state.advertise_url.clone(),
+            ca_cert_hash: self.state.authority.as_ref().map(|a| a.fingerprint()).unwrap_or_default(),
         }))
+    }
+
+    async fn list_tokens(&self, _: Request<ListTokensRequest>) -> Result<Response<ListTokensResponse>, Status> {
+        let rows = sqlx::query_as!(TokenRow, "SELECT id, description, created_at, expires_at, max_uses, uses, auto_approve, revoked_at, revoked_reason FROM join_tokens ORDER BY created_at")
+            .fetch_all(&self.state.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(Response::new(ListTokensResponse { tokens: rows.into_iter().map(TokenInfo::from).collect() }))
+    }
+
+    async fn revoke_token(&self, request: Request<RevokeRequest>) -> Result<Response<TokenInfo>, Status> {
+        let req = request.into_inner();
+        let id = parse_uuid("token", req.id.trim())?;
+        let row = sqlx::query_as!(
+            TokenRow,
+            "UPDATE join_tokens SET revoked_at = coalesce(revoked_at, now()),
+                                    revoked_reason = coalesce(revoked_reason, $2)
+             WHERE id = $1
+             RETURNING id, description, created_at, expires_at, max_uses, uses, auto_approve, revoked_at, revoked_reason",
+            id,
+            reason_or_default(&req.reason)?,
+        )
+        .fetch_optional(&self.state.pool)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| Status::not_found(format!("no join token {id}; see `ipw token list`")))?;
+        tracing::info!(token = %id, "join token revoked");
+        Ok(Response::new(row.into()))
+    }
+
+    async fn revoke_agent(&self, request: Request<RevokeRequest>) -> Result<Response<AgentInfo>, Status> {
+        let req = request.into_inner();
+        let agent = find_agent(&self.state.pool, &req.id).await?;
+        let reason = reason_or_default(&req.reason)?;
+        let mut tx = self.state.pool.begin().await.map_err(db_error)?;
+        let row = sqlx::query_as!(
+            AgentRow,
+            "UPDATE agents SET status = 'revoked', revoked_at = coalesce(revoked_at, now()),
+                               revoked_reason = coalesce(revoked_reason, $2)
+             WHERE id = $1
+             RETURNING id, name, status, hardware_class, labels, joined_at, last_seen_at, agent_version",
+            agent.id,
+            reason
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        // Its leases go back to the queue now rather than when they would have run out.
+        sqlx::query!(
+            "UPDATE shards SET lease_expires_at = now() WHERE lease_owner = $1 AND status = 'leased'",
+            agent.id
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        tracing::warn!(agent = %row.id, name = %row.name, reason, "agent revoked");
+        Ok(Response::new(row.into()))
     }
 
     async fn list_agents(&self, _: Request<ListAgentsRequest>) -> Result<Response<ListAgentsResponse>, Status> {
@@ -90,31 +150,7 @@ impl Admin for AdminService {
     }
 
     async fn approve_agent(&self, request: Request<ApproveAgentRequest>) -> Result<Response<AgentInfo>, Status> {
-        let key = request.into_inner().agent_id;
-        // An id, or a name that only one agent has.
-        let matches = sqlx::query_as!(
-            AgentRow,
-            "SELECT id, name, status, hardware_class, labels, joined_at, last_seen_at, agent_version
-             FROM agents WHERE id::text = $1 OR name = $1",
-            key.trim()
-        )
-        .fetch_all(&self.state.pool)
-        .await
-        .map_err(db_error)?;
-        let agent = match matches.as_slice() {
-            [] => {
-                return Err(Status::not_found(format!("no agent with id or name \"{key}\"; see `ipw agents list`")));
-            }
-            [one] => one,
-            many => {
-                let ids: Vec<String> = many.iter().map(|a| a.id.to_string()).collect();
-                return Err(Status::invalid_argument(format!(
-                    "{} agents are named \"{key}\"; approve one by id: {}",
-                    many.len(),
-                    ids.join(", ")
-                )));
-            }
-        };
+        let agent = find_agent(&self.state.pool, &request.into_inner().agent_id).await?;
         if agent.status == "revoked" {
             return Err(Status::failed_precondition(format!("agent {} was revoked; it must join again", agent.id)));
         }
@@ -509,6 +545,66 @@ impl Admin for AdminService {
             judge_version: s.judge_version.unwrap_or_default(),
             failures: s.failures,
         }))
+    }
+}
+
+/// Finds an agent by id, or by a name only one agent has.
+async fn find_agent(pool: &sqlx::PgPool, key: &str) -> Result<AgentRow, Status> {
+    let key = key.trim();
+    let mut matches = sqlx::query_as!(
+        AgentRow,
+        "SELECT id, name, status, hardware_class, labels, joined_at, last_seen_at, agent_version
+         FROM agents WHERE id::text = $1 OR name = $1",
+        key
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db_error)?;
+    match matches.len() {
+        0 => Err(Status::not_found(format!("no agent with id or name \"{key}\"; see `ipw agents list`"))),
+        1 => Ok(matches.remove(0)),
+        n => {
+            let ids: Vec<String> = matches.iter().map(|a| a.id.to_string()).collect();
+            Err(Status::invalid_argument(format!("{n} agents are named \"{key}\"; name one by id: {}", ids.join(", "))))
+        }
+    }
+}
+
+/// Why something was revoked: what the operator said, or "revoked by an operator".
+fn reason_or_default(reason: &str) -> Result<String, Status> {
+    let reason = reason.trim();
+    if reason.len() > crate::ingest::MAX_SHORT_TEXT_BYTES {
+        return Err(Status::invalid_argument("the reason is longer than 4096 bytes"));
+    }
+    Ok(if reason.is_empty() { "revoked by an operator".to_owned() } else { reason.to_owned() })
+}
+
+/// A row of `join_tokens` as the CLI sees it (never the hash).
+struct TokenRow {
+    id: Uuid,
+    description: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+    expires_at: chrono::DateTime<chrono::Utc>,
+    max_uses: i32,
+    uses: i32,
+    auto_approve: bool,
+    revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    revoked_reason: Option<String>,
+}
+
+impl From<TokenRow> for TokenInfo {
+    fn from(t: TokenRow) -> Self {
+        TokenInfo {
+            token_id: t.id.to_string(),
+            description: t.description,
+            created_unix_us: unix_us(t.created_at),
+            expires_unix_us: unix_us(t.expires_at),
+            max_uses: t.max_uses as u32,
+            uses: t.uses as u32,
+            auto_approve: t.auto_approve,
+            revoked_unix_us: t.revoked_at.map(unix_us).unwrap_or(0),
+            revoked_reason: t.revoked_reason.unwrap_or_default(),
+        }
     }
 }
 

@@ -1,15 +1,16 @@
 //! Calls from enrolled agents: heartbeat, lease, upload, complete.
 
 use super::{State, db_error, parse_uuid, unix_us};
-use crate::auth::{AgentCredential, bearer, constant_time_eq, hash_secret};
+use crate::auth::{AgentCredential, bearer, constant_time_eq, hash_secret, new_secret};
 use crate::ingest::{self, IngestError, MAX_BATCH_RESULTS};
 use crate::prompt;
+use crate::tls;
 use futures::Stream;
 use ipw_proto::v1::agent_service_server::AgentService;
 use ipw_proto::v1::{
     AcquireLeaseRequest, AcquireLeaseResponse, BatchAck, CompleteShardRequest, CompleteShardResponse, GenerationParams,
-    HeartbeatRequest, HeartbeatResponse, Lease, Provenance, ProvenanceAck, ResultBatch, ShardTelemetry,
-    ShardTelemetryAck, WorkItem,
+    HeartbeatRequest, HeartbeatResponse, Lease, Provenance, ProvenanceAck, ResultBatch, RotateCredentialRequest,
+    RotateCredentialResponse, ShardTelemetry, ShardTelemetryAck, WorkItem,
 };
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -36,19 +37,44 @@ struct Caller {
     status: String,
 }
 
-/// Checks the request's agent credential against its stored hash. Revoked agents are refused.
+/// Checks the request's agent credential against its stored hash, and the client certificate
+/// against the one issued to the agent: a certificate presented must be the agent's own, and
+/// with mTLS required one must be presented. Revoked agents are refused, every call.
 async fn authenticate<T>(state: &State, request: &Request<T>) -> Result<Caller, Status> {
     let cred = AgentCredential::parse(bearer(request)?)?;
-    let row = sqlx::query!("SELECT credential_hash, status FROM agents WHERE id = $1", cred.agent_id)
-        .fetch_optional(&state.pool)
-        .await
-        .map_err(db_error)?
-        .ok_or_else(|| Status::unauthenticated(format!("unknown agent {}; join again", cred.agent_id)))?;
+    let row = sqlx::query!(
+        "SELECT credential_hash, status, revoked_reason, client_cert_sha256 FROM agents WHERE id = $1",
+        cred.agent_id
+    )
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(db_error)?
+    .ok_or_else(|| Status::unauthenticated(format!("unknown agent {}; join again", cred.agent_id)))?;
     if !constant_time_eq(&row.credential_hash, &hash_secret(&cred.secret)) {
-        return Err(Status::unauthenticated("agent credential rejected"));
+        return Err(Status::unauthenticated("agent credential rejected (rotated, or not this agent's)"));
     }
     if row.status == "revoked" {
-        return Err(Status::permission_denied(format!("agent {} was revoked", cred.agent_id)));
+        return Err(Status::permission_denied(format!(
+            "agent {} was revoked ({}); it must join again with a new token",
+            cred.agent_id,
+            row.revoked_reason.unwrap_or_default()
+        )));
+    }
+    let presented = request.peer_certs().and_then(|certs| certs.first().map(|c| tls::sha2_of(c)));
+    match (presented, row.client_cert_sha256) {
+        (Some(p), Some(issued)) if constant_time_eq(&p, &issued) => {}
+        (Some(_), _) => {
+            return Err(Status::unauthenticated(format!(
+                "the client certificate presented is not the one issued to agent {}",
+                cred.agent_id
+            )));
+        }
+        (None, _) if state.require_client_cert => {
+            return Err(Status::unauthenticated(
+                "this coordinator requires the agent's client certificate (mTLS); join again to get one",
+            ));
+        }
+        (None, _) => {}
     }
     Ok(Caller { id: cred.agent_id, status: row.status })
 }
@@ -57,6 +83,31 @@ type AckStream = Pin<Box<dyn Stream<Item = Result<BatchAck, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AgentService for AgentServiceImpl {
+    async fn rotate_credential(
+        &self,
+        request: Request<RotateCredentialRequest>,
+    ) -> Result<Response<RotateCredentialResponse>, Status> {
+        let caller = authenticate(&self.state, &request).await?;
+        let secret = new_secret();
+        let client_cert = super::enrollment::issue_client_certificate(&self.state, caller.id)?;
+        sqlx::query!(
+            "UPDATE agents SET credential_hash = $2, client_cert_sha256 = $3, credential_rotated_at = now()
+             WHERE id = $1",
+            caller.id,
+            hash_secret(&secret),
+            client_cert.as_ref().map(|c| c.sha256.clone()),
+        )
+        .execute(&self.state.pool)
+        .await
+        .map_err(db_error)?;
+        tracing::info!(agent = %caller.id, "agent credential rotated");
+        Ok(Response::new(RotateCredentialResponse {
+            credential: AgentCredential { agent_id: caller.id, secret }.encode(),
+            client_cert_pem: client_cert.as_ref().map(|c| c.cert_pem.clone()).unwrap_or_default(),
+            client_key_pem: client_cert.map(|c| c.key_pem).unwrap_or_default(),
+        }))
+    }
+
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
         let caller = authenticate(&self.state, &request).await?;
         let renewed = sqlx::query!(
@@ -250,6 +301,13 @@ impl AgentService for AgentServiceImpl {
                     // acknowledged; the partial one was never decoded, so nothing of it is written.
                     Err(status) => {
                         tracing::warn!(agent = %caller.id, %status, "result stream broke off");
+                        let _ = acks
+                            .send(Err(Status::aborted(format!(
+                                "the result stream was cut off ({}); the unfinished batch was not written, \
+                                 acknowledged batches were",
+                                status.message()
+                            ))))
+                            .await;
                         break;
                     }
                 }

@@ -3,6 +3,7 @@
 use super::{State, db_error};
 use crate::auth::{AgentCredential, hash_secret, new_secret};
 use crate::hardware;
+use crate::tls::Issued;
 use ipw_proto::v1::enrollment_server::Enrollment;
 use ipw_proto::v1::{JoinRequest, JoinResponse};
 use tonic::{Request, Response, Status};
@@ -29,6 +30,17 @@ impl EnrollmentService {
 #[tonic::async_trait]
 impl Enrollment for EnrollmentService {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        // Before anything else, so that guessing tokens costs the guesser, not the database.
+        if let Some(addr) = request.remote_addr()
+            && let Err(wait) = self.state.join_limiter.check(addr.ip())
+        {
+            tracing::warn!(%addr, "join refused: rate limit");
+            return Err(Status::resource_exhausted(format!(
+                "too many join attempts from {}; try again in {} s",
+                addr.ip(),
+                wait.as_secs_f64().ceil().max(1.0)
+            )));
+        }
         let req = request.into_inner();
         let name = req.name.trim();
         if name.is_empty() || name.len() > MAX_NAME_BYTES {
@@ -61,14 +73,15 @@ impl Enrollment for EnrollmentService {
 
         let agent_id = Uuid::now_v7();
         let secret = new_secret();
+        let client_cert = issue_client_certificate(&self.state, agent_id)?;
         let status = if token.auto_approve { "approved" } else { "pending" };
         let labels = serde_json::to_value(&req.labels).expect("a string map is JSON");
         sqlx::query!(
             "INSERT INTO agents (id, name, status, credential_hash, join_token_id, labels, hardware_class,
                                  hostname, os, kernel, cpu_model, cpu_cores, memory_bytes, agent_version,
-                                 approved_at)
+                                 approved_at, client_cert_sha256)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                     CASE WHEN $3 = 'approved' THEN now() END)",
+                     CASE WHEN $3 = 'approved' THEN now() END, $15)",
             agent_id,
             name,
             status,
@@ -83,6 +96,7 @@ impl Enrollment for EnrollmentService {
             i32::try_from(hw.cpu_cores).unwrap_or(i32::MAX),
             i64::try_from(hw.memory_bytes).unwrap_or(i64::MAX),
             req.agent_version,
+            client_cert.as_ref().map(|c| c.sha256.clone()),
         )
         .execute(&mut *tx)
         .await
@@ -115,14 +129,26 @@ impl Enrollment for EnrollmentService {
             credential: AgentCredential { agent_id, secret }.encode(),
             status: status.into(),
             hardware_class: class,
+            client_cert_pem: client_cert.as_ref().map(|c| c.cert_pem.clone()).unwrap_or_default(),
+            client_key_pem: client_cert.map(|c| c.key_pem).unwrap_or_default(),
         }))
     }
+}
+
+/// A client certificate for `agent_id` when serving TLS; `None` for plain text.
+pub(crate) fn issue_client_certificate(state: &State, agent_id: Uuid) -> Result<Option<Issued>, Status> {
+    state
+        .authority
+        .as_ref()
+        .map(|a| a.client_certificate(agent_id))
+        .transpose()
+        .map_err(|e| Status::internal(format!("cannot sign a client certificate: {e}")))
 }
 
 /// Says exactly why a token was refused: unknown, revoked, expired or used up.
 async fn refusal(state: &State, token_hash: &[u8]) -> Status {
     let row = sqlx::query!(
-        "SELECT expires_at, max_uses, uses, revoked_at, expires_at <= now() AS \"expired!\"
+        "SELECT expires_at, max_uses, uses, revoked_at, revoked_reason, expires_at <= now() AS \"expired!\"
          FROM join_tokens WHERE token_hash = $1",
         token_hash
     )
@@ -133,7 +159,10 @@ async fn refusal(state: &State, token_hash: &[u8]) -> Status {
         Ok(None) => {
             Status::unauthenticated("join token not recognised; ask an operator for a new one (`ipw token create`)")
         }
-        Ok(Some(t)) if t.revoked_at.is_some() => Status::unauthenticated("join token was revoked"),
+        Ok(Some(t)) if t.revoked_at.is_some() => Status::unauthenticated(format!(
+            "join token was revoked ({}); ask for a new one",
+            t.revoked_reason.unwrap_or_default()
+        )),
         Ok(Some(t)) if t.expired => {
             Status::unauthenticated(format!("join token expired at {}; ask for a new one", t.expires_at.to_rfc3339()))
         }

@@ -4,13 +4,16 @@ pub mod admin;
 pub mod agent;
 pub mod enrollment;
 
+use crate::rate_limit::RateLimiter;
+use crate::tls::Authority;
 use sqlx::PgPool;
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::Status;
 use uuid::Uuid;
 
-/// What every service needs: the pool and the coordinator's settings. Nothing else is kept
-/// in memory, so replicas are interchangeable.
+/// What every service needs: the pool and the coordinator's settings. Apart from the `Join`
+/// rate limits, nothing is kept in memory, so replicas are interchangeable.
 #[derive(Debug, Clone)]
 pub struct State {
     /// The database.
@@ -19,6 +22,30 @@ pub struct State {
     pub lease_ttl: Duration,
     /// Leases a shard may run out of before it is failed.
     pub max_attempts: u32,
+    /// The CA that signs server and agent certificates; `None` serves plain text.
+    pub authority: Option<Arc<Authority>>,
+    /// Refuse agent calls that do not present the agent's own client certificate (mTLS).
+    pub require_client_cert: bool,
+    /// Where agents should join, as join commands print it.
+    pub advertise_url: String,
+    /// `Join` attempts per client address.
+    pub join_limiter: Arc<RateLimiter>,
+}
+
+impl State {
+    /// Plain text, 10-minute leases, 3 attempts, and 10 joins at once then 10 a minute per
+    /// address.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            lease_ttl: Duration::from_secs(600),
+            max_attempts: 3,
+            authority: None,
+            require_client_cert: false,
+            advertise_url: String::new(),
+            join_limiter: Arc::new(RateLimiter::new(10, 10)),
+        }
+    }
 }
 
 /// Logs a database error and reports it as `unavailable`.
