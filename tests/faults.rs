@@ -151,3 +151,52 @@ async fn an_agent_killed_mid_shard_loses_nothing_and_duplicates_nothing() -> any
     assert_eq!(attempts, 2, "leased to the killed agent, then to the rescuer");
     Ok(())
 }
+
+/// A spool disk below its free-space floor: the agent takes no work and says why.
+#[tokio::test]
+async fn a_full_spool_disk_takes_no_work_and_says_so() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start().await?;
+    fleet.import_mmlu_slice(20, "slice").await?;
+    fleet.create_run("slice", 2, 2, 1, 8).await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let agent = fleet.join(&token, "full").await?;
+    let opts = RunOptions { spool_min_free: u64::MAX, ..fleet.run_options() };
+    let e = format!("{:#}", runner::run(&agent, &fleet.spool("full"), &opts).await.unwrap_err());
+    assert!(e.contains("MiB free, less than the") && e.contains("not taking work"), "{e}");
+    let leased: i64 = sqlx::query_scalar("SELECT count(*) FROM lease_attempts").fetch_one(&fleet.pool).await?;
+    assert_eq!(leased, 0, "no lease was taken");
+    Ok(())
+}
+
+/// The spool disk fills up mid-shard (writes of two results fail with the kernel's ENOSPC,
+/// from /dev/full): those results are kept in memory and uploaded with the rest. None is
+/// dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn results_the_spool_cannot_take_are_still_uploaded() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start().await?;
+    fleet.import_mmlu_slice(50, "slice").await?;
+    let run = fleet.create_run("slice", 4, 4, 2, 16).await?;
+    let run_id = Uuid::parse_str(&run.run_id)?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let agent = fleet.join(&token, "filling").await?;
+    let spool = fleet.spool("filling");
+    let queries: Vec<i64> =
+        sqlx::query_scalar("SELECT query_id FROM run_queries WHERE run_id = $1 ORDER BY query_id LIMIT 2")
+            .bind(run_id)
+            .fetch_all(&fleet.pool)
+            .await?;
+    for q in &queries {
+        // The spool writes `<key>.tmp` first: for these two, that write hits a full device.
+        std::os::unix::fs::symlink("/dev/full", spool.dir().join(format!("{run_id}_{q}_0.tmp")))?;
+    }
+    let summary = runner::run(&agent, &spool, &fleet.run_options()).await?;
+    assert_eq!((summary.shards, summary.committed), (1, 4));
+    let landed: Vec<i64> = sqlx::query_scalar("SELECT query_id FROM results WHERE run_id = $1 AND query_id = ANY($2)")
+        .bind(run_id)
+        .bind(&queries)
+        .fetch_all(&fleet.pool)
+        .await?;
+    assert_eq!(landed.len(), 2, "the unspooled results landed too");
+    assert!(spool.is_empty()?, "nothing is left behind");
+    Ok(())
+}

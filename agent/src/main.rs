@@ -80,6 +80,10 @@ struct RunArgs {
     /// Durable results waiting for the coordinator's acknowledgement.
     #[arg(long, env = "IPW_SPOOL_DIR")]
     spool_dir: Option<PathBuf>,
+    /// Take no new work while the spool's file system has less than this many MiB free
+    /// (results already measured are kept, in memory if need be, and uploaded).
+    #[arg(long, env = "IPW_SPOOL_MIN_FREE_MIB", default_value_t = 100)]
+    spool_min_free_mib: u64,
     /// Exit when the coordinator has no work, instead of waiting for more.
     #[arg(long)]
     exit_when_idle: bool,
@@ -216,6 +220,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Command::Run(args) => {
             let RunArgs {
                 retry_for,
+                spool_min_free_mib,
                 heartbeat_interval,
                 coordinator,
                 engine_url,
@@ -244,6 +249,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 model_aliases,
                 retry_for,
                 heartbeat_interval,
+                spool_min_free: spool_min_free_mib << 20,
                 managed: (engine == "managed").then(|| managed.options()).transpose()?,
                 ..RunOptions::default()
             };

@@ -43,6 +43,8 @@ pub struct RunOptions {
     /// How long to keep retrying while the coordinator is unreachable (restarts, network
     /// cuts) before giving up. Measured results wait in the spool meanwhile.
     pub retry_for: Duration,
+    /// No new work while the spool's file system has less free than this (bytes).
+    pub spool_min_free: u64,
 }
 
 impl Default for RunOptions {
@@ -58,6 +60,7 @@ impl Default for RunOptions {
             model_aliases: Vec::new(),
             managed: None,
             retry_for: Duration::from_secs(3600),
+            spool_min_free: 100 << 20,
         }
     }
 }
@@ -113,6 +116,20 @@ async fn lease_loop(
                 anyhow::bail!("the engine is not answering ({e}); not taking work");
             }
             tracing::error!("the engine is not answering ({e}); not taking work until it does");
+            tokio::time::sleep(opts.poll_interval).await;
+            continue;
+        }
+        // A full or broken spool disk: whatever is measured could not be kept safe, so no new
+        // work until it is fixed. What is already spooled stays, and is sent as usual.
+        let checked = {
+            let (spool, min_free) = (spool.clone(), opts.spool_min_free);
+            tokio::task::spawn_blocking(move || spool.check_writable(min_free)).await?
+        };
+        if let Err(problem) = checked {
+            if opts.exit_when_idle {
+                anyhow::bail!("{problem}; not taking work");
+            }
+            tracing::error!("{problem}; not taking work until it is fixed");
             tokio::time::sleep(opts.poll_interval).await;
             continue;
         }
@@ -210,11 +227,13 @@ async fn execute_shard(
         .buffer_unordered(concurrency);
     let mut results: Vec<QueryResult> = Vec::with_capacity(lease.items.len());
     let mut windows: Vec<Window> = Vec::with_capacity(lease.items.len());
+    // A result the spool cannot take (a full disk) is kept in memory and uploaded all the
+    // same: never dropped. The lease loop then takes no new work until the disk is fixed.
     while let Some((item, completion)) = measured.next().await {
         let start = completion.started.map(|s| meter.clock(s)).unwrap_or(0.0);
         windows.push(Window { start, end: start + completion.latency_s, tokens: f64::from(completion.tokens_out) });
         let result = to_result(lease, item, completion, None);
-        spool_put(spool, vec![result.clone()]).await?;
+        let _ = spool_put(spool, vec![result.clone()]).await;
         results.push(result);
     }
 
@@ -222,16 +241,11 @@ async fn execute_shard(
     for (r, e) in results.iter_mut().zip(energies) {
         r.energy = Some(e);
     }
-    let entries = spool_put(spool, results).await?;
-    let uploaded = match upload(coord, spool, tokio_stream::iter(entries), opts.upload_batch).await {
-        Ok(u) => u,
-        // Whatever was not acknowledged is still spooled: send it again once the coordinator is
-        // back (ingest is idempotent, so a batch committed just before the cut counts once).
-        Err(e) => {
-            tracing::warn!(shard = %lease.shard_id, "upload failed ({e:#}); retrying from the spool");
-            flush_patiently(coord, spool, opts).await?
-        }
+    let entries = match spool_put(spool, results.clone()).await {
+        Ok(entries) => entries,
+        Err(_) => results.into_iter().map(|r| (SpoolKey::of(&r), r)).collect(),
     };
+    let uploaded = upload_patiently(coord, spool, entries, opts).await?;
 
     let from = idle.map(|i| i.from).unwrap_or_else(|| windows.iter().map(|w| w.start).fold(f64::INFINITY, f64::min));
     let to = windows.iter().map(|w| w.end).fold(from, f64::max);
@@ -248,8 +262,8 @@ async fn execute_shard(
     Ok(uploaded)
 }
 
-/// Writes results to the spool durably (off the async threads); a full or broken disk stops
-/// the shard, loudly.
+/// Writes results to the spool durably (off the async threads). A failure (a full or broken
+/// disk) is logged loudly here; the caller keeps the results in memory.
 async fn spool_put(spool: &Spool, results: Vec<QueryResult>) -> anyhow::Result<Vec<(SpoolKey, QueryResult)>> {
     let writer = spool.clone();
     tokio::task::spawn_blocking(move || {
@@ -257,7 +271,11 @@ async fn spool_put(spool: &Spool, results: Vec<QueryResult>) -> anyhow::Result<V
     })
     .await?
     .map_err(|e| {
-        tracing::error!(spool = %spool.dir().display(), error = %e, "cannot write to the spool; stopping");
+        tracing::error!(
+            spool = %spool.dir().display(),
+            error = %e,
+            "CANNOT WRITE TO THE SPOOL: results are kept in memory until uploaded; no new work until this is fixed"
+        );
         anyhow::Error::new(e).context(format!("spool {} is not writable", spool.dir().display()))
     })
 }
@@ -319,6 +337,31 @@ where
                 attempt += 1;
             }
             other => return other,
+        }
+    }
+}
+
+/// Uploads `entries` (a shard's results, spooled or, on a full disk, only in memory), retrying
+/// with backoff for up to `opts.retry_for`. A retry re-sends every entry: those committed
+/// before the failure come back as duplicates (counted as such, never twice as results).
+async fn upload_patiently(
+    coord: &mut Coordinator,
+    spool: &Spool,
+    entries: Vec<(SpoolKey, QueryResult)>,
+    opts: &RunOptions,
+) -> anyhow::Result<(u64, u64)> {
+    let start = std::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        match upload(coord, spool, tokio_stream::iter(entries.clone()), opts.upload_batch).await {
+            Ok(counts) => return Ok(counts),
+            Err(e) if start.elapsed() < opts.retry_for => {
+                let wait = backoff(attempt);
+                tracing::warn!(attempt, wait_ms = wait.as_millis() as u64, "upload failed ({e:#}); retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.context(format!("the coordinator stayed unreachable for {:?}", opts.retry_for))),
         }
     }
 }

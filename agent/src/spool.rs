@@ -98,6 +98,35 @@ impl Spool {
         Ok(out)
     }
 
+    /// Bytes the agent may still write on the spool's file system.
+    // The statvfs field types differ by platform (u32 on macOS), so the conversions stay.
+    #[allow(clippy::useless_conversion)]
+    pub fn free_bytes(&self) -> std::io::Result<u64> {
+        let s = nix::sys::statvfs::statvfs(&self.dir).map_err(std::io::Error::from)?;
+        Ok(u64::from(s.blocks_available()).saturating_mul(u64::from(s.fragment_size())))
+    }
+
+    /// Whether results can be kept safely now: at least `min_free` bytes free, and a probe
+    /// written, fsynced and removed. The error says what is wrong, for an operator.
+    pub fn check_writable(&self, min_free: u64) -> Result<(), String> {
+        let dir = self.dir.display();
+        let free = self.free_bytes().map_err(|e| format!("cannot read free space of spool {dir}: {e}"))?;
+        if free < min_free {
+            return Err(format!(
+                "spool {dir} has {} MiB free, less than the {} MiB required (--spool-min-free-mib)",
+                free >> 20,
+                min_free >> 20
+            ));
+        }
+        let probe = self.dir.join(".probe.tmp");
+        let written = File::create(&probe).and_then(|mut f| {
+            f.write_all(&[0u8; 4096])?;
+            f.sync_all()
+        });
+        let _ = fs::remove_file(&probe);
+        written.map_err(|e| format!("cannot write to spool {dir}: {e}"))
+    }
+
     /// How many results are waiting.
     pub fn len(&self) -> std::io::Result<usize> {
         Ok(fs::read_dir(&self.dir)?.flatten().filter(|e| e.path().extension().is_some_and(|x| x == EXT)).count())
@@ -135,6 +164,23 @@ mod tests {
 
         reopened.remove(&[k1]).unwrap();
         assert_eq!(reopened.len().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_full_disk_is_reported_not_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        assert!(spool.free_bytes().unwrap() > 0);
+        spool.check_writable(0).unwrap();
+        let e = spool.check_writable(u64::MAX).unwrap_err();
+        assert!(e.contains("less than the") && e.contains("--spool-min-free-mib"), "{e}");
+        // /dev/full fails every write with ENOSPC, as a full disk does.
+        std::os::unix::fs::symlink("/dev/full", dir.path().join(".probe.tmp")).unwrap();
+        let e = spool.check_writable(0).unwrap_err();
+        assert!(e.contains("No space left on device"), "{e}");
+        std::os::unix::fs::symlink("/dev/full", dir.path().join("run_1_0.tmp")).unwrap();
+        let e = spool.put(&result(1)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::StorageFull);
     }
 
     #[test]
