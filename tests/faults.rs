@@ -200,3 +200,35 @@ async fn results_the_spool_cannot_take_are_still_uploaded() -> anyhow::Result<()
     assert!(spool.is_empty()?, "nothing is left behind");
     Ok(())
 }
+
+/// A spooled result the coordinator will never take (here: for a shard this agent never
+/// leased) is set aside as `.rejected` instead of blocking the spool forever; the agent then
+/// runs its work as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_result_the_coordinator_refuses_is_set_aside_not_retried_forever() -> anyhow::Result<()> {
+    use ipw_proto::v1::{Energy, QueryResult};
+    let mut fleet = Fleet::start().await?;
+    fleet.import_mmlu_slice(20, "slice").await?;
+    let run = fleet.create_run("slice", 2, 2, 2, 8).await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let agent = fleet.join(&token, "stale-spool").await?;
+    let spool = fleet.spool("stale-spool");
+    let stray = QueryResult {
+        shard_id: Uuid::new_v4().to_string(),
+        run_id: run.run_id.clone(),
+        query_id: 1,
+        latency_s: 1.0,
+        energy: Some(Energy { source: "none".into(), null_reason: "test".into(), ..Default::default() }),
+        ..Default::default()
+    };
+    spool.put(&stray)?;
+    let summary = runner::run(&agent, &spool, &fleet.run_options()).await?;
+    assert_eq!((summary.shards, summary.committed), (1, 2), "the run went ahead");
+    assert!(spool.is_empty()?);
+    let rejected: Vec<_> = std::fs::read_dir(spool.dir())?
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "rejected"))
+        .collect();
+    assert_eq!(rejected.len(), 1, "the stray result is kept, set aside");
+    Ok(())
+}

@@ -14,7 +14,7 @@ use futures::{Stream, StreamExt};
 use ipw_proto::v1::{
     AcquireLeaseRequest, CompleteShardRequest, Energy, HeartbeatRequest, Lease, QueryResult, ResultBatch, WorkItem,
 };
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::Code;
@@ -344,10 +344,14 @@ where
 /// Uploads `entries` (a shard's results, spooled or, on a full disk, only in memory), retrying
 /// with backoff for up to `opts.retry_for`. A retry re-sends every entry: those committed
 /// before the failure come back as duplicates (counted as such, never twice as results).
+///
+/// A batch the coordinator refuses outright (a result it finds invalid, or for a shard it never
+/// leased to this agent) would be refused forever: its results are tried one by one, and those
+/// refused again are set aside in the spool as `*.rejected`, loudly, so the rest still land.
 async fn upload_patiently(
     coord: &mut Coordinator,
     spool: &Spool,
-    entries: Vec<(SpoolKey, QueryResult)>,
+    mut entries: Vec<(SpoolKey, QueryResult)>,
     opts: &RunOptions,
 ) -> anyhow::Result<(u64, u64)> {
     let start = std::time::Instant::now();
@@ -355,41 +359,44 @@ async fn upload_patiently(
     loop {
         match upload(coord, spool, tokio_stream::iter(entries.clone()), opts.upload_batch).await {
             Ok(counts) => return Ok(counts),
-            Err(e) if start.elapsed() < opts.retry_for => {
+            Err(UploadError::Refused { keys, .. }) => {
+                let (suspects, mut rest): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(k, _)| keys.contains(k));
+                for entry in suspects {
+                    match upload(coord, spool, tokio_stream::iter(vec![entry.clone()]), 1).await {
+                        Ok(_) => {}
+                        Err(UploadError::Refused { status, .. }) => set_aside(spool, entry, status.message()).await?,
+                        Err(UploadError::Failed(_)) => rest.push(entry),
+                    }
+                }
+                entries = rest;
+            }
+            Err(UploadError::Failed(e)) if start.elapsed() < opts.retry_for => {
                 let wait = backoff(attempt);
                 tracing::warn!(attempt, wait_ms = wait.as_millis() as u64, "upload failed ({e:#}); retrying");
                 tokio::time::sleep(wait).await;
                 attempt += 1;
             }
-            Err(e) => return Err(e.context(format!("the coordinator stayed unreachable for {:?}", opts.retry_for))),
-        }
-    }
-}
-
-/// Re-sends the spool until it is empty, retrying with backoff for up to `opts.retry_for`.
-async fn flush_patiently(coord: &mut Coordinator, spool: &Spool, opts: &RunOptions) -> anyhow::Result<(u64, u64)> {
-    let start = std::time::Instant::now();
-    let mut attempt = 0;
-    loop {
-        match flush_spool(coord, spool, opts.upload_batch).await {
-            Ok(counts) => return Ok(counts),
-            Err(e) if start.elapsed() < opts.retry_for => {
-                let wait = backoff(attempt);
-                tracing::warn!(
-                    attempt,
-                    wait_ms = wait.as_millis() as u64,
-                    "re-sending the spool failed ({e:#}); retrying"
-                );
-                tokio::time::sleep(wait).await;
-                attempt += 1;
+            Err(UploadError::Failed(e)) => {
+                return Err(e.context(format!("the coordinator stayed unreachable for {:?}", opts.retry_for)));
             }
-            Err(e) => return Err(e.context(format!("the coordinator stayed unreachable for {:?}", opts.retry_for))),
         }
     }
 }
 
-/// Re-sends everything left in the spool by an earlier run.
-pub async fn flush_spool(coord: &mut Coordinator, spool: &Spool, batch: usize) -> anyhow::Result<(u64, u64)> {
+/// Keeps a result the coordinator will not take as `<key>.rejected`, and says so.
+async fn set_aside(spool: &Spool, (key, result): (SpoolKey, QueryResult), reason: &str) -> anyhow::Result<()> {
+    tracing::error!(
+        run = %result.run_id,
+        query = result.query_id,
+        reason,
+        "THE COORDINATOR REFUSED A RESULT: kept in the spool as .rejected, not uploaded"
+    );
+    let spool = spool.clone();
+    tokio::task::spawn_blocking(move || spool.reject(&key, &result)).await?.context("setting a refused result aside")
+}
+
+/// Re-sends everything an earlier run left in the spool, retrying like [`upload_patiently`].
+async fn flush_patiently(coord: &mut Coordinator, spool: &Spool, opts: &RunOptions) -> anyhow::Result<(u64, u64)> {
     let pending = {
         let spool = spool.clone();
         tokio::task::spawn_blocking(move || spool.pending()).await??
@@ -412,16 +419,38 @@ pub async fn flush_spool(coord: &mut Coordinator, spool: &Spool, batch: usize) -
             (k, r)
         })
         .collect::<Vec<_>>();
-    upload(coord, spool, tokio_stream::iter(pending), batch).await
+    upload_patiently(coord, spool, pending, opts).await
+}
+
+/// Why an upload stopped before every batch was acknowledged. Unacknowledged results stay
+/// spooled either way.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The coordinator refused a batch on its merits; sending it again will not help.
+    #[error("the coordinator refused a batch: {}", status.message())]
+    Refused {
+        /// The refused batch's results.
+        keys: Vec<SpoolKey>,
+        /// The refusal.
+        status: tonic::Status,
+    },
+    /// The call failed (network, restart, database): worth retrying.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
 }
 
 /// Streams results in batches; each acknowledged batch is removed from the spool. Returns
-/// (committed, duplicates). Fails if any batch went unacknowledged: those stay spooled.
-pub async fn upload<S>(coord: &mut Coordinator, spool: &Spool, results: S, batch: usize) -> anyhow::Result<(u64, u64)>
+/// (committed, duplicates).
+pub async fn upload<S>(
+    coord: &mut Coordinator,
+    spool: &Spool,
+    results: S,
+    batch: usize,
+) -> Result<(u64, u64), UploadError>
 where
     S: Stream<Item = (SpoolKey, QueryResult)> + Send + 'static,
 {
-    let in_flight: Arc<Mutex<HashMap<u64, Vec<SpoolKey>>>> = Arc::default();
+    let in_flight: Arc<Mutex<BTreeMap<u64, Vec<SpoolKey>>>> = Arc::default();
     let batches = {
         let in_flight = in_flight.clone();
         let mut seq = 0u64;
@@ -442,19 +471,29 @@ where
         let ack = match acks.message().await {
             Ok(Some(ack)) => ack,
             Ok(None) => break,
-            Err(s) => return Err(anyhow::anyhow!("upload failed: {}", s.message())),
+            // The coordinator takes batches in order, so the refused one is the oldest
+            // unacknowledged.
+            Err(status) if matches!(status.code(), Code::InvalidArgument | Code::PermissionDenied) => {
+                let keys = in_flight.lock().expect("not poisoned").pop_first().map(|(_, k)| k).unwrap_or_default();
+                return Err(UploadError::Refused { keys, status });
+            }
+            Err(s) => return Err(anyhow::anyhow!("upload failed: {}", s.message()).into()),
         };
         let keys = in_flight.lock().expect("not poisoned").remove(&ack.batch_seq).unwrap_or_default();
         let spool = spool.clone();
         tokio::task::spawn_blocking(move || spool.remove(&keys))
-            .await?
+            .await
+            .map_err(anyhow::Error::from)?
             .context("removing acknowledged results from the spool")?;
         committed += u64::from(ack.inserted);
         duplicates += u64::from(ack.duplicates);
     }
     let unacked = in_flight.lock().expect("not poisoned").len();
     if unacked > 0 {
-        anyhow::bail!("{unacked} result batches were not acknowledged; they stay in the spool for the next attempt");
+        return Err(anyhow::anyhow!(
+            "{unacked} result batches were not acknowledged; they stay in the spool for the next attempt"
+        )
+        .into());
     }
     Ok((committed, duplicates))
 }

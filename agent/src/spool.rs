@@ -127,6 +127,15 @@ impl Spool {
         written.map_err(|e| format!("cannot write to spool {dir}: {e}"))
     }
 
+    /// Sets aside a result the coordinator refused: kept as `<key>.rejected` (never uploaded
+    /// again, never deleted) for an operator to look at.
+    pub fn reject(&self, key: &SpoolKey, r: &QueryResult) -> std::io::Result<()> {
+        let rejected = self.dir.join(format!("{}.rejected", key.0));
+        fs::write(&rejected, r.encode_to_vec())?;
+        File::open(&rejected)?.sync_all()?;
+        self.remove(std::slice::from_ref(key))
+    }
+
     /// How many results are waiting.
     pub fn len(&self) -> std::io::Result<usize> {
         Ok(fs::read_dir(&self.dir)?.flatten().filter(|e| e.path().extension().is_some_and(|x| x == EXT)).count())

@@ -21,6 +21,12 @@ pub const POWER_SOURCES: &[&str] =
     &["nvml-counter", "nvml-power", "rapl", "amd-hwmon", "apple-ioreport", "powermetrics"];
 const ATTRIBUTIONS: &[&str] = &["time-share", "token-share"];
 
+/// Text as PostgreSQL can store it: a NUL (which a model may emit) becomes U+FFFD rather than
+/// costing the whole batch a database error. Nothing else changes.
+fn storable(s: &str) -> String {
+    if s.contains('\0') { s.replace('\0', "\u{FFFD}") } else { s.to_owned() }
+}
+
 /// A result that passed validation, in database types.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidResult {
@@ -75,7 +81,7 @@ pub fn validate(r: &QueryResult) -> Result<ValidResult, String> {
     };
     let short = |field: &str, s: &str| {
         if s.len() <= MAX_SHORT_TEXT_BYTES {
-            Ok(s.to_owned())
+            Ok(storable(s))
         } else {
             Err(format!("{field} is longer than {MAX_SHORT_TEXT_BYTES} bytes"))
         }
@@ -131,7 +137,7 @@ pub fn validate(r: &QueryResult) -> Result<ValidResult, String> {
         mean_itl_s,
         tokens_in: tokens("tokens_in", r.tokens_in)?,
         tokens_out: tokens("tokens_out", r.tokens_out)?,
-        response: r.response.clone(),
+        response: storable(&r.response),
         finish_reason: short("finish_reason", &r.finish_reason)?,
         error: (!r.error.is_empty()).then(|| short("error", &r.error)).transpose()?,
         energy_j,
@@ -371,6 +377,15 @@ mod tests {
         assert_eq!(v.energy_null_reason.as_deref(), Some("no power source"));
         assert_eq!(v.energy_attribution, "time-share");
         assert_eq!(v.error, None);
+    }
+
+    #[test]
+    fn nul_characters_become_replacement_characters() {
+        let mut r = ok_result();
+        r.response = "a\0b".into();
+        r.error = "e\0".into();
+        let v = validate(&r).unwrap();
+        assert_eq!((v.response.as_str(), v.error.as_deref()), ("a\u{FFFD}b", Some("e\u{FFFD}")));
     }
 
     #[test]

@@ -145,6 +145,9 @@ impl Parser {
         if text.len() > MAX_LINE_BYTES {
             return Err(err(format!("line is {} bytes; the limit is {MAX_LINE_BYTES}", text.len())));
         }
+        if line_no == 0 {
+            return Err(err("line numbers start at 1".into()));
+        }
         if text.trim().is_empty() {
             return Ok(None);
         }
@@ -217,6 +220,11 @@ impl Parser {
                 }
             }
         };
+        // JSON may spell NUL as \u0000; PostgreSQL text cannot hold it.
+        let texts = [Some(&query.external_id), Some(&query.prompt), Some(&query.answer), query.category.as_ref()];
+        if texts.into_iter().flatten().chain(query.choices.iter().flatten()).any(|t| t.contains('\0')) {
+            return Err(err("a field contains a NUL character (\\u0000), which cannot be stored".into()));
+        }
         if query.external_id.trim().is_empty() {
             return Err(err("empty id".into()));
         }
@@ -297,6 +305,7 @@ mod tests {
                 "already appeared on line 1",
             ),
             (r#"{"question_id": 74, "question": "  ", "options": ["a","b"], "answer": "A"}"#, "empty question"),
+            (r#"{"question_id": 75, "question": "a\u0000b", "options": ["a","b"], "answer": "A"}"#, "NUL character"),
         ];
         for (i, (line, want)) in cases.iter().enumerate() {
             let e = p.parse_line(i as u64 + 2, line).unwrap_err();
