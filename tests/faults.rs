@@ -232,3 +232,72 @@ async fn a_result_the_coordinator_refuses_is_set_aside_not_retried_forever() -> 
     assert_eq!(rejected.len(), 1, "the stray result is kept, set aside");
     Ok(())
 }
+
+/// `kill -9` of a real `ipw-coordinator` process mid-run, with a real agent process talking
+/// TLS to it. The coordinator comes back on the same port with the same CA (so the agent's
+/// pin still holds), the agent rides out the gap, and every query lands exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_coordinator_process_comes_back_and_every_query_lands_once() -> anyhow::Result<()> {
+    use ipw_e2e::{CoordinatorProcess, fresh_database_url};
+    let dir = tempfile::tempdir()?;
+    let database_url = fresh_database_url().await?;
+    let mut coordinator = CoordinatorProcess::start(dir.path().join("coordinator"), &database_url, "60s").await?;
+    let fingerprint = coordinator.fingerprint()?;
+    let mut admin = coordinator.admin().await?;
+    let slice = dir.path().join("slice.jsonl");
+    let text = std::fs::read_to_string(ipw_e2e::mmlu_pro())?;
+    std::fs::write(&slice, text.lines().take(200).collect::<Vec<_>>().join("\n"))?;
+    ipw_coordinator::cli::import_workload(&mut admin, &slice, "slice").await?;
+    let token = admin
+        .create_token(ipw_proto::v1::CreateTokenRequest {
+            ttl_seconds: 60,
+            max_uses: 1,
+            auto_approve: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(token.ca_cert_hash, fingerprint, "the join command pins this CA");
+    let run = admin
+        .create_run(ipw_proto::v1::CreateRunRequest {
+            workload: "slice".into(),
+            model: "SmolLM2-135M-Instruct".into(),
+            sample: 12,
+            seed: 7,
+            concurrency: 1,
+            shard_size: 2,
+            repetitions: 1,
+            params: Some(ipw_proto::v1::GenerationParams { max_tokens: 24, temperature: 0.0, top_p: 1.0 }),
+        })
+        .await?
+        .into_inner();
+    let run_id = Uuid::parse_str(&run.run_id)?;
+
+    let trust = ipw_agent::join::Trust::Pinned(fingerprint.clone());
+    let agent = ipw_agent::join::join(&coordinator.url, &trust, &token.token, "survivor", Default::default()).await?;
+    let spool = ipw_e2e::agent_spool(dir.path(), "survivor");
+    let mut child = ipw_e2e::agent_process(dir.path(), &agent)?.stdout(std::process::Stdio::null()).spawn()?;
+
+    let pool = sqlx::PgPool::connect(&database_url).await?;
+    let before = wait_for_results(&pool, run_id, 3).await?;
+    anyhow::ensure!(before < 12, "the kill must come mid-run");
+    coordinator.kill().await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    coordinator.restart().await?;
+    assert_eq!(coordinator.fingerprint()?, fingerprint, "the CA survived the restart");
+
+    let status = tokio::time::timeout(Duration::from_secs(180), child.wait()).await??;
+    assert!(status.success(), "the agent finished the run");
+    let (rows, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT (query_id, repetition)) FROM results WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!((rows, distinct), (12, 12), "every query exactly once");
+    assert!(spool.is_empty()?, "the spool ends empty");
+    let run_status: String =
+        sqlx::query_scalar("SELECT status FROM runs WHERE id = $1").bind(run_id).fetch_one(&pool).await?;
+    assert_eq!(run_status, "completed");
+    eprintln!("killed the coordinator process with {before} of 12 results committed");
+    Ok(())
+}

@@ -11,6 +11,7 @@ use crate::provenance;
 use crate::spool::{Spool, SpoolKey};
 use anyhow::Context;
 use futures::{Stream, StreamExt};
+use ipw_proto::retry::backoff;
 use ipw_proto::v1::{
     AcquireLeaseRequest, CompleteShardRequest, Energy, HeartbeatRequest, Lease, QueryResult, ResultBatch, WorkItem,
 };
@@ -312,13 +313,6 @@ fn transient(s: &tonic::Status) -> bool {
     )
 }
 
-/// The wait before retry number `attempt`: exponential from 250 ms, capped at 30 s, with up to
-/// 25% random jitter so a fleet does not reconnect in lockstep.
-pub fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(250).saturating_mul(1 << attempt.min(7)).min(Duration::from_secs(30));
-    base.mul_f64(1.0 + rand::random::<f64>() * 0.25)
-}
-
 /// Calls `op` until it succeeds, fails with a refusal, or transient failures have lasted
 /// `patience`.
 async fn patiently<T, F, Fut>(what: &str, patience: Duration, mut op: F) -> Result<T, tonic::Status>
@@ -505,18 +499,5 @@ async fn heartbeat_loop(mut coord: Coordinator, every: Duration) {
         if let Err(s) = coord.heartbeat(HeartbeatRequest {}).await {
             tracing::warn!("heartbeat failed: {}", s.message());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::backoff;
-    use std::time::Duration;
-
-    #[test]
-    fn backoff_grows_caps_and_jitters() {
-        assert!(backoff(0) >= Duration::from_millis(250) && backoff(0) <= Duration::from_millis(313));
-        assert!(backoff(3) >= Duration::from_secs(2) && backoff(3) <= Duration::from_millis(2500));
-        assert!(backoff(30) >= Duration::from_secs(30) && backoff(30) <= Duration::from_millis(37_500));
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! Everything here is generated from `proto/ipw/v1/*.proto`; edit the `.proto`, not this crate.
 
+pub mod retry;
 pub mod tls;
 
 /// Version 1 of the ipw-fleet protocol.

@@ -17,7 +17,7 @@ use ipw_proto::v1::enrollment_client::EnrollmentClient;
 use ipw_proto::v1::{CreateRunRequest, CreateTokenRequest, GenerationParams, HardwareInfo, JoinRequest, RunInfo};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -197,7 +197,7 @@ impl Fleet {
 
     /// A spool directory of the agent's own.
     pub fn spool(&self, agent: &str) -> Spool {
-        Spool::open(&self.dir.path().join(format!("spool-{agent}"))).expect("spool opens")
+        agent_spool(self.dir.path(), agent)
     }
 
     /// Agent options for tests: the test engine, exit when idle, and no power source at all
@@ -248,37 +248,121 @@ impl Fleet {
     }
 }
 
-/// The `ipw-agent` binary of this build, for tests that need a real agent process (one that
-/// can be killed). `scripts/test` builds it before the tests run.
-pub fn agent_binary() -> PathBuf {
+/// A binary of this build (`ipw-agent`, `ipw-coordinator`), for tests that need real
+/// processes (ones that can be killed). `scripts/test` builds them before the tests run.
+pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary has a path");
-    // target/<profile>/deps/<test> -> target/<profile>/ipw-agent
-    let bin = exe.parent().and_then(|d| d.parent()).expect("tests run from target/<profile>/deps").join("ipw-agent");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let bin = exe.parent().and_then(|d| d.parent()).expect("tests run from target/<profile>/deps").join(name);
     assert!(bin.exists(), "{} is missing: build it first (`cargo build --bins`, as scripts/test does)", bin.display());
     bin
 }
 
-impl Fleet {
-    /// Saves an agent's config where `ipw-agent --config` reads it.
-    pub fn save_config(&self, agent: &AgentConfig) -> anyhow::Result<PathBuf> {
-        let path = self.dir.path().join(format!("{}.json", agent.name));
-        agent.save(&path)?;
-        Ok(path)
+/// A fresh database's URL, for a coordinator process.
+pub async fn fresh_database_url() -> anyhow::Result<String> {
+    let options = fresh_database().await?;
+    let base = database_url();
+    let (server, _) = base.rsplit_once('/').context("the test database URL ends in /<database>")?;
+    Ok(format!("{server}/{}", options.get_database().context("a database name")?))
+}
+
+/// `ipw-coordinator` as a real process serving TLS, with its own data directory (CA, admin
+/// token) and database, which survive a kill and restart.
+pub struct CoordinatorProcess {
+    child: tokio::process::Child,
+    /// `https://127.0.0.1:<port>`.
+    pub url: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl CoordinatorProcess {
+    /// Starts it on a free port and waits until it serves.
+    pub async fn start(data_dir: PathBuf, database_url: &str, lease_ttl: &str) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let args = vec![
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--database-url={database_url}"),
+            format!("--data-dir={}", data_dir.display()),
+            format!("--lease-ttl={lease_ttl}"),
+        ];
+        let child = Self::spawn(&args).await?;
+        Ok(Self { child, url: format!("https://127.0.0.1:{port}"), data_dir, args })
     }
 
-    /// `ipw-agent run` as a real process, with the same settings as [`Fleet::run_options`]
-    /// (the test engine, no power source, exit when idle) and a heartbeat every second.
-    pub fn agent_process(&self, agent: &AgentConfig) -> anyhow::Result<tokio::process::Command> {
-        let config = self.save_config(agent)?;
-        let mut cmd = tokio::process::Command::new(agent_binary());
-        cmd.arg("--config").arg(config).arg("run");
-        cmd.arg("--engine-url").arg(engine_url());
-        cmd.arg("--spool-dir").arg(self.spool(&agent.name).dir());
-        cmd.args(["--exit-when-idle", "--idle", "0s", "--poll-interval", "200ms", "--heartbeat-interval", "1s"]);
-        cmd.args(["--retry-for", "60s", "--gpus="]);
-        cmd.arg("--powercap-root").arg(self.dir.path().join("no-powercap"));
-        cmd.arg("--drm-root").arg(self.dir.path().join("no-drm"));
-        cmd.env("RUST_LOG", "warn").kill_on_drop(true);
-        Ok(cmd)
+    async fn spawn(args: &[String]) -> anyhow::Result<tokio::process::Child> {
+        let mut child = tokio::process::Command::new(binary("ipw-coordinator"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()?;
+        let addr = args[0].trim_start_matches("--listen=").to_owned();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(&addr).await.is_err() {
+            anyhow::ensure!(child.try_wait()?.is_none(), "ipw-coordinator exited at start");
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "ipw-coordinator did not listen within 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(child)
     }
+
+    /// The CA clients trust, from the data directory.
+    pub fn tls(&self) -> anyhow::Result<ClientTls> {
+        let ca_pem = std::fs::read_to_string(ipw_coordinator::tls::ca_file(&self.data_dir))?;
+        Ok(ClientTls { ca_pem, identity: None })
+    }
+
+    /// The CA's fingerprint, as `ipw token create` prints it.
+    pub fn fingerprint(&self) -> anyhow::Result<String> {
+        Ok(ipw_proto::tls::fingerprint(&ipw_proto::tls::pem_to_der(&self.tls()?.ca_pem).map_err(anyhow::Error::msg)?))
+    }
+
+    /// An admin client, with the admin token the coordinator wrote.
+    pub async fn admin(&self) -> anyhow::Result<Admin> {
+        let token = std::fs::read_to_string(ipw_coordinator::paths::admin_token_file(&self.data_dir))?;
+        cli::connect(&self.url, Some(&self.tls()?), token.trim()).await
+    }
+
+    /// `kill -9`, as a crash or a pulled plug would.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
+    /// Starts it again with the same data directory, database and port.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.child = Self::spawn(&self.args).await?;
+        Ok(())
+    }
+}
+
+impl Fleet {
+    /// `ipw-agent run` as a real process; see [`agent_process`].
+    pub fn agent_process(&self, agent: &AgentConfig) -> anyhow::Result<tokio::process::Command> {
+        agent_process(self.dir.path(), agent)
+    }
+}
+
+/// The spool of agent `name` under `dir`.
+pub fn agent_spool(dir: &Path, name: &str) -> Spool {
+    Spool::open(&dir.join(format!("spool-{name}"))).expect("spool opens")
+}
+
+/// `ipw-agent run` as a real process, its config and spool under `dir`, with the same settings
+/// as [`Fleet::run_options`] (the test engine, no power source, exit when idle) and a heartbeat
+/// every second.
+pub fn agent_process(dir: &Path, agent: &AgentConfig) -> anyhow::Result<tokio::process::Command> {
+    let config = dir.join(format!("{}.json", agent.name));
+    agent.save(&config)?;
+    let mut cmd = tokio::process::Command::new(binary("ipw-agent"));
+    cmd.arg("--config").arg(config).arg("run");
+    cmd.arg("--engine-url").arg(engine_url());
+    cmd.arg("--spool-dir").arg(agent_spool(dir, &agent.name).dir());
+    cmd.args(["--exit-when-idle", "--idle", "0s", "--poll-interval", "200ms", "--heartbeat-interval", "1s"]);
+    cmd.args(["--retry-for", "60s", "--gpus="]);
+    cmd.arg("--powercap-root").arg(dir.join("no-powercap"));
+    cmd.arg("--drm-root").arg(dir.join("no-drm"));
+    cmd.env("RUST_LOG", "warn").kill_on_drop(true);
+    Ok(cmd)
 }

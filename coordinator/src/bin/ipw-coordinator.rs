@@ -35,6 +35,9 @@ struct Args {
     /// Leases a shard may run out of before it is failed (its reason shown by `ipw run status`).
     #[arg(long, env = "IPW_MAX_ATTEMPTS", default_value_t = 3)]
     max_attempts: u32,
+    /// How long to wait, retrying with backoff, for a --database-url that is not up yet.
+    #[arg(long, env = "IPW_DB_WAIT", default_value = "60s", value_parser = humantime::parse_duration)]
+    db_wait: std::time::Duration,
     /// Serve plain-text gRPC instead of TLS. Only for a trusted network or a local demo.
     #[arg(long, env = "IPW_INSECURE")]
     insecure: bool,
@@ -86,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let served = async {
-        let pool = db::connect_and_migrate(options).await?;
+        let pool = db::connect_and_migrate_within(options, args.db_wait).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -181,7 +181,7 @@ impl Judge {
         let mut last_error = String::new();
         for attempt in 0..self.config.max_attempts.max(1) {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(250 * (1 << attempt.min(6)))).await;
+                tokio::time::sleep(ipw_proto::retry::backoff(attempt - 1)).await;
             }
             let resp = match self.http.post(&url).json(&body).send().await {
                 Ok(r) => r,
