@@ -112,13 +112,15 @@ async fn two_agents_share_a_sharded_run_and_every_query_lands_once() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resent_result_is_acknowledged_as_duplicate_and_not_recorded_twice() -> anyhow::Result<()> {
     let mut fleet = Fleet::start().await?;
-    let file = fleet.dir.path().join("two.jsonl");
-    std::fs::write(
-        &file,
-        "{\"id\": \"capital\", \"prompt\": \"What is the capital of France? Answer with one word.\", \"answer\": \"Paris\"}\n\
-         {\"id\": \"sum\", \"prompt\": \"What is 2+3? Answer with a number only.\", \"answer\": \"5\"}\n",
-    )?;
-    fleet.import(&file, "tiny").await?;
+    fleet
+        .import_lines(
+            "tiny",
+            &[
+                r#"{"id": "capital", "prompt": "What is the capital of France? Answer with one word.", "answer": "Paris"}"#,
+                r#"{"id": "sum", "prompt": "What is 2+3? Answer with a number only.", "answer": "5"}"#,
+            ],
+        )
+        .await?;
     let token = fleet.token(1, true, Duration::from_secs(60)).await?;
     let agent = fleet.join(&token, "solo").await?;
     fleet.create_run("tiny", 2, 2, 1, 16).await?;

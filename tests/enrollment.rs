@@ -55,10 +55,7 @@ async fn an_unapproved_agent_gets_no_lease_until_approved() -> anyhow::Result<()
 #[tokio::test]
 async fn an_agent_whose_engine_is_down_takes_no_work() -> anyhow::Result<()> {
     let mut fleet = Fleet::start().await?;
-    let file = fleet.dir.path().join("one.jsonl");
-    std::fs::write(&file, "{\"id\": \"1\", \"prompt\": \"hi\", \"answer\": \"hello\"}\n")?;
-    fleet.import(&file, "one").await?;
-    fleet.create_run("one", 1, 1, 1, 16).await?;
+    fleet.one_query_run().await?;
     let token = fleet.token(1, true, Duration::from_secs(60)).await?;
     let cfg = fleet.join(&token, "no-engine").await?;
     // A port nothing listens on.
@@ -100,10 +97,7 @@ async fn forged_credentials_and_admin_tokens_are_refused() -> anyhow::Result<()>
 async fn another_agents_lease_is_refused() -> anyhow::Result<()> {
     use ipw_proto::v1::{CompleteShardRequest, Energy, QueryResult, ResultBatch};
     let mut fleet = Fleet::start().await?;
-    let file = fleet.dir.path().join("one.jsonl");
-    std::fs::write(&file, "{\"id\": \"1\", \"prompt\": \"hi\", \"answer\": \"hello\"}\n")?;
-    fleet.import(&file, "one").await?;
-    fleet.create_run("one", 1, 1, 1, 8).await?;
+    fleet.one_query_run().await?;
     let token = fleet.token(2, true, Duration::from_secs(60)).await?;
     let (owner, intruder) = (fleet.join(&token, "owner").await?, fleet.join(&token, "intruder").await?);
     let mut owner_rpc = client::connect(&owner).await?;

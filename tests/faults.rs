@@ -56,9 +56,7 @@ async fn the_agent_rides_out_a_coordinator_crash_and_every_query_lands_once() ->
 async fn a_shard_that_keeps_expiring_fails_with_its_reason() -> anyhow::Result<()> {
     use ipw_proto::v1::{AcquireLeaseRequest, RunStatusRequest};
     let mut fleet = Fleet::start_with_lease_ttl(Duration::from_millis(300)).await?;
-    let file = fleet.dir.path().join("one.jsonl");
-    std::fs::write(&file, "{\"id\": \"1\", \"prompt\": \"hi\", \"answer\": \"hello\"}\n")?;
-    fleet.import(&file, "one").await?;
+    fleet.import_lines("one", &[r#"{"id": "1", "prompt": "hi", "answer": "hello"}"#]).await?;
     let token = fleet.token(1, true, Duration::from_secs(60)).await?;
     let cfg = fleet.join(&token, "vanishing").await?;
     let run = fleet.create_run("one", 1, 1, 1, 8).await?;

@@ -87,10 +87,7 @@ async fn a_wrong_ca_fingerprint_is_refused_and_nothing_joins() -> anyhow::Result
 #[tokio::test]
 async fn a_revoked_agent_is_refused_at_once_and_its_lease_goes_back() -> anyhow::Result<()> {
     let mut fleet = Fleet::start().await?;
-    let file = fleet.dir.path().join("one.jsonl");
-    std::fs::write(&file, "{\"id\": \"1\", \"prompt\": \"hi\", \"answer\": \"hello\"}\n")?;
-    fleet.import(&file, "one").await?;
-    fleet.create_run("one", 1, 1, 1, 8).await?;
+    fleet.one_query_run().await?;
     let token = fleet.token(2, true, Duration::from_secs(60)).await?;
     let (bad, good) = (fleet.join(&token, "stolen").await?, fleet.join(&token, "good").await?);
     let models = || AcquireLeaseRequest { available_models: vec![SMOL.into()] };
@@ -176,12 +173,8 @@ async fn a_truncated_result_stream_commits_nothing_of_the_cut_batch() -> anyhow:
     use bytes::{BufMut, Bytes, BytesMut};
     use prost::Message;
     let mut fleet = Fleet::start().await?;
-    let file = fleet.dir.path().join("two.jsonl");
-    std::fs::write(
-        &file,
-        "{\"id\": \"1\", \"prompt\": \"hi\", \"answer\": \"a\"}\n{\"id\": \"2\", \"prompt\": \"yo\", \"answer\": \"b\"}\n",
-    )?;
-    fleet.import(&file, "two").await?;
+    let lines = [r#"{"id": "1", "prompt": "hi", "answer": "a"}"#, r#"{"id": "2", "prompt": "yo", "answer": "b"}"#];
+    fleet.import_lines("two", &lines).await?;
     let run = fleet.create_run("two", 2, 2, 1, 8).await?;
     let token = fleet.token(1, true, Duration::from_secs(60)).await?;
     let agent = fleet.join(&token, "cut").await?;

@@ -257,12 +257,11 @@ async fn a_managed_engine_switches_models_and_records_each_file() -> anyhow::Res
     for name in ["smol-a.Q4_1.gguf", "smol-b.Q4_1.gguf"] {
         std::os::unix::fs::symlink(&gguf, models.join(name))?;
     }
-    let file = fleet.dir.path().join("two.jsonl");
-    std::fs::write(
-        &file,
-        "{\"id\": \"1\", \"prompt\": \"Say hi.\", \"answer\": \"hi\"}\n{\"id\": \"2\", \"prompt\": \"Say bye.\", \"answer\": \"bye\"}\n",
-    )?;
-    fleet.import(&file, "two").await?;
+    let lines = [
+        r#"{"id": "1", "prompt": "Say hi.", "answer": "hi"}"#,
+        r#"{"id": "2", "prompt": "Say bye.", "answer": "bye"}"#,
+    ];
+    fleet.import_lines("two", &lines).await?;
     let token = fleet.token(1, true, Duration::from_secs(60)).await?;
     let agent = fleet.join(&token, "managed").await?;
     for model in ["smol-a", "smol-b"] {

@@ -242,6 +242,20 @@ impl Fleet {
         self.import(&file, name).await
     }
 
+    /// Imports `lines` as workload `name`, one generic record per line (`{"id", "prompt",
+    /// "answer"}`), through the CLI's code path.
+    pub async fn import_lines(&mut self, name: &str, lines: &[&str]) -> anyhow::Result<u64> {
+        let file = self.dir.path().join(format!("{name}.jsonl"));
+        std::fs::write(&file, lines.join("\n") + "\n")?;
+        self.import(&file, name).await
+    }
+
+    /// Imports a workload of one query, "one", and creates a run of it (`max_tokens` 8).
+    pub async fn one_query_run(&mut self) -> anyhow::Result<RunInfo> {
+        self.import_lines("one", &[r#"{"id": "1", "prompt": "hi", "answer": "hello"}"#]).await?;
+        self.create_run("one", 1, 1, 1, 8).await
+    }
+
     /// Imports a workload file through the CLI's code path.
     pub async fn import(&mut self, file: &std::path::Path, name: &str) -> anyhow::Result<u64> {
         Ok(cli::import_workload(&mut self.admin, file, name).await?.queries)
