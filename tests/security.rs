@@ -104,9 +104,13 @@ async fn a_revoked_agent_is_refused_at_once_and_its_lease_goes_back() -> anyhow:
         .into_inner();
     assert_eq!(revoked.status, "revoked");
     let e = bad_rpc.heartbeat(HeartbeatRequest {}).await.unwrap_err();
-    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(e.code(), Code::Unauthenticated);
     assert!(e.message().contains("was revoked (laptop stolen)"), "{}", e.message());
     assert!(good_rpc.acquire_lease(models()).await?.into_inner().lease.is_some(), "the shard went back at once");
+    // A revoked agent's run loop stops, saying why, instead of waiting.
+    let e =
+        format!("{:#}", ipw_agent::runner::run(&bad, &fleet.spool("stolen"), &fleet.run_options()).await.unwrap_err());
+    assert!(e.contains("was revoked (laptop stolen)"), "{e}");
     Ok(())
 }
 

@@ -53,8 +53,10 @@ async fn authenticate<T>(state: &State, request: &Request<T>) -> Result<Caller, 
     if !constant_time_eq(&row.credential_hash, &hash_secret(&cred.secret)) {
         return Err(Status::unauthenticated("agent credential rejected (rotated, or not this agent's)"));
     }
+    // Unauthenticated, not PermissionDenied: the credential itself is void, and the agent
+    // stops instead of waiting for an approval that will not come.
     if row.status == "revoked" {
-        return Err(Status::permission_denied(format!(
+        return Err(Status::unauthenticated(format!(
             "agent {} was revoked ({}); it must join again with a new token",
             cred.agent_id,
             row.revoked_reason.unwrap_or_default()
