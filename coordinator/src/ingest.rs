@@ -214,6 +214,7 @@ pub async fn insert_batch(
     let shard_ids: Vec<Uuid> = column(batch, |r| r.shard_id);
     let query_ids: Vec<i64> = batch.iter().map(|r| r.query_id).collect();
     let repetitions: Vec<i32> = batch.iter().map(|r| r.repetition).collect();
+    let started_ats = column(batch, |r| r.started_at);
 
     // Ownership and membership, for the whole batch in one round trip: the first offender.
     let offender: Option<(i64, bool, Uuid)> = sqlx::query_as(
@@ -282,7 +283,7 @@ pub async fn insert_batch(
     .bind(&query_ids)
     .bind(&repetitions)
     .bind(agent_id)
-    .bind(column(batch, |r| r.started_at))
+    .bind(&started_ats)
     .bind(column(batch, |r| r.latency_s))
     .bind(column(batch, |r| r.ttft_s))
     .bind(column(batch, |r| r.mean_itl_s))
@@ -324,23 +325,25 @@ pub async fn insert_batch(
 
     // What was not inserted was already there. A copy of the committed measurement (same
     // agent, same start) is a retry; anything else measured the query again, and is counted.
-    sqlx::query(
-        "INSERT INTO duplicate_attempts (run_id, query_id, repetition, agent_id, shard_id, started_at)
-         SELECT u.run_id, u.query_id, u.repetition, $5, u.shard_id, u.started_at
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::int[], $6::timestamptz[])
-              AS u(run_id, shard_id, query_id, repetition, started_at)
-         JOIN results r ON r.run_id = u.run_id AND r.query_id = u.query_id AND r.repetition = u.repetition
-         WHERE NOT (r.agent_id = $5 AND r.started_at = u.started_at)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&run_ids)
-    .bind(&shard_ids)
-    .bind(&query_ids)
-    .bind(&repetitions)
-    .bind(agent_id)
-    .bind(column(batch, |r| r.started_at))
-    .execute(&mut **tx)
-    .await?;
+    if inserted.len() < batch.len() {
+        sqlx::query(
+            "INSERT INTO duplicate_attempts (run_id, query_id, repetition, agent_id, shard_id, started_at)
+             SELECT u.run_id, u.query_id, u.repetition, $5, u.shard_id, u.started_at
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::int[], $6::timestamptz[])
+                  AS u(run_id, shard_id, query_id, repetition, started_at)
+             JOIN results r ON r.run_id = u.run_id AND r.query_id = u.query_id AND r.repetition = u.repetition
+             WHERE NOT (r.agent_id = $5 AND r.started_at = u.started_at)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&run_ids)
+        .bind(&shard_ids)
+        .bind(&query_ids)
+        .bind(&repetitions)
+        .bind(agent_id)
+        .bind(&started_ats)
+        .execute(&mut **tx)
+        .await?;
+    }
 
     let inserted = inserted.len() as u32;
     Ok(BatchOutcome { inserted, duplicates: batch.len() as u32 - inserted })
