@@ -56,6 +56,12 @@ fn xdg_dir(var: &str, fallback: &str) -> PathBuf {
     std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(fallback)
 }
 
+/// The client certificate and key the coordinator sent (two PEM strings, empty for plain
+/// text), as the config keeps them.
+pub fn client_cert_from(cert_pem: String, key_pem: String) -> Option<(String, String)> {
+    (!cert_pem.is_empty()).then_some((cert_pem, key_pem))
+}
+
 impl AgentConfig {
     /// How to reach the coordinator over TLS; `None` for plain text.
     pub fn client_tls(&self) -> Option<ipw_proto::tls::ClientTls> {

@@ -1,7 +1,7 @@
 //! `ipw-agent join`: trade a join token for this agent's credential, and `ipw-agent rotate`:
 //! trade the credential for a new one.
 
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, client_cert_from};
 use crate::{VERSION, client, hardware, pin};
 use anyhow::Context;
 use ipw_proto::tls::ClientTls;
@@ -59,7 +59,7 @@ pub async fn join(
         labels,
         hardware_class: resp.hardware_class,
         ca_pem: tls.map(|t| t.ca_pem),
-        client_cert: (!resp.client_cert_pem.is_empty()).then_some((resp.client_cert_pem, resp.client_key_pem)),
+        client_cert: client_cert_from(resp.client_cert_pem, resp.client_key_pem),
     })
 }
 
@@ -74,7 +74,7 @@ pub async fn rotate(config: &AgentConfig) -> anyhow::Result<AgentConfig> {
         .into_inner();
     Ok(AgentConfig {
         credential: resp.credential,
-        client_cert: (!resp.client_cert_pem.is_empty()).then_some((resp.client_cert_pem, resp.client_key_pem)),
+        client_cert: client_cert_from(resp.client_cert_pem, resp.client_key_pem),
         ..config.clone()
     })
 }

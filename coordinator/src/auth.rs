@@ -14,7 +14,12 @@ pub fn new_secret() -> String {
 
 /// The SHA-256 of a secret, as stored in the database.
 pub fn hash_secret(secret: &str) -> Vec<u8> {
-    Sha256::digest(secret.as_bytes()).to_vec()
+    sha256(secret.as_bytes())
+}
+
+/// The SHA-256 of some bytes (a secret, a DER certificate).
+pub fn sha256(bytes: &[u8]) -> Vec<u8> {
+    Sha256::digest(bytes).to_vec()
 }
 
 /// Compares two byte strings in time independent of where they first differ.

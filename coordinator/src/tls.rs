@@ -5,6 +5,7 @@
 //! and at every join or credential rotation a client certificate for the agent. Agents pin the
 //! CA by the fingerprint that `ipw token create` prints; see [`ipw_proto::tls`].
 
+use crate::auth::sha256;
 use anyhow::Context;
 use ipw_proto::tls::{SERVER_NAME, fingerprint};
 use rcgen::{
@@ -39,8 +40,14 @@ pub struct Issued {
     pub cert_pem: String,
     /// Its private key.
     pub key_pem: String,
-    /// SHA-256 of the (first) certificate's DER.
+    /// SHA-256 of the (first) certificate's DER, as `agents.client_cert_sha256` stores it.
     pub sha256: Vec<u8>,
+}
+
+/// A client certificate and key as the protocol carries them: two PEM strings, both empty
+/// when none was issued (plain text).
+pub fn client_pems(issued: Option<Issued>) -> (String, String) {
+    issued.map(|i| (i.cert_pem, i.key_pem)).unwrap_or_default()
 }
 
 /// Where the CA lives inside a data directory.
@@ -118,7 +125,7 @@ impl Authority {
         validity(&mut params, years);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &Issuer::new(ca_params(), &self.key))?;
-        let sha256 = sha2_of(cert.der());
+        let sha256 = sha256(cert.der());
         Ok(Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem(), sha256 })
     }
 
@@ -153,12 +160,6 @@ impl Authority {
             .client_ca_root(Certificate::from_pem(&self.ca_pem))
             .client_auth_optional(true))
     }
-}
-
-/// SHA-256 of a DER certificate, as `agents.client_cert_sha256` stores it.
-pub fn sha2_of(der: &[u8]) -> Vec<u8> {
-    use sha2::Digest;
-    sha2::Sha256::digest(der).to_vec()
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -200,6 +201,6 @@ mod tests {
         assert_eq!(chain.len(), 2, "leaf then CA");
         assert_eq!(fingerprint(chain[1].contents()), ca.fingerprint());
         let client = ca.client_certificate(Uuid::nil()).unwrap();
-        assert_eq!(client.sha256, sha2_of(&ipw_proto::tls::pem_to_der(&client.cert_pem).unwrap()));
+        assert_eq!(client.sha256, sha256(&ipw_proto::tls::pem_to_der(&client.cert_pem).unwrap()));
     }
 }

@@ -191,7 +191,7 @@ impl Fleet {
             labels,
             hardware_class: resp.hardware_class,
             ca_pem: self.tls.as_ref().map(|t| t.ca_pem.clone()),
-            client_cert: (!resp.client_cert_pem.is_empty()).then_some((resp.client_cert_pem, resp.client_key_pem)),
+            client_cert: ipw_agent::config::client_cert_from(resp.client_cert_pem, resp.client_key_pem),
         })
     }
 

@@ -80,10 +80,14 @@ impl Admin for AdminService {
     }
 
     async fn list_tokens(&self, _: Request<ListTokensRequest>) -> Result<Response<ListTokensResponse>, Status> {
-        let rows = sqlx::query_as!(TokenRow, "SELECT id, description, created_at, expires_at, max_uses, uses, auto_approve, revoked_at, revoked_reason FROM join_tokens ORDER BY created_at")
-            .fetch_all(&self.state.pool)
-            .await
-            .map_err(db_error)?;
+        let rows = sqlx::query_as!(
+            TokenRow,
+            "SELECT id, description, created_at, expires_at, max_uses, uses, auto_approve, revoked_at, revoked_reason
+             FROM join_tokens ORDER BY created_at"
+        )
+        .fetch_all(&self.state.pool)
+        .await
+        .map_err(db_error)?;
         Ok(Response::new(ListTokensResponse { tokens: rows.into_iter().map(TokenInfo::from).collect() }))
     }
 
@@ -573,8 +577,9 @@ async fn find_agent(pool: &sqlx::PgPool, key: &str) -> Result<AgentRow, Status> 
 /// Why something was revoked: what the operator said, or "revoked by an operator".
 fn reason_or_default(reason: &str) -> Result<String, Status> {
     let reason = reason.trim();
-    if reason.len() > crate::ingest::MAX_SHORT_TEXT_BYTES {
-        return Err(Status::invalid_argument("the reason is longer than 4096 bytes"));
+    let limit = crate::ingest::MAX_SHORT_TEXT_BYTES;
+    if reason.len() > limit {
+        return Err(Status::invalid_argument(format!("the reason is longer than {limit} bytes")));
     }
     Ok(if reason.is_empty() { "revoked by an operator".to_owned() } else { reason.to_owned() })
 }

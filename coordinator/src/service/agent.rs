@@ -4,7 +4,6 @@ use super::{State, db_error, parse_uuid, unix_us};
 use crate::auth::{AgentCredential, bearer, constant_time_eq, hash_secret, new_secret};
 use crate::ingest::{self, IngestError, MAX_BATCH_RESULTS};
 use crate::prompt;
-use crate::tls;
 use futures::Stream;
 use ipw_proto::v1::agent_service_server::AgentService;
 use ipw_proto::v1::{
@@ -62,7 +61,7 @@ async fn authenticate<T>(state: &State, request: &Request<T>) -> Result<Caller, 
             row.revoked_reason.unwrap_or_default()
         )));
     }
-    let presented = request.peer_certs().and_then(|certs| certs.first().map(|c| tls::sha2_of(c)));
+    let presented = request.peer_certs().and_then(|certs| certs.first().map(|c| crate::auth::sha256(c)));
     match (presented, row.client_cert_sha256) {
         (Some(p), Some(issued)) if constant_time_eq(&p, &issued) => {}
         (Some(_), _) => {
@@ -91,7 +90,7 @@ impl AgentService for AgentServiceImpl {
     ) -> Result<Response<RotateCredentialResponse>, Status> {
         let caller = authenticate(&self.state, &request).await?;
         let secret = new_secret();
-        let client_cert = super::enrollment::issue_client_certificate(&self.state, caller.id)?;
+        let client_cert = self.state.client_certificate(caller.id)?;
         sqlx::query!(
             "UPDATE agents SET credential_hash = $2, client_cert_sha256 = $3, credential_rotated_at = now()
              WHERE id = $1",
@@ -103,10 +102,11 @@ impl AgentService for AgentServiceImpl {
         .await
         .map_err(db_error)?;
         tracing::info!(agent = %caller.id, "agent credential rotated");
+        let (client_cert_pem, client_key_pem) = crate::tls::client_pems(client_cert);
         Ok(Response::new(RotateCredentialResponse {
             credential: AgentCredential { agent_id: caller.id, secret }.encode(),
-            client_cert_pem: client_cert.as_ref().map(|c| c.cert_pem.clone()).unwrap_or_default(),
-            client_key_pem: client_cert.map(|c| c.key_pem).unwrap_or_default(),
+            client_cert_pem,
+            client_key_pem,
         }))
     }
 

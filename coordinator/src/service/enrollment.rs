@@ -3,7 +3,6 @@
 use super::{State, db_error};
 use crate::auth::{AgentCredential, hash_secret, new_secret};
 use crate::hardware;
-use crate::tls::Issued;
 use ipw_proto::v1::enrollment_server::Enrollment;
 use ipw_proto::v1::{JoinRequest, JoinResponse};
 use tonic::{Request, Response, Status};
@@ -73,7 +72,7 @@ impl Enrollment for EnrollmentService {
 
         let agent_id = Uuid::now_v7();
         let secret = new_secret();
-        let client_cert = issue_client_certificate(&self.state, agent_id)?;
+        let client_cert = self.state.client_certificate(agent_id)?;
         let status = if token.auto_approve { "approved" } else { "pending" };
         let labels = serde_json::to_value(&req.labels).expect("a string map is JSON");
         sqlx::query!(
@@ -124,25 +123,16 @@ impl Enrollment for EnrollmentService {
         }
         tx.commit().await.map_err(db_error)?;
         tracing::info!(%agent_id, name, status, hardware_class = %class, "agent joined");
+        let (client_cert_pem, client_key_pem) = crate::tls::client_pems(client_cert);
         Ok(Response::new(JoinResponse {
             agent_id: agent_id.to_string(),
             credential: AgentCredential { agent_id, secret }.encode(),
             status: status.into(),
             hardware_class: class,
-            client_cert_pem: client_cert.as_ref().map(|c| c.cert_pem.clone()).unwrap_or_default(),
-            client_key_pem: client_cert.map(|c| c.key_pem).unwrap_or_default(),
+            client_cert_pem,
+            client_key_pem,
         }))
     }
-}
-
-/// A client certificate for `agent_id` when serving TLS; `None` for plain text.
-pub(crate) fn issue_client_certificate(state: &State, agent_id: Uuid) -> Result<Option<Issued>, Status> {
-    state
-        .authority
-        .as_ref()
-        .map(|a| a.client_certificate(agent_id))
-        .transpose()
-        .map_err(|e| Status::internal(format!("cannot sign a client certificate: {e}")))
 }
 
 /// Says exactly why a token was refused: unknown, revoked, expired or used up.

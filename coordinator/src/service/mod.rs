@@ -33,6 +33,15 @@ pub struct State {
 }
 
 impl State {
+    /// A client certificate for `agent_id` when serving TLS; `None` for plain text.
+    pub fn client_certificate(&self, agent_id: Uuid) -> Result<Option<crate::tls::Issued>, Status> {
+        self.authority
+            .as_ref()
+            .map(|a| a.client_certificate(agent_id))
+            .transpose()
+            .map_err(|e| Status::internal(format!("cannot sign a client certificate: {e}")))
+    }
+
     /// Plain text, 10-minute leases, 3 attempts, and 10 joins at once then 10 a minute per
     /// address.
     pub fn new(pool: PgPool) -> Self {
