@@ -1,6 +1,7 @@
 //! The analysis views and functions against rows inserted by hand, with every expected
 //! figure worked out here; and the judge scorer against the real SmolLM2 server.
 
+use ipw_coordinator::domain::report::Report;
 use ipw_e2e::Fleet;
 use ipw_proto::v1::{ReportRequest, ScoreRunRequest};
 use sqlx::PgPool;
@@ -224,8 +225,8 @@ async fn ipw_summary_matches_hand_computed_figures() -> anyhow::Result<()> {
 
     let e = sqlx::query_as::<_, (f64, f64, f64, f64, f64, f64, f64, f64, f64, f64, i64, f64, String, String)>(
         "SELECT ttft_mean_s, ttft_p50_s, ttft_p95_s, output_tokens_per_s, joules_per_query, dynamic_joules_per_query,
-                mean_power_w, mean_dynamic_power_w, tokens_per_joule, ipw, tokens_out, ipj, power_sources,
-                energy_null_reasons
+                mean_power_w, mean_dynamic_power_w, tokens_per_joule, ipw, tokens_out, ipj, power_source,
+                energy_null_reason
          FROM ipw_summary WHERE run_id = $1",
     )
     .bind(run)
@@ -287,8 +288,9 @@ async fn ipw_summary_matches_hand_computed_figures() -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
+    let report = Report::from_wire(report)?;
     assert_eq!(report.rows[0].accuracy, Some(0.5));
-    assert_eq!(report.rows[0].scoring_id, ingest.to_string());
+    assert_eq!(report.rows[0].scoring_id, Some(ingest));
     Ok(())
 }
 
@@ -421,7 +423,7 @@ async fn a_judge_scoring_records_the_judge_and_keeps_the_ingest_scoring() -> any
     .fetch_one(&fleet.pool)
     .await?;
     assert_eq!((model.as_str(), strictness.as_str(), completed), ("SmolLM2-135M-Instruct", "lenient", true));
-    assert_eq!(hash, ipw_coordinator::scoring::judge::prompt_hash());
+    assert_eq!(hash, ipw_coordinator::domain::scoring::judge::prompt_hash());
     assert_eq!(version, scored.judge_version);
     // Each judged result has a verdict with both raw replies, or an error and no verdict.
     let judged: Vec<(Option<bool>, Option<String>, Option<String>)> =

@@ -2,6 +2,7 @@
 //! server, results and IPW in Postgres.
 
 use ipw_agent::runner::{self, RunOptions};
+use ipw_coordinator::domain::report::Report;
 use ipw_e2e::{Fleet, mmlu_pro};
 use ipw_proto::v1::{ApproveAgentRequest, ReportRequest, RunStatusRequest};
 use std::time::Duration;
@@ -91,13 +92,14 @@ async fn two_agents_share_a_sharded_run_and_every_query_lands_once() -> anyhow::
         .get_report(ReportRequest { run_ids: vec![run.run_id.clone()], ..Default::default() })
         .await?
         .into_inner();
+    let report = Report::from_wire(report)?;
     assert_eq!(report.rows.len(), 1, "both agents share one hardware class");
     let row = &report.rows[0];
     assert_eq!(row.queries, 24);
     assert_eq!(row.accuracy, Some(correct as f64 / 24.0));
     assert!(row.latency_p50_s.is_some() && row.ttft_p95_s.is_some() && row.output_tokens_per_s.is_some());
     assert_eq!((row.mean_power_w, row.ipw, row.ipj), (None, None, None));
-    assert!(row.energy_null_reason.starts_with("no readable power source"));
+    assert!(row.energy_null_reason.as_deref().unwrap_or_default().starts_with("no readable power source"));
 
     // The shards were spread over both agents, and the run is complete.
     let status = fleet.admin.get_run_status(RunStatusRequest { run_id: run.run_id.clone() }).await?.into_inner();
@@ -267,23 +269,24 @@ async fn energy_from_a_powercap_counter_is_attributed_conserved_and_audited() ->
         .get_report(ReportRequest { run_ids: vec![run.run_id.clone()], ..Default::default() })
         .await?
         .into_inner();
+    let report = Report::from_wire(report)?;
     let row = &report.rows[0];
     let power = row.mean_power_w.expect("mean power");
     assert!(power > 0.45 * WATTS && power <= 1.05 * WATTS, "{power} W");
     assert!(row.ipw.is_some() && row.ipj.is_some());
-    assert_eq!((row.power_source.as_str(), row.power_scope.as_str()), ("rapl", "cpu-package"));
+    assert_eq!((row.power_source.as_deref(), row.power_scope.as_deref()), (Some("rapl"), Some("cpu-package")));
     // Idle power equals load power in this fixture, so dynamic power is near zero.
     assert!(row.mean_dynamic_power_w.expect("dynamic power").abs() < 0.1 * WATTS);
     assert!(row.dynamic_joules_per_query.is_some());
 
     // The figures draw these real latencies and token counts with the counter's energy.
     let with_points = ReportRequest { run_ids: vec![run.run_id.clone()], with_points: true, ..Default::default() };
-    let report = fleet.admin.get_report(with_points).await?.into_inner();
+    let report = Report::from_wire(fleet.admin.get_report(with_points).await?.into_inner())?;
     assert_eq!(report.points.len(), 4);
     let plots = std::env::var("IPW_KEEP_PLOTS")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| fleet.dir.path().join("plots"));
-    let files = ipw_coordinator::plot::write_all(&report, &plots).map_err(anyhow::Error::msg)?;
+    let files = ipw_coordinator::cli::render::svg::write_all(&report, &plots).map_err(anyhow::Error::msg)?;
     let scatter = std::fs::read_to_string(&files[2])?;
     assert!(scatter.contains("energy (J)") && scatter.contains("power: rapl (cpu-package)"));
     assert!(scatter.matches("<circle").count() >= 4, "one point per query");

@@ -245,7 +245,7 @@ async fn a_killed_coordinator_process_comes_back_and_every_query_lands_once() ->
     let slice = dir.path().join("slice.jsonl");
     let text = std::fs::read_to_string(ipw_e2e::mmlu_pro())?;
     std::fs::write(&slice, text.lines().take(200).collect::<Vec<_>>().join("\n"))?;
-    ipw_coordinator::cli::import_workload(&mut admin, &slice, "slice").await?;
+    ipw_coordinator::cli::workloads::import_workload(&mut admin, &slice, "slice").await?;
     let token = admin
         .create_token(ipw_proto::v1::CreateTokenRequest {
             ttl_seconds: 60,

@@ -4,8 +4,8 @@
 use ipw_agent::client;
 use ipw_agent::config::AgentConfig;
 use ipw_agent::join::{self, Trust};
-use ipw_coordinator::rate_limit::RateLimiter;
-use ipw_coordinator::service::State;
+use ipw_coordinator::api::State;
+use ipw_coordinator::infra::rate_limit::RateLimiter;
 use ipw_e2e::{Fleet, fresh_database};
 use ipw_proto::v1::{
     AcquireLeaseRequest, Energy, HeartbeatRequest, ListTokensRequest, QueryResult, ResultBatch, RevokeRequest,
@@ -60,7 +60,7 @@ async fn a_wrong_ca_fingerprint_is_refused_and_nothing_joins() -> anyhow::Result
     let url = fleet.coordinator.url();
     let labels = std::collections::BTreeMap::new();
 
-    let impostor = ipw_coordinator::tls::Authority::generate()?.fingerprint();
+    let impostor = ipw_coordinator::infra::tls::Authority::generate()?.fingerprint();
     let e = format!(
         "{:#}",
         join::join(&url, &Trust::Pinned(impostor.clone()), &token, "x", labels.clone()).await.unwrap_err()
@@ -159,7 +159,7 @@ async fn a_revoked_token_enrolls_no_one() -> anyhow::Result<()> {
 /// to wait, before any token is looked at.
 #[tokio::test]
 async fn join_attempts_are_rate_limited_per_address() -> anyhow::Result<()> {
-    let pool = ipw_coordinator::db::connect_and_migrate(fresh_database().await?).await?;
+    let pool = ipw_coordinator::infra::pool::connect_and_migrate(fresh_database().await?).await?;
     let fleet = Fleet::start_with(State { join_limiter: Arc::new(RateLimiter::new(3, 1)), ..State::new(pool) }).await?;
     for i in 0..3 {
         let e = format!("{:#}", fleet.join("guess", &format!("g{i}")).await.unwrap_err());

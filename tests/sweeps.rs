@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use ipw_agent::client;
 use ipw_agent::runner;
-use ipw_coordinator::schedule;
+use ipw_coordinator::jobs::scheduler;
 use ipw_e2e::{Fleet, gpu_box};
 use ipw_proto::v1::{AcquireLeaseRequest, GenerationParams, SweepSpec, SweepStatusRequest};
 use std::collections::HashMap;
@@ -215,24 +215,25 @@ async fn schedules_fire_once_across_coordinators_and_follow_the_missed_policy() 
     };
 
     // Two coordinators (two pools on one database) tick at the same moment: one instance.
-    let other = ipw_coordinator::db::connect_and_migrate(fleet.pool.connect_options().as_ref().clone()).await?;
+    let other =
+        ipw_coordinator::infra::pool::connect_and_migrate(fleet.pool.connect_options().as_ref().clone()).await?;
     let now = at("2026-01-01T00:00:30Z");
-    let (x, y) = tokio::join!(schedule::tick(&fleet.pool, now), schedule::tick(&other, now));
+    let (x, y) = tokio::join!(scheduler::tick(&fleet.pool, now), scheduler::tick(&other, now));
     assert_eq!(x?.len() + y?.len(), 1);
     assert_eq!(instances().await?, [at("2026-01-01T00:00:00Z")]);
     // Ticking again at the same time changes nothing.
-    assert!(schedule::tick(&other, now).await?.is_empty());
+    assert!(scheduler::tick(&other, now).await?.is_empty());
 
     // On time at 00:10.
-    assert_eq!(schedule::tick(&fleet.pool, at("2026-01-01T00:10:05Z")).await?.len(), 1);
+    assert_eq!(scheduler::tick(&fleet.pool, at("2026-01-01T00:10:05Z")).await?.len(), 1);
     // Down from 00:15 to 00:55: 00:20..00:50 were missed, and `skip` creates nothing.
-    assert!(schedule::tick(&fleet.pool, at("2026-01-01T00:55:00Z")).await?.is_empty());
+    assert!(scheduler::tick(&fleet.pool, at("2026-01-01T00:55:00Z")).await?.is_empty());
     let next: DateTime<Utc> =
         sqlx::query_scalar("SELECT next_fire_at FROM sweep_definitions").fetch_one(&fleet.pool).await?;
     assert_eq!(next, at("2026-01-01T01:00:00Z"));
     // With `catch-up-once`, a long outage gives exactly one instance, for the latest firing.
     sqlx::query("UPDATE sweep_definitions SET missed_policy = 'catch-up-once'").execute(&fleet.pool).await?;
-    assert_eq!(schedule::tick(&fleet.pool, at("2026-01-01T01:35:00Z")).await?.len(), 1);
+    assert_eq!(scheduler::tick(&fleet.pool, at("2026-01-01T01:35:00Z")).await?.len(), 1);
     assert_eq!(
         instances().await?,
         [at("2026-01-01T00:00:00Z"), at("2026-01-01T00:10:00Z"), at("2026-01-01T01:30:00Z")]

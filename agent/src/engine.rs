@@ -2,9 +2,8 @@
 //! Studio, MLX-LM), always streamed so time to first token and inter-token latency are
 //! measured here, on the client, the way a user would feel them.
 
-use futures::StreamExt;
+use ipw_proto::openai::{self, ChatRequest, Client, Message, StreamOptions};
 use ipw_proto::v1::{ChatMessage, GenerationParams};
-use serde::Deserialize;
 use std::time::{Duration, Instant};
 
 /// One completed (or failed) request, with its client-side timings.
@@ -64,85 +63,48 @@ impl From<&str> for Failure {
     }
 }
 
-impl From<String> for Failure {
-    fn from(e: String) -> Self {
-        Failure::Failed(e)
+impl From<openai::Error> for Failure {
+    fn from(e: openai::Error) -> Self {
+        match e {
+            openai::Error::NotSent { .. } => Failure::NotSent(e.to_string()),
+            openai::Error::Status { status, body, .. } => {
+                Failure::Failed(format!("engine answered {status}: {}", body.chars().take(500).collect::<String>()))
+            }
+            e => Failure::Failed(e.to_string()),
+        }
     }
 }
 
 /// A client for one engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
-    http: reqwest::Client,
-    base_url: String,
-}
-
-#[derive(Deserialize)]
-struct Chunk {
-    #[serde(default)]
-    choices: Vec<ChunkChoice>,
-    usage: Option<Usage>,
-    error: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct ChunkChoice {
-    #[serde(default)]
-    delta: Delta,
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct Delta {
-    content: Option<String>,
-    reasoning_content: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Usage {
-    prompt_tokens: u32,
-    completion_tokens: u32,
+    client: Client,
 }
 
 impl Engine {
     /// An engine at `base_url` (e.g. `http://127.0.0.1:8080`); requests give up after `timeout`.
     pub fn new(base_url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        // Idle connections are dropped before llama.cpp's 5 s keep-alive would close them under
-        // us (a reused, half-closed connection fails the next request).
-        let http = reqwest::Client::builder().timeout(timeout).pool_idle_timeout(Duration::from_secs(2)).build()?;
-        Ok(Self { http, base_url: base_url.trim_end_matches('/').to_owned() })
+        Ok(Self { client: Client::new(base_url, timeout)? })
     }
 
     /// The endpoint's base URL.
     pub fn base_url(&self) -> &str {
-        &self.base_url
+        self.client.base_url()
     }
 
-    /// `GET path` as JSON; `None` when the engine has no such endpoint or answers otherwise.
-    pub async fn get_json(&self, path: &str) -> Option<serde_json::Value> {
-        let resp =
-            self.http.get(format!("{}{path}", self.base_url)).timeout(Duration::from_secs(10)).send().await.ok()?;
-        if !resp.status().is_success() {
-            return None;
-        }
-        resp.json().await.ok()
+    /// The OpenAI-compatible client underneath, for what the engine says about itself.
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// The model names this engine answers to: each `/v1/models` id, and for a file path its
     /// file name, stem and stem without a quantization suffix (llama.cpp names its model by
     /// path: `/m/SmolLM2-135M-Instruct.Q4_1.gguf` also answers to `SmolLM2-135M-Instruct`).
     pub async fn model_names(&self) -> Vec<String> {
-        let ids: Vec<String> = self
-            .get_json("/v1/models")
-            .await
-            .and_then(|m| m["data"].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|m| m["id"].as_str().map(String::from))
-            .collect();
+        let models = self.client.models().await.map(|m| m.data).unwrap_or_default();
         let mut names = Vec::new();
-        for id in ids {
-            for name in names_for(&id) {
+        for id in models.iter().map(|m| m.id.as_str()).filter(|id| !id.is_empty()) {
+            for name in names_for(id) {
                 if !names.contains(&name) {
                     names.push(name);
                 }
@@ -154,39 +116,34 @@ impl Engine {
     /// Checks that the engine answers `GET /v1/models`, so work is not leased to an agent
     /// whose engine is down. The error says what was tried.
     pub async fn check(&self) -> Result<(), String> {
-        let url = format!("{}/v1/models", self.base_url);
-        match self.http.get(&url).timeout(Duration::from_secs(10)).send().await {
-            Ok(r) if r.status().is_success() => Ok(()),
-            Ok(r) => Err(format!("GET {url} answered {}", r.status())),
-            Err(e) => Err(format!("GET {url}: {e}")),
-        }
+        self.client.models().await.map(drop).map_err(|e| e.to_string())
     }
 
     /// Sends one chat request and measures it. Failures are recorded in the result, not
     /// returned: a failed query is still a measured outcome.
     pub async fn chat(&self, model: &str, messages: &[ChatMessage], params: &GenerationParams) -> Completion {
-        let body = serde_json::json!({
-            "model": model,
-            "messages": messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
-            "stream": true,
-            "stream_options": {"include_usage": true},
-            "max_tokens": params.max_tokens,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-        });
+        let request = ChatRequest {
+            model: model.to_owned(),
+            messages: messages.iter().map(Message::from).collect(),
+            stream: true,
+            stream_options: Some(StreamOptions { include_usage: true }),
+            max_tokens: Some(params.max_tokens),
+            temperature: Some(params.temperature),
+            top_p: Some(params.top_p),
+        };
         let mut attempt = 0;
         let mut c = loop {
             attempt += 1;
             let started_at = chrono::Utc::now();
             let started = Instant::now();
             let mut c = Completion { started_at, started: Some(started), ..Default::default() };
-            match self.stream_into(&body, started, &mut c).await {
+            match self.stream_into(&request, started, &mut c).await {
                 Ok(()) => {}
                 // The request never reached the engine, so nothing was measured: try again,
                 // timing afresh.
                 Err(Failure::NotSent(e)) if attempt < SEND_ATTEMPTS => {
                     tracing::debug!(attempt, error = %e, "engine request not sent; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
+                    tokio::time::sleep(ipw_proto::retry::backoff(attempt - 1)).await;
                     continue;
                 }
                 Err(Failure::NotSent(e) | Failure::Failed(e)) => c.error = Some(e),
@@ -200,37 +157,12 @@ impl Engine {
         c
     }
 
-    async fn stream_into(&self, body: &serde_json::Value, started: Instant, c: &mut Completion) -> Result<(), Failure> {
-        let url = format!("{}/v1/chat/completions", self.base_url);
-        let resp = self.http.post(&url).json(body).send().await.map_err(|e| {
-            let message = format!("POST {url}: {e}");
-            // Connect and send errors happen before the engine sees the request.
-            if e.is_connect() || e.is_request() { Failure::NotSent(message) } else { Failure::Failed(message) }
-        })?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
-            return Err(format!("engine answered {status}: {}", text.chars().take(500).collect::<String>()).into());
-        }
-        let mut bytes = resp.bytes_stream();
-        let mut buf: Vec<u8> = Vec::new();
+    /// Streams one request into `c`, timing each chunk of text as it arrives.
+    async fn stream_into(&self, request: &ChatRequest, started: Instant, c: &mut Completion) -> Result<(), Failure> {
         let mut chunk_times: Vec<Instant> = Vec::new();
         let mut usage_seen = false;
-        while let Some(piece) = bytes.next().await {
-            buf.extend_from_slice(&piece.map_err(|e| format!("stream broke off: {e}"))?);
-            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                let line = String::from_utf8_lossy(&line);
-                let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else {
-                    continue;
-                };
-                if data == "[DONE]" {
-                    continue;
-                }
-                let chunk: Chunk = serde_json::from_str(data).map_err(|e| format!("unparseable stream chunk: {e}"))?;
-                if let Some(err) = chunk.error {
-                    return Err(format!("engine error: {err}").into());
-                }
+        self.client
+            .chat_stream(request, |chunk| {
                 for choice in chunk.choices {
                     let text: String =
                         [choice.delta.reasoning_content, choice.delta.content].into_iter().flatten().collect();
@@ -251,8 +183,8 @@ impl Engine {
                     c.tokens_out = u.completion_tokens;
                     usage_seen = true;
                 }
-            }
-        }
+            })
+            .await?;
         if chunk_times.len() >= 2 {
             let span = (*chunk_times.last().expect("non-empty") - chunk_times[0]).as_secs_f64();
             c.mean_itl_s = Some(span / (chunk_times.len() - 1) as f64);

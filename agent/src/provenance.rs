@@ -3,6 +3,7 @@
 
 use crate::engine::Engine;
 use crate::hardware;
+use ipw_proto::openai::{Props, Version};
 use ipw_proto::v1::Provenance;
 use regex::Regex;
 use sha2::{Digest, Sha256};
@@ -42,31 +43,29 @@ pub fn quantization_in_name(name: &str) -> Option<String> {
 /// Reads what the engine reports: llama.cpp's `/props`, vLLM's `/version`, Ollama's
 /// `/api/version`, then `/v1/models` for the model.
 pub async fn probe_engine(engine: &Engine) -> EngineInfo {
+    let client = engine.client();
     let mut info = EngineInfo::default();
-    if let Some(props) =
-        engine.get_json("/props").await.filter(|p| p.get("model_path").is_some() || p.get("build_info").is_some())
-    {
+    if let Some(props) = client.props().await.filter(Props::is_llama_cpp) {
         info.name = "llama.cpp".into();
-        info.version = props["build_info"].as_str().unwrap_or_default().to_owned();
-        info.model_path = props["model_path"].as_str().map(PathBuf::from);
-        info.quantization = props["model_ftype"].as_str().map(String::from);
-    } else if let Some(v) = engine.get_json("/version").await.and_then(|v| v["version"].as_str().map(String::from)) {
+        info.version = props.build_info.unwrap_or_default();
+        info.model_path = props.model_path.map(PathBuf::from);
+        info.quantization = props.model_ftype;
+    } else if let Some(v) = client.get_optional::<Version>("/version").await.and_then(|v| v.version) {
         info.name = "vllm".into();
         info.version = v;
-    } else if let Some(v) = engine.get_json("/api/version").await.and_then(|v| v["version"].as_str().map(String::from))
-    {
+    } else if let Some(v) = client.get_optional::<Version>("/api/version").await.and_then(|v| v.version) {
         info.name = "ollama".into();
         info.version = v;
     }
-    if let Some(models) = engine.get_json("/v1/models").await
-        && let Some(first) = models["data"].as_array().and_then(|d| d.first())
+    if let Ok(models) = client.models().await
+        && let Some(first) = models.data.into_iter().next()
     {
-        info.model = first["id"].as_str().unwrap_or_default().to_owned();
+        info.model = first.id;
         if info.name.is_empty() {
-            info.name = first["owned_by"].as_str().unwrap_or("openai-compatible").to_owned();
+            info.name = first.owned_by.unwrap_or_else(|| "openai-compatible".to_owned());
         }
         if info.quantization.is_none() {
-            info.quantization = first["meta"]["ftype"].as_str().map(String::from);
+            info.quantization = first.meta.and_then(|m| m.ftype);
         }
     }
     if info.quantization.is_none() {

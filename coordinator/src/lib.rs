@@ -3,24 +3,17 @@
 //! It enrolls agents, shards runs into leases, ingests result batches idempotently and scores
 //! them server side. Several replicas can serve one database, since every piece of state
 //! lives in Postgres.
+//!
+//! The data path reads from the folder names: an agent's call arrives in [`api`] (thin tonic
+//! handlers), which validates with [`domain`] (types and pure logic) and writes through
+//! [`store`] (all SQL); the analysis views turn rows into figures, [`store::reports`] reads
+//! them, and [`cli`] renders them. [`jobs`] hold the background work (the scheduler,
+//! re-scoring) and [`infra`] the plumbing (secrets, TLS, limits, the pool, the embedded
+//! PostgreSQL).
 
-pub mod auth;
+pub mod api;
 pub mod cli;
-pub mod db;
-pub mod embedded_postgres;
-pub mod hardware;
-pub mod ingest;
-pub mod paths;
-pub mod plot;
-pub mod prompt;
-pub mod rate_limit;
-pub mod rescore;
-pub mod runs;
-pub mod schedule;
-pub mod scores;
-pub mod scoring;
-pub mod server;
-pub mod service;
-pub mod sweeps;
-pub mod tls;
-pub mod workload;
+pub mod domain;
+pub mod infra;
+pub mod jobs;
+pub mod store;

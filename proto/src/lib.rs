@@ -1,7 +1,15 @@
-//! The gRPC contract between `ipw-coordinator`, `ipw-agent` and the `ipw` CLI.
+//! The wire contracts between the parts of ipw-fleet: `ipw-coordinator`, `ipw-agent`, the
+//! `ipw` CLI, and the inference engines and judges they call.
 //!
-//! Everything here is generated from `proto/ipw/v1/*.proto`; edit the `.proto`, not this crate.
+//! - [`v1`]: the gRPC contract, generated from `proto/ipw/v1/*.proto` (edit the `.proto`, not
+//!   the generated code), with [`BearerAuth`] for its calls;
+//! - [`openai`]: the client for OpenAI-compatible endpoints (engines, the LLM judge);
+//! - [`retry`]: the one backoff schedule for every retry;
+//! - [`tls`]: how clients reach the coordinator over TLS;
+//! - [`kinds`]: the closed sets of values that travel as text.
 
+pub mod kinds;
+pub mod openai;
 pub mod retry;
 pub mod tls;
 

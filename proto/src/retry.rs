@@ -1,5 +1,6 @@
-//! The one backoff schedule for every retry in the fleet: agents calling the coordinator, the
-//! coordinator waiting for its database, the judge calling its endpoint.
+//! The one backoff schedule for every retry in the fleet: agents calling the coordinator, an
+//! agent resending a request its engine never received, the coordinator waiting for its
+//! database, the judge calling its endpoint.
 
 use std::time::Duration;
 

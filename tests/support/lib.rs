@@ -9,9 +9,9 @@ use ipw_agent::config::AgentConfig;
 use ipw_agent::join::Trust;
 use ipw_agent::runner::RunOptions;
 use ipw_agent::spool::Spool;
+use ipw_coordinator::api::State;
+use ipw_coordinator::api::server::Background;
 use ipw_coordinator::cli::{self, Admin};
-use ipw_coordinator::server::Background;
-use ipw_coordinator::service::State;
 use ipw_proto::tls::ClientTls;
 use ipw_proto::v1::enrollment_client::EnrollmentClient;
 use ipw_proto::v1::{CreateRunRequest, CreateTokenRequest, GenerationParams, HardwareInfo, JoinRequest, RunInfo};
@@ -105,15 +105,15 @@ impl Fleet {
 
     /// Starts a coordinator with the given lease TTL, serving plain text.
     pub async fn start_with_lease_ttl(lease_ttl: Duration) -> anyhow::Result<Self> {
-        let pool = ipw_coordinator::db::connect_and_migrate(fresh_database().await?).await?;
+        let pool = ipw_coordinator::infra::pool::connect_and_migrate(fresh_database().await?).await?;
         Self::start_with(State { lease_ttl, ..State::new(pool) }).await
     }
 
     /// Starts a coordinator serving TLS with a CA of its own, requiring agents' client
     /// certificates when `require_client_cert`.
     pub async fn start_tls(require_client_cert: bool) -> anyhow::Result<Self> {
-        let pool = ipw_coordinator::db::connect_and_migrate(fresh_database().await?).await?;
-        let authority = std::sync::Arc::new(ipw_coordinator::tls::Authority::generate()?);
+        let pool = ipw_coordinator::infra::pool::connect_and_migrate(fresh_database().await?).await?;
+        let authority = std::sync::Arc::new(ipw_coordinator::infra::tls::Authority::generate()?);
         Self::start_with(State { authority: Some(authority), require_client_cert, ..State::new(pool) }).await
     }
 
@@ -122,7 +122,7 @@ impl Fleet {
         let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
         let pool = state.pool.clone();
         let tls = state.authority.as_ref().map(|a| ClientTls { ca_pem: a.ca_pem().to_owned(), identity: None });
-        let admin_token = ipw_coordinator::auth::new_secret();
+        let admin_token = ipw_coordinator::infra::auth::new_secret();
         let coordinator =
             Background::spawn("127.0.0.1:0".parse().expect("valid address"), state, admin_token.clone()).await?;
         let admin = cli::connect(&coordinator.url(), tls.as_ref(), &admin_token).await?;
@@ -258,7 +258,7 @@ impl Fleet {
 
     /// Imports a workload file through the CLI's code path.
     pub async fn import(&mut self, file: &std::path::Path, name: &str) -> anyhow::Result<u64> {
-        Ok(cli::import_workload(&mut self.admin, file, name).await?.queries)
+        Ok(cli::workloads::import_workload(&mut self.admin, file, name).await?.queries)
     }
 }
 
@@ -323,7 +323,7 @@ impl CoordinatorProcess {
 
     /// The CA clients trust, from the data directory.
     pub fn tls(&self) -> anyhow::Result<ClientTls> {
-        let ca_pem = std::fs::read_to_string(ipw_coordinator::tls::ca_file(&self.data_dir))?;
+        let ca_pem = std::fs::read_to_string(ipw_coordinator::infra::tls::ca_file(&self.data_dir))?;
         Ok(ClientTls { ca_pem, identity: None })
     }
 
@@ -334,7 +334,7 @@ impl CoordinatorProcess {
 
     /// An admin client, with the admin token the coordinator wrote.
     pub async fn admin(&self) -> anyhow::Result<Admin> {
-        let token = std::fs::read_to_string(ipw_coordinator::paths::admin_token_file(&self.data_dir))?;
+        let token = std::fs::read_to_string(ipw_coordinator::infra::paths::admin_token_file(&self.data_dir))?;
         cli::connect(&self.url, Some(&self.tls()?), token.trim()).await
     }
 

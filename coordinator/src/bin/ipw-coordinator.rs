@@ -2,10 +2,11 @@
 
 use anyhow::Context;
 use clap::Parser;
-use ipw_coordinator::embedded_postgres::EmbeddedPostgres;
-use ipw_coordinator::rate_limit::RateLimiter;
-use ipw_coordinator::service::State;
-use ipw_coordinator::{auth, db, paths, schedule, server, tls};
+use ipw_coordinator::api::{State, server};
+use ipw_coordinator::infra::embedded_postgres::EmbeddedPostgres;
+use ipw_coordinator::infra::rate_limit::RateLimiter;
+use ipw_coordinator::infra::{auth, paths, pool, tls};
+use ipw_coordinator::jobs::scheduler;
 use sqlx::postgres::PgConnectOptions;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -89,13 +90,13 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let served = async {
-        let pool = db::connect_and_migrate_within(options, args.db_wait).await?;
+        let pool = pool::connect_and_migrate_within(options, args.db_wait).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         tracing::info!(addr = %args.listen, "coordinator listening");
         // Every replica runs the scheduler; the advisory lock lets one act at a time.
-        let scheduler = tokio::spawn(schedule::run_forever(pool.clone(), std::time::Duration::from_secs(15)));
+        let scheduler = tokio::spawn(scheduler::run_forever(pool.clone(), std::time::Duration::from_secs(15)));
         let authority = (!args.insecure).then(|| tls::Authority::load_or_create(&data_dir)).transpose()?;
         let server_tls = authority.as_ref().map(|a| a.server_tls_config(&args.tls_names)).transpose()?;
         match &authority {

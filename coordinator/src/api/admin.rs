@@ -1,0 +1,275 @@
+//! Calls from the `ipw` CLI. The admin token is checked by the interceptor in
+//! [`super::server`] before any of these run.
+
+use super::{State, parse_uuid};
+use crate::domain::Invalid;
+use crate::domain::scoring::judge::{Judge, JudgeConfig};
+use crate::domain::settings::Settings;
+use crate::domain::sweep::Definition;
+use crate::domain::workload::{NewQuery, Parser};
+use crate::infra::auth::{hash_secret, new_secret};
+use crate::jobs::rescore;
+use crate::store::{self, agents, reports, runs, sweeps, tokens, unix_us, workloads};
+use ipw_proto::kinds::{Strictness, SweepStatus};
+use ipw_proto::v1::admin_server::Admin;
+use ipw_proto::v1::{
+    AgentInfo, ApproveAgentRequest, CreateRunRequest, CreateTokenRequest, CreateTokenResponse, ImportWorkloadResponse,
+    ListAgentsRequest, ListAgentsResponse, ListSweepsRequest, ListSweepsResponse, ListTokensRequest,
+    ListTokensResponse, ListWorkloadsRequest, ListWorkloadsResponse, Report, ReportRequest, RevokeRequest, RunInfo,
+    RunStatus, RunStatusRequest, ScoreRunRequest, ScoreRunResponse, SweepInfo, SweepRequest, SweepSpec,
+    SweepStatusRequest, TokenInfo, WorkloadChunk,
+};
+use tonic::{Request, Response, Status, Streaming};
+use uuid::Uuid;
+
+/// Default join-token lifetime.
+const DEFAULT_TOKEN_TTL_SECS: u64 = 24 * 3600;
+/// Queries inserted per statement during an import.
+const IMPORT_BATCH: usize = 2000;
+
+/// The admin service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    state: State,
+}
+
+impl AdminService {
+    /// Serves admin calls over `state`.
+    pub fn new(state: State) -> Self {
+        Self { state }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_token(
+        &self,
+        request: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenResponse>, Status> {
+        let req = request.into_inner();
+        let ttl = if req.ttl_seconds == 0 { DEFAULT_TOKEN_TTL_SECS } else { req.ttl_seconds };
+        let ttl = i64::try_from(ttl)
+            .ok()
+            .and_then(chrono::Duration::try_seconds)
+            .ok_or_else(|| Status::invalid_argument("ttl is too long"))?;
+        let max_uses = if req.max_uses == 0 { 1 } else { req.max_uses };
+        let max_uses = i32::try_from(max_uses).map_err(|_| Status::invalid_argument("too many uses"))?;
+        let token = new_secret();
+        let expires_at = chrono::Utc::now() + ttl;
+        let new = tokens::NewToken {
+            hash: hash_secret(&token),
+            description: &req.description,
+            expires_at,
+            max_uses,
+            auto_approve: req.auto_approve,
+        };
+        let id = tokens::create(&self.state.pool, &new).await?;
+        Ok(Response::new(CreateTokenResponse {
+            token_id: id.to_string(),
+            token,
+            expires_unix_us: unix_us(expires_at),
+            max_uses: max_uses as u32,
+            auto_approve: req.auto_approve,
+            join_url: self.state.advertise_url.clone(),
+            ca_cert_hash: self.state.authority.as_ref().map(|a| a.fingerprint()).unwrap_or_default(),
+        }))
+    }
+
+    async fn list_tokens(&self, _: Request<ListTokensRequest>) -> Result<Response<ListTokensResponse>, Status> {
+        Ok(Response::new(ListTokensResponse { tokens: tokens::list(&self.state.pool).await? }))
+    }
+
+    async fn revoke_token(&self, request: Request<RevokeRequest>) -> Result<Response<TokenInfo>, Status> {
+        let req = request.into_inner();
+        let id = parse_uuid("token", req.id.trim())?;
+        let token = tokens::revoke(&self.state.pool, id, &reason_or_default(&req.reason)?).await?;
+        tracing::info!(token = %id, "join token revoked");
+        Ok(Response::new(token))
+    }
+
+    async fn revoke_agent(&self, request: Request<RevokeRequest>) -> Result<Response<AgentInfo>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(agents::revoke(&self.state.pool, &req.id, &reason_or_default(&req.reason)?).await?))
+    }
+
+    async fn list_agents(&self, _: Request<ListAgentsRequest>) -> Result<Response<ListAgentsResponse>, Status> {
+        Ok(Response::new(ListAgentsResponse { agents: agents::list(&self.state.pool).await? }))
+    }
+
+    async fn approve_agent(&self, request: Request<ApproveAgentRequest>) -> Result<Response<AgentInfo>, Status> {
+        Ok(Response::new(agents::approve(&self.state.pool, &request.into_inner().agent_id).await?))
+    }
+
+    async fn import_workload(
+        &self,
+        request: Request<Streaming<WorkloadChunk>>,
+    ) -> Result<Response<ImportWorkloadResponse>, Status> {
+        Ok(Response::new(import(&self.state.pool, request.into_inner()).await?))
+    }
+
+    async fn list_workloads(
+        &self,
+        _: Request<ListWorkloadsRequest>,
+    ) -> Result<Response<ListWorkloadsResponse>, Status> {
+        Ok(Response::new(ListWorkloadsResponse { workloads: workloads::list(&self.state.pool).await? }))
+    }
+
+    async fn create_run(&self, request: Request<CreateRunRequest>) -> Result<Response<RunInfo>, Status> {
+        let req = request.into_inner();
+        let settings = Settings::from_request(req.concurrency, req.shard_size, req.repetitions, 0, req.params, 0)?;
+        let mut tx = self.state.pool.begin().await.map_err(store::Error::from)?;
+        let workload = workloads::find(&mut tx, &req.workload).await?;
+        let sample = runs::sample(&mut tx, &workload, req.sample, req.seed, false).await?;
+        let placement = runs::Placement::default();
+        let run = runs::create(&mut tx, &workload, &req.model, req.seed, &settings, &sample, &placement).await?;
+        tx.commit().await.map_err(store::Error::from)?;
+        Ok(Response::new(run))
+    }
+
+    async fn get_run_status(&self, request: Request<RunStatusRequest>) -> Result<Response<RunStatus>, Status> {
+        let run_id = parse_uuid("run", &request.get_ref().run_id)?;
+        Ok(Response::new(runs::status(&self.state.pool, run_id).await?))
+    }
+
+    async fn get_report(&self, request: Request<ReportRequest>) -> Result<Response<Report>, Status> {
+        let req = request.into_inner();
+        let run_ids = req.run_ids.iter().map(|r| parse_uuid("run", r)).collect::<Result<Vec<Uuid>, _>>()?;
+        let scoring = match req.scoring_id.trim() {
+            "" => None,
+            id => Some(parse_uuid("scoring", id)?),
+        };
+        let report = reports::report(&self.state.pool, &run_ids, scoring, req.with_points).await?;
+        Ok(Response::new(report.to_wire()))
+    }
+
+    async fn create_sweep(&self, request: Request<SweepSpec>) -> Result<Response<SweepInfo>, Status> {
+        let spec = request.into_inner();
+        let definition = Definition::from_spec(&spec, chrono::Utc::now())?;
+        Ok(Response::new(sweeps::create(&self.state.pool, &definition).await?))
+    }
+
+    async fn list_sweeps(&self, _: Request<ListSweepsRequest>) -> Result<Response<ListSweepsResponse>, Status> {
+        let mut conn = self.state.pool.acquire().await.map_err(store::Error::from)?;
+        Ok(Response::new(ListSweepsResponse { sweeps: sweeps::list(&mut conn).await? }))
+    }
+
+    async fn get_sweep(&self, request: Request<SweepRequest>) -> Result<Response<SweepInfo>, Status> {
+        let id = parse_uuid("sweep", &request.get_ref().sweep_id)?;
+        let mut conn = self.state.pool.acquire().await.map_err(store::Error::from)?;
+        Ok(Response::new(sweeps::info(&mut conn, id).await?))
+    }
+
+    async fn set_sweep_status(&self, request: Request<SweepStatusRequest>) -> Result<Response<SweepInfo>, Status> {
+        let req = request.into_inner();
+        let id = parse_uuid("sweep", &req.sweep_id)?;
+        let status: SweepStatus = req.status.parse().map_err(|e| Invalid(format!("{e}")))?;
+        let mut tx = self.state.pool.begin().await.map_err(store::Error::from)?;
+        sweeps::set_status(&mut tx, id, status).await?;
+        let info = sweeps::info(&mut tx, id).await?;
+        tx.commit().await.map_err(store::Error::from)?;
+        Ok(Response::new(info))
+    }
+
+    async fn score_run(&self, request: Request<ScoreRunRequest>) -> Result<Response<ScoreRunResponse>, Status> {
+        let req = request.into_inner();
+        let run_id = parse_uuid("run", &req.run_id)?;
+        let judge = judge(&req)?;
+        if req.judge_all && judge.is_none() {
+            return Err(Status::invalid_argument("judging every query needs a judge (an endpoint URL and a model)"));
+        }
+        let s = rescore::score_run(&self.state.pool, run_id, judge.as_ref(), req.judge_all).await?;
+        tracing::info!(run = %run_id, scoring = %s.scoring_id, scored = s.scored, failed = s.failed, "run scored");
+        Ok(Response::new(ScoreRunResponse {
+            scoring_id: s.scoring_id.to_string(),
+            scored: s.scored,
+            correct: s.correct,
+            failed: s.failed,
+            judge_version: s.judge_version.unwrap_or_default(),
+            failures: s.failures,
+        }))
+    }
+}
+
+/// The judge a scoring request names, if any.
+fn judge(req: &ScoreRunRequest) -> Result<Option<Judge>, Status> {
+    let (url, model) = match (req.judge_url.trim(), req.judge_model.trim()) {
+        ("", "") => return Ok(None),
+        ("", _) | (_, "") => return Err(Status::invalid_argument("a judge needs both an endpoint URL and a model")),
+        (url, model) => (url, model),
+    };
+    let strictness = match req.strictness.as_str() {
+        "" => Strictness::Strict,
+        s => s.parse().map_err(|e| Invalid(format!("{e}")))?,
+    };
+    let config = JudgeConfig {
+        url: url.to_owned(),
+        model: model.to_owned(),
+        strictness,
+        concurrency: req.judge_concurrency.clamp(1, 64) as usize,
+        max_attempts: 3,
+        timeout: std::time::Duration::from_secs(120),
+    };
+    Judge::new(config).map(Some).map_err(Status::internal)
+}
+
+/// Imports a streamed workload in one transaction: any error drops it, rolling back.
+async fn import(pool: &sqlx::PgPool, mut stream: Streaming<WorkloadChunk>) -> Result<ImportWorkloadResponse, Status> {
+    let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty import stream"))?;
+    let name = first.name.trim().to_owned();
+    if name.is_empty() || name.len() > 200 {
+        return Err(Status::invalid_argument("workload name must be 1 to 200 bytes"));
+    }
+    let nothing = "; nothing was imported";
+    let mut tx = pool.begin().await.map_err(store::Error::from)?;
+    let workload_id = workloads::begin_import(&mut tx, &name, &first.source, nothing).await?;
+    let mut parser = Parser::new();
+    let mut pending: Vec<NewQuery> = Vec::with_capacity(IMPORT_BATCH);
+    let mut chunk = Some(first);
+    let mut saw_last = false;
+    while let Some(c) = chunk {
+        if saw_last {
+            return Err(Status::invalid_argument(format!("a chunk followed the one marked last{nothing}")));
+        }
+        saw_last = c.last;
+        for line in &c.lines {
+            let parsed = parser
+                .parse_line(line.line_no, &line.text)
+                .map_err(|e| Status::invalid_argument(format!("{e}{nothing}")))?;
+            pending.extend(parsed);
+            if pending.len() >= IMPORT_BATCH {
+                workloads::insert_queries(&mut tx, workload_id, &pending).await?;
+                pending.clear();
+            }
+        }
+        chunk = stream
+            .message()
+            .await
+            .map_err(|s| Status::aborted(format!("import stream broke off ({}){nothing}", s.message())))?;
+    }
+    if !saw_last {
+        return Err(Status::aborted(format!("import stream ended before its last chunk{nothing}")));
+    }
+    workloads::insert_queries(&mut tx, workload_id, &pending).await?;
+    let (Some(format), n @ 1..) = (parser.format(), parser.count()) else {
+        return Err(Status::invalid_argument(format!("the file has no queries{nothing}")));
+    };
+    workloads::finish_import(&mut tx, workload_id, format, n as i32).await?;
+    tx.commit().await.map_err(store::Error::from)?;
+    tracing::info!(workload = %name, queries = n, format = format.as_str(), "workload imported");
+    Ok(ImportWorkloadResponse {
+        workload_id: workload_id.to_string(),
+        name,
+        format: format.as_str().into(),
+        queries: n as u64,
+    })
+}
+
+/// Why something was revoked: what the operator said, or "revoked by an operator".
+fn reason_or_default(reason: &str) -> Result<String, Status> {
+    let reason = reason.trim();
+    let limit = crate::domain::results::MAX_SHORT_TEXT_BYTES;
+    if reason.len() > limit {
+        return Err(Status::invalid_argument(format!("the reason is longer than {limit} bytes")));
+    }
+    Ok(if reason.is_empty() { "revoked by an operator".to_owned() } else { reason.to_owned() })
+}

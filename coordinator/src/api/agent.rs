@@ -1,0 +1,226 @@
+//! Calls from enrolled agents: heartbeat, lease, upload, complete.
+
+use super::auth::{Caller, authenticate};
+use super::error::prefixed;
+use super::{State, parse_uuid};
+use crate::domain::{prompt, results, telemetry};
+use crate::infra::auth::{AgentCredential, hash_secret, new_secret};
+use crate::store::{self, agents, leases, provenance, unix_us};
+use futures::Stream;
+use ipw_proto::kinds::AgentStatus;
+use ipw_proto::v1::agent_service_server::AgentService;
+use ipw_proto::v1::{
+    AcquireLeaseRequest, AcquireLeaseResponse, BatchAck, CompleteShardRequest, CompleteShardResponse, GenerationParams,
+    HeartbeatRequest, HeartbeatResponse, Lease, Provenance, ProvenanceAck, ResultBatch, RotateCredentialRequest,
+    RotateCredentialResponse, ShardTelemetry, ShardTelemetryAck, WorkItem,
+};
+use std::pin::Pin;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use uuid::Uuid;
+
+/// The agent service.
+#[derive(Debug, Clone)]
+pub struct AgentServiceImpl {
+    state: State,
+}
+
+impl AgentServiceImpl {
+    /// Serves agents over `state`.
+    pub fn new(state: State) -> Self {
+        Self { state }
+    }
+}
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<BatchAck, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for AgentServiceImpl {
+    async fn rotate_credential(
+        &self,
+        request: Request<RotateCredentialRequest>,
+    ) -> Result<Response<RotateCredentialResponse>, Status> {
+        let caller = authenticate(&self.state, &request).await?;
+        let secret = new_secret();
+        let client_cert = self.state.client_certificate(caller.id)?;
+        let cert_sha256 = client_cert.as_ref().map(|c| c.sha256.as_slice());
+        agents::rotate_credential(&self.state.pool, caller.id, &hash_secret(&secret), cert_sha256).await?;
+        tracing::info!(agent = %caller.id, "agent credential rotated");
+        let (client_cert_pem, client_key_pem) = crate::infra::tls::client_pems(client_cert);
+        Ok(Response::new(RotateCredentialResponse {
+            credential: AgentCredential { agent_id: caller.id, secret }.encode(),
+            client_cert_pem,
+            client_key_pem,
+        }))
+    }
+
+    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        let caller = authenticate(&self.state, &request).await?;
+        let renewed = leases::renew(&self.state.pool, caller.id, self.state.lease_ttl).await?;
+        Ok(Response::new(HeartbeatResponse { status: caller.status.as_str().into(), leases_renewed: renewed as u32 }))
+    }
+
+    async fn acquire_lease(
+        &self,
+        request: Request<AcquireLeaseRequest>,
+    ) -> Result<Response<AcquireLeaseResponse>, Status> {
+        let caller = authenticate(&self.state, &request).await?;
+        if caller.status != AgentStatus::Approved {
+            return Err(Status::permission_denied(format!(
+                "agent {} is {}: an operator must run `ipw agents approve {}` before it gets work",
+                caller.id, caller.status, caller.id
+            )));
+        }
+        // Only runs of models this agent's engine serves: it could not run the others.
+        let available_models = request.into_inner().available_models;
+        let lease = acquire(&self.state, caller, &available_models).await?;
+        Ok(Response::new(AcquireLeaseResponse { lease }))
+    }
+
+    type UploadResultsStream = AckStream;
+
+    async fn upload_results(
+        &self,
+        request: Request<Streaming<ResultBatch>>,
+    ) -> Result<Response<Self::UploadResultsStream>, Status> {
+        let caller = authenticate(&self.state, &request).await?;
+        let mut inbound = request.into_inner();
+        let (acks, rx) = tokio::sync::mpsc::channel(16);
+        let pool = self.state.pool.clone();
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(batch)) => {
+                        let outcome = ingest_batch(&pool, caller.id, batch).await;
+                        let failed = outcome.is_err();
+                        if acks.send(outcome).await.is_err() || failed {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    // A stream cut mid-message: every batch before it was committed and
+                    // acknowledged; the partial one was never decoded, so nothing of it is written.
+                    Err(status) => {
+                        tracing::warn!(agent = %caller.id, %status, "result stream broke off");
+                        let _ = acks
+                            .send(Err(Status::aborted(format!(
+                                "the result stream was cut off ({}); the unfinished batch was not written, \
+                                 acknowledged batches were",
+                                status.message()
+                            ))))
+                            .await;
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn upload_shard_telemetry(
+        &self,
+        request: Request<ShardTelemetry>,
+    ) -> Result<Response<ShardTelemetryAck>, Status> {
+        let caller = authenticate(&self.state, &request).await?;
+        let t = request.into_inner();
+        let shard_id = parse_uuid("shard_id", &t.shard_id)?;
+        telemetry::validate(&t).map_err(|e| Status::invalid_argument(format!("telemetry of shard {shard_id}: {e}")))?;
+        let mut tx = self.state.pool.begin().await.map_err(store::Error::from)?;
+        if !leases::ever_leased_shard(&mut tx, shard_id, caller.id).await? {
+            return Err(Status::permission_denied(format!("shard {shard_id} was never leased to this agent")));
+        }
+        store::telemetry::insert(&mut tx, shard_id, caller.id, &t).await?;
+        tx.commit().await.map_err(store::Error::from)?;
+        Ok(Response::new(ShardTelemetryAck {}))
+    }
+
+    async fn report_provenance(&self, request: Request<Provenance>) -> Result<Response<ProvenanceAck>, Status> {
+        let caller = authenticate(&self.state, &request).await?;
+        let p = request.into_inner();
+        let run_id = parse_uuid("run_id", &p.run_id)?;
+        let details = telemetry::validate_provenance(&p)?;
+        if !leases::ever_leased_run(&self.state.pool, run_id, caller.id).await? {
+            return Err(Status::permission_denied(format!("this agent never leased a shard of run {run_id}")));
+        }
+        provenance::insert(&self.state.pool, run_id, caller.id, &p, details).await?;
+        Ok(Response::new(ProvenanceAck {}))
+    }
+
+    async fn complete_shard(
+        &self,
+        request: Request<CompleteShardRequest>,
+    ) -> Result<Response<CompleteShardResponse>, Status> {
+        let caller = authenticate(&self.state, &request).await?;
+        let shard_id = parse_uuid("shard_id", &request.get_ref().shard_id)?;
+        let run_completed = leases::complete(&self.state.pool, shard_id, caller.id).await?;
+        Ok(Response::new(CompleteShardResponse { run_completed }))
+    }
+}
+
+/// Leases the next shard this agent may run, if any, with its work items: each query's
+/// prompt for every repetition not yet committed.
+async fn acquire(state: &State, caller: Caller, available_models: &[String]) -> store::Result<Option<Lease>> {
+    let mut tx = state.pool.begin().await?;
+    leases::fail_exhausted(&mut tx, state.max_attempts).await?;
+    let Some(shard) = leases::lease_next(&mut tx, caller.id, state.lease_ttl, available_models).await? else {
+        agents::touch(&mut tx, caller.id).await?;
+        tx.commit().await?;
+        return Ok(None);
+    };
+    let run = leases::start_run(&mut tx, shard.run_id).await?;
+    let (queries, done) = leases::shard_work(&mut tx, shard.id).await?;
+    tx.commit().await?;
+
+    let mut items = Vec::new();
+    for q in &queries {
+        let choices: Option<Vec<String>> = q.choices.clone().and_then(|c| serde_json::from_value(c).ok());
+        let messages = prompt::render(&q.prompt, choices.as_deref(), q.category.as_deref());
+        for repetition in 0..run.repetitions {
+            if !done.contains(&(q.id, repetition)) {
+                items.push(WorkItem { query_id: q.id, repetition: repetition as u32, messages: messages.clone() });
+            }
+        }
+    }
+    tracing::info!(agent = %caller.id, shard = %shard.id, index = shard.shard_index, items = items.len(), "lease granted");
+    Ok(Some(Lease {
+        shard_id: shard.id.to_string(),
+        run_id: shard.run_id.to_string(),
+        shard_index: shard.shard_index as u32,
+        expires_unix_us: unix_us(shard.expires_at),
+        model: run.model,
+        warmup: run.warmup as u32,
+        concurrency: run.concurrency as u32,
+        params: Some(GenerationParams {
+            max_tokens: run.max_tokens as u32,
+            temperature: run.temperature,
+            top_p: run.top_p,
+        }),
+        items,
+    }))
+}
+
+/// Validates and commits one batch; the ack is built only after the commit.
+async fn ingest_batch(pool: &sqlx::PgPool, agent_id: Uuid, batch: ResultBatch) -> Result<BatchAck, Status> {
+    let seq = batch.batch_seq;
+    let in_batch = |s: Status| prefixed(&format!("batch {seq}"), s);
+    if batch.results.len() > results::MAX_BATCH_RESULTS {
+        return Err(Status::invalid_argument(format!(
+            "batch {seq} has {} results; at most {} per batch",
+            batch.results.len(),
+            results::MAX_BATCH_RESULTS
+        )));
+    }
+    let valid = batch
+        .results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| results::validate(r).map_err(|e| in_batch(Status::invalid_argument(format!("result {i}: {e}")))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut tx = pool.begin().await.map_err(store::Error::from)?;
+    let outcome = store::results::insert_batch(&mut tx, agent_id, &valid).await.map_err(|e| match e {
+        e @ store::Error::Db(_) => Status::from(e),
+        e => in_batch(e.into()),
+    })?;
+    tx.commit().await.map_err(store::Error::from)?;
+    Ok(BatchAck { batch_seq: seq, inserted: outcome.inserted, duplicates: outcome.duplicates })
+}

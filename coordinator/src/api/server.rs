@@ -1,0 +1,115 @@
+//! Wires the services onto one listener.
+
+use super::State;
+use super::admin::AdminService;
+use super::agent::AgentServiceImpl;
+use super::auth::admin_check;
+use super::enrollment::EnrollmentService;
+use ipw_proto::v1::admin_server::AdminServer;
+use ipw_proto::v1::agent_service_server::AgentServiceServer;
+use ipw_proto::v1::enrollment_server::EnrollmentServer;
+use std::future::Future;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::ServerTlsConfig;
+
+/// Largest message accepted: result batches and workload chunks stay well under it.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Largest message accepted on the unauthenticated `Join`.
+pub const MAX_JOIN_MESSAGE_BYTES: usize = 256 << 10;
+
+/// Serves every service on `listener` until `shutdown` resolves, then drains in-flight calls.
+/// With `tls`, only TLS is spoken; without, plain text.
+pub async fn serve(
+    listener: TcpListener,
+    state: State,
+    admin_token: &str,
+    tls: Option<ServerTlsConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let check_admin = admin_check(admin_token);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
+        .add_service(
+            EnrollmentServer::new(EnrollmentService::new(state.clone()))
+                .max_decoding_message_size(MAX_JOIN_MESSAGE_BYTES),
+        )
+        .add_service(
+            AgentServiceServer::new(AgentServiceImpl::new(state.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(InterceptedService::new(
+            AdminServer::new(AdminService::new(state)).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            check_admin,
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// A coordinator serving in the background of this process (tests, benchmarks).
+#[derive(Debug)]
+pub struct Background {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    state: State,
+    admin_token: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Background {
+    /// Binds `addr` (port 0 for any free port) and serves in a task: TLS when `state` has an
+    /// authority, with a server certificate for `localhost` and the loopback addresses.
+    pub async fn spawn(addr: SocketAddr, state: State, admin_token: String) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (shutdown, task) = Self::serve_on(listener, state.clone(), admin_token.clone());
+        Ok(Self { addr, state, admin_token, shutdown: Some(shutdown), task })
+    }
+
+    fn serve_on(
+        listener: TcpListener,
+        state: State,
+        admin_token: String,
+    ) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tls = state.authority.as_ref().map(|a| a.server_tls_config(&[]).expect("a certificate can be signed"));
+        let task = tokio::spawn(async move {
+            serve(listener, state, &admin_token, tls, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        (tx, task)
+    }
+
+    /// Kills the server abruptly, as a crash would (open calls and streams break), stays down
+    /// for `down`, then serves again on the same address. For fault tests.
+    pub async fn crash_and_restart(&mut self, down: std::time::Duration) -> std::io::Result<()> {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        tokio::time::sleep(down).await;
+        let listener = TcpListener::bind(self.addr).await?;
+        let (shutdown, task) = Self::serve_on(listener, self.state.clone(), self.admin_token.clone());
+        (self.shutdown, self.task) = (Some(shutdown), task);
+        Ok(())
+    }
+
+    /// `https://addr` (or `http://addr` for plain text), for clients.
+    pub fn url(&self) -> String {
+        let scheme = if self.state.authority.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Stops serving and waits for in-flight calls.
+    pub async fn stop(mut self) -> Result<(), tonic::transport::Error> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await.expect("coordinator task panicked")
+    }
+}

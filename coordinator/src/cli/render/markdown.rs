@@ -1,0 +1,31 @@
+//! Markdown: a table of the main columns, for papers and notes.
+
+use super::opt;
+use crate::domain::report::SummaryRow;
+use std::fmt::Write as _;
+
+/// The main columns of every row.
+pub fn report(rows: &[SummaryRow]) -> String {
+    let mut s = String::from(
+        "| model | hardware class | n | accuracy (95% CI) | J/query | mean W | IPW | IPJ | p50 latency (s) |\n\
+         |---|---|---:|---|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} ({}–{}) | {} | {} | {} | {} | {} |",
+            r.model,
+            r.hardware_class,
+            r.queries,
+            opt(r.accuracy, "", 3),
+            opt(r.accuracy_ci_low, "", 3),
+            opt(r.accuracy_ci_high, "", 3),
+            opt(r.joules_per_query, "", 2),
+            opt(r.mean_power_w, "", 2),
+            opt(r.ipw, "", 5),
+            opt(r.ipj, "", 5),
+            opt(r.latency_p50_s, "", 2),
+        );
+    }
+    s
+}

@@ -1,0 +1,179 @@
+//! Plain text for a terminal: the report as one block per row, and the padded tables and
+//! summaries of the other commands.
+
+use super::opt;
+use crate::domain::report::SummaryRow;
+use ipw_proto::v1::{RunStatus, SweepInfo};
+use std::fmt::Write as _;
+
+/// The report for a terminal: one block per (run, hardware class).
+pub fn report(rows: &[SummaryRow]) -> String {
+    let mut s = String::new();
+    if rows.is_empty() {
+        s.push_str("no results yet\n");
+    }
+    for r in rows {
+        let mut lines: Vec<(&str, String)> = vec![
+            ("run", r.run_id.to_string()),
+            ("model / workload", format!("{} / {}", r.model, r.workload)),
+            ("hardware class", r.hardware_class.clone()),
+            ("queries", format!("{} ({} errors, {} unscored)", r.queries, r.errors, r.unscored)),
+            (
+                "accuracy (95% CI)",
+                format!(
+                    "{} ({} to {}), {} of {} scored",
+                    opt(r.accuracy.map(|a| a * 100.0), "%", 1),
+                    opt(r.accuracy_ci_low.map(|a| a * 100.0), "%", 1),
+                    opt(r.accuracy_ci_high.map(|a| a * 100.0), "%", 1),
+                    r.correct,
+                    r.scored
+                ),
+            ),
+            (
+                "latency mean / p50 / p95",
+                format!(
+                    "{} / {} / {}",
+                    opt(r.latency_mean_s, " s", 2),
+                    opt(r.latency_p50_s, " s", 2),
+                    opt(r.latency_p95_s, " s", 2)
+                ),
+            ),
+            (
+                "TTFT mean / p50 / p95",
+                format!(
+                    "{} / {} / {}",
+                    opt(r.ttft_mean_s.map(|v| v * 1e3), " ms", 0),
+                    opt(r.ttft_p50_s.map(|v| v * 1e3), " ms", 0),
+                    opt(r.ttft_p95_s.map(|v| v * 1e3), " ms", 0)
+                ),
+            ),
+            ("output tokens/s (per query)", opt(r.output_tokens_per_s, "", 1)),
+            ("output tokens (total)", r.tokens_out.to_string()),
+            (
+                "energy per query (raw / dynamic)",
+                format!("{} / {}", opt(r.joules_per_query, " J", 2), opt(r.dynamic_joules_per_query, " J", 2)),
+            ),
+            (
+                "mean power (raw / dynamic)",
+                format!("{} / {}", opt(r.mean_power_w, " W", 2), opt(r.mean_dynamic_power_w, " W", 2)),
+            ),
+            ("tokens per joule", opt(r.tokens_per_joule, "", 2)),
+            ("IPW (accuracy / W)", opt(r.ipw, "", 5)),
+            ("IPJ (accuracy / J)", opt(r.ipj, "", 5)),
+            ("power source (scope)", power(r)),
+            ("scoring", r.scoring_id.map(|id| id.to_string()).unwrap_or_default()),
+        ];
+        if r.joules_per_query.is_none() {
+            lines.push(("energy n/a because", r.energy_null_reason.clone().unwrap_or_default()));
+        }
+        let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        s.push('\n');
+        for (k, v) in lines {
+            let _ = writeln!(s, "  {k:<width$}  {v}");
+        }
+    }
+    s
+}
+
+/// A plain table: a header row, then one row per item, columns padded to fit.
+pub fn render_table(headers: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows.into_iter().collect();
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([headers[i].len()]).max().unwrap_or(0))
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        padded.join("  ").trim_end().to_owned() + "\n"
+    };
+    let mut s = line(headers.to_vec());
+    for r in &rows {
+        s.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    s
+}
+
+/// A time in the protocol's microseconds as RFC 3339, or empty.
+pub fn when(unix_us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(unix_us).map(|t| t.to_rfc3339()).unwrap_or_default()
+}
+
+/// A sweep: its state, schedule, and each run's progress and ETA.
+pub fn render_sweep(s: &SweepInfo) -> String {
+    let mut out = String::new();
+    let id = if s.sweep_id.is_empty() { "(not fired yet)" } else { &s.sweep_id };
+    let _ = writeln!(out, "sweep {} \"{}\" [{}]", id, s.name, s.status);
+    if !s.cron.is_empty() {
+        let _ = writeln!(out, "schedule {} ({}), next firing {}", s.cron, s.timezone, when(s.next_fire_unix_us));
+    }
+    let rows = s.runs.iter().map(|r| {
+        let pct = if r.expected_results > 0 { 100.0 * r.results as f64 / r.expected_results as f64 } else { 0.0 };
+        let eta = match r.eta_seconds {
+            Some(secs) if secs <= 0.0 => "done".to_owned(),
+            Some(secs) => humantime::format_duration(std::time::Duration::from_secs(secs.round() as u64)).to_string(),
+            None => "n/a".to_owned(),
+        };
+        vec![
+            r.run_id.clone(),
+            r.model.clone(),
+            r.hardware_class.clone(),
+            r.status.clone(),
+            format!("{}/{} ({pct:.0}%)", r.results, r.expected_results),
+            eta,
+        ]
+    });
+    out.push_str(&render_table(&["RUN", "MODEL", "HARDWARE CLASS", "STATUS", "RESULTS", "ETA"], rows));
+    out
+}
+
+/// `ipw run status`: a one-screen summary.
+pub fn render_status(st: &RunStatus) -> String {
+    let mut s = String::new();
+    if let Some(run) = &st.run {
+        let _ = writeln!(s, "run {}  [{}]  model {}  workload {}", run.run_id, st.status, run.model, run.workload);
+    }
+    let pct = if st.expected_results > 0 { 100.0 * st.results as f64 / st.expected_results as f64 } else { 0.0 };
+    let _ = writeln!(s, "results  {}/{} ({pct:.0}%), {} errors", st.results, st.expected_results, st.errors);
+    let _ = writeln!(
+        s,
+        "shards   {} completed, {} leased, {} pending, {} failed",
+        st.shards_completed, st.shards_leased, st.shards_pending, st.shards_failed
+    );
+    for f in &st.failures {
+        let _ = writeln!(s, "  failed {f}");
+    }
+    if st.duplicate_attempts > 0 {
+        let _ = writeln!(
+            s,
+            "         {} duplicate attempts (queries measured again after a lease moved; the first commit is kept)",
+            st.duplicate_attempts
+        );
+    }
+    for a in &st.agents {
+        let _ = writeln!(
+            s,
+            "  agent {} ({}): {} shards completed, {} results",
+            a.agent_name, a.agent_id, a.shards_completed, a.results
+        );
+    }
+    s
+}
+
+/// "source (scope)", or the source alone when the scope is unknown.
+fn power(r: &SummaryRow) -> String {
+    let source = r.power_source.clone().unwrap_or_default();
+    match r.power_scope.as_deref() {
+        None | Some("") => source,
+        Some(scope) => format!("{source} ({scope})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_pad_columns_to_their_widest_cell() {
+        let t = render_table(&["ID", "NAME"], [vec!["1".into(), "long-name".into()], vec!["22".into(), "x".into()]]);
+        assert_eq!(t, "ID  NAME\n1   long-name\n22  x\n");
+    }
+}

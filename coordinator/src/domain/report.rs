@@ -1,0 +1,162 @@
+//! The report row: the columns of the `ipw_summary` view, declared once.
+//!
+//! [`SummaryRow`] is read from the view by name (`sqlx::FromRow`), crosses gRPC as a JSON
+//! object (NULL stays null), and every output format is derived from it: CSV and JSON take
+//! its fields in declaration order, and the table and Markdown renderers read its fields.
+//! Adding a column to `ipw_summary` means adding it to the view and here; a test checks that
+//! the two hold the same columns.
+
+use super::Invalid;
+use ipw_proto::v1::{QueryPoint, TimePoint};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A report: summary rows, and for plots the per-query points and the series over time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    /// One row per (run, model, workload, hardware class).
+    pub rows: Vec<SummaryRow>,
+    /// Per-query points, for scatter plots.
+    pub points: Vec<QueryPoint>,
+    /// IPW by day, for the longitudinal plot.
+    pub over_time: Vec<TimePoint>,
+}
+
+impl Report {
+    /// The report as it crosses gRPC.
+    pub fn to_wire(self) -> ipw_proto::v1::Report {
+        ipw_proto::v1::Report {
+            rows_json: self.rows.iter().map(SummaryRow::to_wire).collect(),
+            points: self.points,
+            over_time: self.over_time,
+        }
+    }
+
+    /// The report from the wire; a malformed row is an error naming it.
+    pub fn from_wire(wire: ipw_proto::v1::Report) -> Result<Self, Invalid> {
+        let rows =
+            wire.rows_json.iter().enumerate().map(|(i, r)| SummaryRow::from_wire(i, r)).collect::<Result<_, _>>()?;
+        Ok(Self { rows, points: wire.points, over_time: wire.over_time })
+    }
+}
+
+/// Declares [`SummaryRow`] and its column list from one list of fields, so the columns'
+/// order (CSV's header, the cells) always follows the declaration.
+macro_rules! summary_row {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)+ }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)+
+        }
+
+        impl $name {
+            /// The column names, in declaration order (as CSV carries them).
+            pub const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),+];
+
+            /// The row as (column, value) pairs in declaration order; NULL is `Value::Null`.
+            pub fn cells(&self) -> Vec<(&'static str, serde_json::Value)> {
+                vec![$((stringify!($field), serde_json::to_value(&self.$field).expect("a column serializes"))),+]
+            }
+        }
+    };
+}
+
+summary_row! {
+    /// One row of `ipw_summary`: a (run, model, workload, hardware class). `None` is SQL NULL:
+    /// a figure that cannot be computed (no power source, nothing scored), never a made-up zero.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+    pub struct SummaryRow {
+        /// The run.
+        pub run_id: Uuid,
+        /// The model, as the engine served it.
+        pub model: String,
+        /// The workload's name.
+        pub workload: String,
+        /// The agents' hardware class.
+        pub hardware_class: String,
+        /// Results recorded.
+        pub queries: i64,
+        /// Results whose request failed.
+        pub errors: i64,
+        /// Results with a verdict under the chosen scoring.
+        pub scored: i64,
+        /// Results without one.
+        pub unscored: i64,
+        /// Results scored correct.
+        pub correct: i64,
+        /// Mean accuracy of the scored results.
+        pub accuracy: Option<f64>,
+        /// Wilson 95% interval, low end.
+        pub accuracy_ci_low: Option<f64>,
+        /// Wilson 95% interval, high end.
+        pub accuracy_ci_high: Option<f64>,
+        /// Mean end-to-end latency of successful requests, s.
+        pub latency_mean_s: Option<f64>,
+        /// Median latency, s.
+        pub latency_p50_s: Option<f64>,
+        /// 95th percentile latency, s.
+        pub latency_p95_s: Option<f64>,
+        /// Mean time to first token, s.
+        pub ttft_mean_s: Option<f64>,
+        /// Median time to first token, s.
+        pub ttft_p50_s: Option<f64>,
+        /// 95th percentile time to first token, s.
+        pub ttft_p95_s: Option<f64>,
+        /// Mean per-query output tokens per second.
+        pub output_tokens_per_s: Option<f64>,
+        /// Output tokens in all.
+        pub tokens_out: i64,
+        /// Mean raw energy per query, J.
+        pub joules_per_query: Option<f64>,
+        /// Mean energy per query above idle, J.
+        pub dynamic_joules_per_query: Option<f64>,
+        /// Mean raw power, W.
+        pub mean_power_w: Option<f64>,
+        /// Mean power above idle, W.
+        pub mean_dynamic_power_w: Option<f64>,
+        /// Output tokens per joule.
+        pub tokens_per_joule: Option<f64>,
+        /// Intelligence per watt: mean accuracy / mean power.
+        pub ipw: Option<f64>,
+        /// Intelligence per joule: mean accuracy / mean energy.
+        pub ipj: Option<f64>,
+        /// The power sources the energy came from, comma-separated.
+        pub power_source: Option<String>,
+        /// What they cover (gpu, cpu-package, soc).
+        pub power_scope: Option<String>,
+        /// Why energy is missing, when it is.
+        pub energy_null_reason: Option<String>,
+        /// The scoring whose verdicts the accuracy rests on.
+        pub scoring_id: Option<Uuid>,
+    }
+}
+
+impl SummaryRow {
+    /// The row as it crosses gRPC: a JSON object.
+    pub fn to_wire(&self) -> String {
+        serde_json::to_string(self).expect("a summary row serializes")
+    }
+
+    /// A row from the wire; the error says which row and what was wrong.
+    pub fn from_wire(index: usize, json: &str) -> Result<Self, Invalid> {
+        serde_json::from_str(json).map_err(|e| Invalid(format!("report row {index} is malformed: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nulls_survive_the_wire_and_columns_keep_their_order() {
+        let row = SummaryRow { model: "m".into(), queries: 3, accuracy: Some(0.5), ..Default::default() };
+        let back = SummaryRow::from_wire(0, &row.to_wire()).unwrap();
+        assert_eq!(back, row);
+        assert_eq!(back.ipw, None);
+        let names = SummaryRow::COLUMNS;
+        assert_eq!(names.first(), Some(&"run_id"));
+        assert_eq!(names.last(), Some(&"scoring_id"));
+        assert_eq!(row.cells().iter().map(|c| c.0).collect::<Vec<_>>(), names);
+        assert!(SummaryRow::from_wire(2, "{").unwrap_err().0.starts_with("report row 2"));
+    }
+}

@@ -1,0 +1,206 @@
+//! The coordinator's own certificate authority: TLS with no outside PKI.
+//!
+//! On first start the coordinator creates a CA in `DATA_DIR/tls/` (`ca.pem`, and `ca.key`
+//! readable by its owner only). At every start it signs a fresh server certificate with it,
+//! and at every join or credential rotation a client certificate for the agent. Agents pin the
+//! CA by the fingerprint that `ipw token create` prints; see [`ipw_proto::tls`].
+
+use crate::infra::auth::sha256;
+use anyhow::Context;
+use ipw_proto::tls::{SERVER_NAME, fingerprint};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use std::path::{Path, PathBuf};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use uuid::Uuid;
+
+/// The CA's name. Fixed, so the issuer can be rebuilt from the stored key alone; what tells
+/// two coordinators' CAs apart is their key, and so their fingerprint.
+const CA_NAME: &str = "ipw-fleet coordinator CA";
+
+/// A CA certificate and its signing key.
+pub struct Authority {
+    ca_pem: String,
+    ca_der: Vec<u8>,
+    key: KeyPair,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority").field("fingerprint", &self.fingerprint()).finish_non_exhaustive()
+    }
+}
+
+/// A certificate with its private key, PEM.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The certificate, followed by the CA's for a server certificate.
+    pub cert_pem: String,
+    /// Its private key.
+    pub key_pem: String,
+    /// SHA-256 of the (first) certificate's DER, as `agents.client_cert_sha256` stores it.
+    pub sha256: Vec<u8>,
+}
+
+/// A client certificate and key as the protocol carries them: two PEM strings, both empty
+/// when none was issued (plain text).
+pub fn client_pems(issued: Option<Issued>) -> (String, String) {
+    issued.map(|i| (i.cert_pem, i.key_pem)).unwrap_or_default()
+}
+
+/// Where the CA lives inside a data directory.
+pub fn tls_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("tls")
+}
+
+/// The CA certificate a local `ipw` trusts: `DATA_DIR/tls/ca.pem`.
+pub fn ca_file(data_dir: &Path) -> PathBuf {
+    tls_dir(data_dir).join("ca.pem")
+}
+
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, CA_NAME);
+    dn.push(DnType::OrganizationName, "ipw-fleet");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params
+}
+
+/// A validity window from yesterday (clock skew between machines) for `years`.
+fn validity(params: &mut CertificateParams, years: i64) {
+    let now = rcgen::date_time_ymd(1970, 1, 1) + std::time::Duration::from_secs(chrono::Utc::now().timestamp() as u64);
+    params.not_before = now - std::time::Duration::from_secs(86_400);
+    params.not_after = now + std::time::Duration::from_secs(years as u64 * 365 * 86_400);
+}
+
+impl Authority {
+    /// Loads the CA from `data_dir/tls`, creating it on first start.
+    pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Self> {
+        let dir = tls_dir(data_dir);
+        let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
+        if cert_path.exists() {
+            let ca_pem =
+                std::fs::read_to_string(&cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
+            let key_pem =
+                std::fs::read_to_string(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
+            let key =
+                KeyPair::from_pem(&key_pem).with_context(|| format!("{} is not a private key", key_path.display()))?;
+            let ca_der =
+                ipw_proto::tls::pem_to_der(&ca_pem).map_err(|e| anyhow::anyhow!("{}: {e}", cert_path.display()))?;
+            return Ok(Self { ca_pem, ca_der, key });
+        }
+        let authority = Self::generate()?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        write_private(&key_path, &authority.key.serialize_pem())?;
+        write_private(&cert_path, &authority.ca_pem)?;
+        tracing::info!(dir = %dir.display(), fingerprint = %authority.fingerprint(), "created the coordinator's CA");
+        Ok(authority)
+    }
+
+    /// A new CA, in memory only (tests).
+    pub fn generate() -> anyhow::Result<Self> {
+        let key = KeyPair::generate()?;
+        let mut params = ca_params();
+        validity(&mut params, 10);
+        let cert = params.self_signed(&key)?;
+        Ok(Self { ca_pem: cert.pem(), ca_der: cert.der().to_vec(), key })
+    }
+
+    /// The CA's fingerprint, `sha256:<hex>`, as agents pin it.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.ca_der)
+    }
+
+    /// The CA certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    fn sign(&self, mut params: CertificateParams, years: i64) -> anyhow::Result<Issued> {
+        validity(&mut params, years);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &Issuer::new(ca_params(), &self.key))?;
+        let sha256 = sha256(cert.der());
+        Ok(Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem(), sha256 })
+    }
+
+    /// A server certificate for [`SERVER_NAME`], `localhost`, the loopback addresses and
+    /// `extra_names` (host names or IP addresses), with the CA appended to make the chain.
+    pub fn server_certificate(&self, extra_names: &[String]) -> anyhow::Result<Issued> {
+        let mut names = vec![SERVER_NAME.to_owned(), "localhost".into(), "127.0.0.1".into(), "::1".into()];
+        names.extend(extra_names.iter().cloned());
+        let mut params = CertificateParams::new(names)?;
+        params.distinguished_name.push(DnType::CommonName, SERVER_NAME);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let mut issued = self.sign(params, 1)?;
+        issued.cert_pem.push_str(&self.ca_pem);
+        Ok(issued)
+    }
+
+    /// A client certificate naming `agent_id`, for mTLS.
+    pub fn client_certificate(&self, agent_id: Uuid) -> anyhow::Result<Issued> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, format!("ipw-agent {agent_id}"));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params, 5)
+    }
+
+    /// What tonic serves with: a fresh server certificate, and the CA for client certificates.
+    /// Client certificates are optional at the TLS layer (agents join without one); the agent
+    /// service checks them when the coordinator requires mTLS.
+    pub fn server_tls_config(&self, extra_names: &[String]) -> anyhow::Result<ServerTlsConfig> {
+        let server = self.server_certificate(extra_names)?;
+        Ok(ServerTlsConfig::new()
+            .identity(Identity::from_pem(server.cert_pem, server.key_pem))
+            .client_ca_root(Certificate::from_pem(&self.ca_pem))
+            .client_auth_optional(true))
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_ca_is_created_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Authority::load_or_create(dir.path()).unwrap();
+        let again = Authority::load_or_create(dir.path()).unwrap();
+        assert_eq!(first.fingerprint(), again.fingerprint());
+        let mode = std::fs::metadata(tls_dir(dir.path()).join("ca.key")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the CA key is its owner's only");
+        assert!(first.fingerprint().starts_with("sha256:") && first.fingerprint().len() == 71);
+        assert_ne!(first.fingerprint(), Authority::generate().unwrap().fingerprint());
+    }
+
+    #[test]
+    fn issued_certificates_chain_to_the_ca() {
+        let ca = Authority::generate().unwrap();
+        let server = ca.server_certificate(&["coord.lab".into()]).unwrap();
+        let chain = pem::parse_many(&server.cert_pem).unwrap();
+        assert_eq!(chain.len(), 2, "leaf then CA");
+        assert_eq!(fingerprint(chain[1].contents()), ca.fingerprint());
+        let client = ca.client_certificate(Uuid::nil()).unwrap();
+        assert_eq!(client.sha256, sha256(&ipw_proto::tls::pem_to_der(&client.cert_pem).unwrap()));
+    }
+}

@@ -1,0 +1,263 @@
+//! `shards` and `lease_attempts`: handing shards out, renewing, completing.
+
+use super::{Error, Result, stored};
+use ipw_proto::kinds::ShardStatus;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use std::collections::HashSet;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Renews every lease the agent holds, and records that it was heard from. Returns how many
+/// leases were renewed.
+pub async fn renew(pool: &PgPool, agent_id: Uuid, ttl: Duration) -> Result<u64> {
+    Ok(sqlx::query!(
+        "WITH seen AS (UPDATE agents SET last_seen_at = now() WHERE id = $1)
+         UPDATE shards SET lease_expires_at = now() + make_interval(secs => $2)
+         WHERE lease_owner = $1 AND status = 'leased'",
+        agent_id,
+        ttl.as_secs_f64(),
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// Fails shards whose leases ran out `max_attempts` times, with the reason, instead of letting
+/// them circulate; a run with nothing left open and a failed shard fails too.
+pub async fn fail_exhausted(tx: &mut Transaction<'_, Postgres>, max_attempts: u32) -> Result<()> {
+    let failed_runs: Vec<Uuid> = sqlx::query_scalar!(
+        "UPDATE shards s
+         SET status = 'failed', lease_expires_at = NULL,
+             failure_reason = format('its lease ran out %s times without the shard completing (last agent: %s)',
+                                     s.attempts, a.name)
+         FROM agents a
+         WHERE a.id = s.lease_owner AND s.status = 'leased' AND s.lease_expires_at < now() AND s.attempts >= $1
+         RETURNING s.run_id",
+        max_attempts as i32
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    if !failed_runs.is_empty() {
+        sqlx::query!(
+            "UPDATE runs r SET status = 'failed', completed_at = now()
+             WHERE r.id = ANY($1)
+               AND NOT EXISTS (SELECT 1 FROM shards o WHERE o.run_id = r.id AND o.status IN ('pending', 'leased'))",
+            &failed_runs
+        )
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A shard just leased.
+#[derive(Debug, Clone)]
+pub struct Leased {
+    /// The shard.
+    pub id: Uuid,
+    /// Its run.
+    pub run_id: Uuid,
+    /// Its position in the run.
+    pub shard_index: i32,
+    /// Which lease of the shard this is (1 for the first).
+    pub attempts: i32,
+    /// When the lease runs out without a heartbeat.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Leases the next pending shard, or one whose lease ran out, of the oldest active run this
+/// agent may run: its hardware class, labels and memory match, and its engine serves the
+/// run's model. SKIP LOCKED lets many agents (and replicas) take different shards at once
+/// without waiting. Records the attempt.
+pub async fn lease_next(
+    tx: &mut Transaction<'_, Postgres>,
+    agent_id: Uuid,
+    ttl: Duration,
+    available_models: &[String],
+) -> Result<Option<Leased>> {
+    let shard = sqlx::query_as!(
+        Leased,
+        r#"WITH me AS (
+             SELECT a.hardware_class, a.labels,
+                    coalesce((SELECT sum(memory_bytes) FROM accelerators WHERE agent_id = a.id)::bigint,
+                             a.memory_bytes) AS capacity
+             FROM agents a WHERE a.id = $1),
+           next AS (
+             SELECT s.id FROM shards s
+             JOIN runs r ON r.id = s.run_id
+             JOIN models m ON m.id = r.model_id
+             LEFT JOIN sweeps sw ON sw.id = r.sweep_id
+             CROSS JOIN me
+             WHERE r.status IN ('pending', 'running')
+               AND (sw.id IS NULL OR sw.status = 'active')
+               AND (r.hardware_class IS NULL OR r.hardware_class = me.hardware_class)
+               AND me.labels @> r.label_selector
+               AND m.name = ANY($3::text[])
+               AND (r.model_memory_bytes IS NULL OR r.model_memory_bytes <= me.capacity)
+               AND (s.status = 'pending' OR (s.status = 'leased' AND s.lease_expires_at < now()))
+             ORDER BY r.created_at, s.shard_index
+             LIMIT 1
+             FOR UPDATE OF s SKIP LOCKED)
+           UPDATE shards s
+           SET status = 'leased', lease_owner = $1, attempts = s.attempts + 1,
+               lease_expires_at = now() + make_interval(secs => $2)
+           FROM next WHERE s.id = next.id
+           RETURNING s.id, s.run_id, s.shard_index, s.attempts, s.lease_expires_at AS "expires_at!""#,
+        agent_id,
+        ttl.as_secs_f64(),
+        available_models,
+    )
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(s) = &shard {
+        sqlx::query!(
+            "INSERT INTO lease_attempts (shard_id, attempt, agent_id) VALUES ($1, $2, $3)",
+            s.id,
+            s.attempts,
+            agent_id
+        )
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(shard)
+}
+
+/// How a run's queries are to be run, as a lease carries it.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// The model, as the engine serves it.
+    pub model: String,
+    /// Queries in flight at once.
+    pub concurrency: i32,
+    /// Completion budget.
+    pub max_tokens: i32,
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Nucleus sampling.
+    pub top_p: f32,
+    /// Times each query is run.
+    pub repetitions: i32,
+    /// Unmeasured queries first.
+    pub warmup: i32,
+}
+
+/// Marks the run running (the first lease starts it) and returns its settings.
+pub async fn start_run(conn: &mut PgConnection, run_id: Uuid) -> Result<RunSettings> {
+    Ok(sqlx::query_as!(
+        RunSettings,
+        "UPDATE runs r SET status = 'running', started_at = coalesce(r.started_at, now())
+         FROM models m WHERE r.id = $1 AND m.id = r.model_id
+         RETURNING m.name AS model, r.concurrency, r.max_tokens, r.temperature, r.top_p, r.repetitions, r.warmup",
+        run_id
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
+/// A query of a shard, as the prompt is built from it.
+#[derive(Debug, Clone)]
+pub struct ShardQuery {
+    /// The query.
+    pub id: i64,
+    /// Its prompt.
+    pub prompt: String,
+    /// Its options, for multiple choice (a JSON array).
+    pub choices: Option<serde_json::Value>,
+    /// Its category.
+    pub category: Option<String>,
+}
+
+/// The shard's queries in sample order, and the (query, repetition) pairs an earlier attempt
+/// already committed: a re-leased shard hands out only the rest.
+pub async fn shard_work(conn: &mut PgConnection, shard_id: Uuid) -> Result<(Vec<ShardQuery>, HashSet<(i64, i32)>)> {
+    let queries = sqlx::query_as!(
+        ShardQuery,
+        "SELECT q.id, q.prompt, q.choices, q.category
+         FROM run_queries rq JOIN queries q ON q.id = rq.query_id
+         WHERE rq.shard_id = $1 ORDER BY rq.position",
+        shard_id
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let done = sqlx::query!("SELECT query_id, repetition FROM results WHERE shard_id = $1", shard_id)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|r| (r.query_id, r.repetition))
+        .collect();
+    Ok((queries, done))
+}
+
+/// Whether `agent_id` ever held a lease on the shard.
+pub async fn ever_leased_shard(conn: &mut PgConnection, shard_id: Uuid, agent_id: Uuid) -> Result<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM lease_attempts WHERE shard_id = $1 AND agent_id = $2) AS "leased!""#,
+        shard_id,
+        agent_id
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Whether `agent_id` ever held a lease on a shard of the run.
+pub async fn ever_leased_run(pool: &PgPool, run_id: Uuid, agent_id: Uuid) -> Result<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM lease_attempts la JOIN shards s ON s.id = la.shard_id
+                          WHERE s.run_id = $1 AND la.agent_id = $2) AS "leased!""#,
+        run_id,
+        agent_id
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Completes a shard leased to `agent_id` once every result is committed, and its run once
+/// every shard is. Returns whether this completed the run. Completing twice is harmless.
+pub async fn complete(pool: &PgPool, shard_id: Uuid, agent_id: Uuid) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    let shard = sqlx::query!(
+        "SELECT s.status, s.lease_owner, s.run_id, r.repetitions,
+                (SELECT count(*) FROM run_queries WHERE shard_id = s.id) AS \"queries!\",
+                (SELECT count(*) FROM results WHERE shard_id = s.id) AS \"results!\"
+         FROM shards s JOIN runs r ON r.id = s.run_id WHERE s.id = $1 FOR UPDATE OF s",
+        shard_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| Error::NotFound(format!("no shard {shard_id}")))?;
+    if shard.lease_owner != Some(agent_id) {
+        return Err(Error::Forbidden(format!("shard {shard_id} is not leased to this agent")));
+    }
+    if stored::<ShardStatus>(&shard.status)? != ShardStatus::Completed {
+        let expected = shard.queries * i64::from(shard.repetitions);
+        if shard.results < expected {
+            return Err(Error::Precondition(format!(
+                "shard {shard_id} has {} of {expected} results committed; upload the rest first",
+                shard.results
+            )));
+        }
+        sqlx::query!(
+            "UPDATE shards SET status = 'completed', completed_by = $2, completed_at = now(), lease_expires_at = NULL
+             WHERE id = $1",
+            shard_id,
+            agent_id
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    let run_completed = sqlx::query!(
+        "UPDATE runs SET status = 'completed', completed_at = now()
+         WHERE id = $1 AND status <> 'completed'
+           AND NOT EXISTS (SELECT 1 FROM shards WHERE run_id = $1 AND status <> 'completed')",
+        shard.run_id
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        > 0;
+    tx.commit().await?;
+    if run_completed {
+        tracing::info!(run = %shard.run_id, "run completed");
+    }
+    Ok(run_completed)
+}

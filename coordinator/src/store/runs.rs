@@ -1,0 +1,271 @@
+//! `runs`, `models`, `shards` and `run_queries`: creating runs (the seeded sample of a
+//! workload, cut into shards), used by `ipw run create` and by every sweep instance, and
+//! reading a run's progress.
+
+use super::workloads::Workload;
+use super::{Error, Result};
+use crate::domain::Invalid;
+use crate::domain::sampling::stratified_quotas;
+use crate::domain::settings::Settings;
+use ipw_proto::v1::{AgentShare, RunInfo, RunStatus};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+/// The seeded sample of `n` queries: ordered by a hash of (seed, query id), so the same seed
+/// always gives the same queries whatever the import order, and a smaller sample is a prefix
+/// of a larger one. Stratified, each category gets its share (see [`stratified_quotas`]).
+pub async fn sample(
+    conn: &mut PgConnection,
+    workload: &Workload,
+    n: u32,
+    seed: i64,
+    stratify: bool,
+) -> Result<Vec<i64>> {
+    if n == 0 {
+        return Err(Invalid::new("the sample must be at least 1 query").into());
+    }
+    if n as i32 > workload.n_queries {
+        return Err(Error::Invalid(format!(
+            "a sample of {n} exceeds the {} queries of workload \"{}\"",
+            workload.n_queries, workload.name
+        )));
+    }
+    if !stratify {
+        return sqlx::query_scalar!(
+            "SELECT id FROM queries WHERE workload_id = $1
+             ORDER BY md5($2::bigint::text || ':' || external_id), id LIMIT $3",
+            workload.id,
+            seed,
+            i64::from(n)
+        )
+        .fetch_all(conn)
+        .await
+        .map_err(Error::from);
+    }
+    let counts: Vec<(String, i64)> = sqlx::query!(
+        r#"SELECT coalesce(category, '') AS "category!", count(*) AS "n!" FROM queries WHERE workload_id = $1
+           GROUP BY 1 ORDER BY 1"#,
+        workload.id
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|r| (r.category, r.n))
+    .collect();
+    let quotas = stratified_quotas(&counts, i64::from(n));
+    let (categories, sizes): (Vec<String>, Vec<i64>) = quotas.into_iter().unzip();
+    sqlx::query_scalar!(
+        r#"SELECT q.id AS "id!" FROM (
+               SELECT id, external_id, coalesce(category, '') AS category,
+                      row_number() OVER (PARTITION BY coalesce(category, '')
+                                         ORDER BY md5($2::bigint::text || ':' || external_id), id) AS rn
+               FROM queries WHERE workload_id = $1) q
+           JOIN UNNEST($3::text[], $4::bigint[]) AS u(category, quota) ON u.category = q.category
+           WHERE q.rn <= u.quota
+           ORDER BY md5($2::bigint::text || ':' || q.external_id), q.id"#,
+        workload.id,
+        seed,
+        &categories,
+        &sizes
+    )
+    .fetch_all(conn)
+    .await
+    .map_err(Error::from)
+}
+
+/// Which agents may lease a run's shards, and the sweep it belongs to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Placement<'a> {
+    /// Only agents of this hardware class; `None` for any.
+    pub hardware_class: Option<&'a str>,
+    /// Only agents carrying all these labels (a JSON object; empty for any).
+    pub label_selector: Option<&'a serde_json::Value>,
+    /// The sweep instance, if any.
+    pub sweep_id: Option<Uuid>,
+}
+
+/// Creates one run over `sample`: the model, the run, its ingest scoring, its shards.
+pub async fn create(
+    tx: &mut Transaction<'_, Postgres>,
+    workload: &Workload,
+    model: &str,
+    seed: i64,
+    settings: &Settings,
+    sample: &[i64],
+    placement: &Placement<'_>,
+) -> Result<RunInfo> {
+    let Placement { hardware_class, sweep_id, .. } = *placement;
+    let label_selector = placement.label_selector.cloned().unwrap_or_else(|| serde_json::json!({}));
+    let model = model.trim();
+    if model.is_empty() || model.len() > 200 {
+        return Err(Invalid::new("a model must be named as the engine serves it (1 to 200 bytes)").into());
+    }
+    let model_id = sqlx::query_scalar!(
+        "INSERT INTO models (id, name) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+        Uuid::now_v7(),
+        model
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let run_id = Uuid::now_v7();
+    sqlx::query!(
+        "INSERT INTO runs (id, workload_id, model_id, sample_size, seed, concurrency, shard_size, repetitions,
+                           max_tokens, temperature, top_p, warmup, model_memory_bytes, hardware_class, sweep_id,
+                           label_selector)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        run_id,
+        workload.id,
+        model_id,
+        sample.len() as i32,
+        seed,
+        settings.concurrency,
+        settings.shard_size,
+        settings.repetitions,
+        settings.max_tokens,
+        settings.temperature,
+        settings.top_p,
+        settings.warmup,
+        settings.model_memory_bytes,
+        hardware_class,
+        sweep_id,
+        label_selector,
+    )
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query!("INSERT INTO scorings (id, run_id, kind) VALUES ($1, $2, 'ingest')", Uuid::now_v7(), run_id)
+        .execute(&mut **tx)
+        .await?;
+    let shard_size = settings.shard_size as usize;
+    let shard_ids: Vec<Uuid> = sample.chunks(shard_size).map(|_| Uuid::now_v7()).collect();
+    let indexes: Vec<i32> = (0..shard_ids.len() as i32).collect();
+    sqlx::query!(
+        "INSERT INTO shards (id, run_id, shard_index) SELECT id, $1, idx FROM UNNEST($2::uuid[], $3::int[]) AS u(id, idx)",
+        run_id,
+        &shard_ids,
+        &indexes
+    )
+    .execute(&mut **tx)
+    .await?;
+    let positions: Vec<i32> = (0..sample.len() as i32).collect();
+    let query_shards: Vec<Uuid> = positions.iter().map(|p| shard_ids[*p as usize / shard_size]).collect();
+    sqlx::query!(
+        "INSERT INTO run_queries (run_id, query_id, position, shard_id)
+         SELECT $1, q, p, s FROM UNNEST($2::bigint[], $3::int[], $4::uuid[]) AS u(q, p, s)",
+        run_id,
+        sample,
+        &positions,
+        &query_shards
+    )
+    .execute(&mut **tx)
+    .await?;
+    tracing::info!(run = %run_id, model, hardware_class, queries = sample.len(), shards = shard_ids.len(), "run created");
+    Ok(RunInfo {
+        run_id: run_id.to_string(),
+        workload: workload.name.clone(),
+        model: model.to_owned(),
+        queries: sample.len() as u32,
+        shards: shard_ids.len() as u32,
+    })
+}
+
+/// The run's identity and size, or NotFound.
+pub async fn info(pool: &PgPool, run_id: Uuid) -> Result<RunInfo> {
+    let r = sqlx::query!(
+        r#"SELECT w.name AS workload, m.name AS model,
+                  (SELECT count(*) FROM run_queries WHERE run_id = r.id) AS "queries!",
+                  (SELECT count(*) FROM shards WHERE run_id = r.id) AS "shards!"
+           FROM runs r JOIN workloads w ON w.id = r.workload_id JOIN models m ON m.id = r.model_id
+           WHERE r.id = $1"#,
+        run_id
+    )
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| Error::NotFound(format!("no run {run_id}")))?;
+    Ok(RunInfo {
+        run_id: run_id.to_string(),
+        workload: r.workload,
+        model: r.model,
+        queries: r.queries as u32,
+        shards: r.shards as u32,
+    })
+}
+
+/// A run's progress: shards by state, results, errors, each agent's share and why shards
+/// failed.
+pub async fn status(pool: &PgPool, run_id: Uuid) -> Result<RunStatus> {
+    let run = info(pool, run_id).await?;
+    let s = sqlx::query!(
+        r#"SELECT r.status, r.created_at, r.repetitions,
+                  (SELECT count(*) FROM shards WHERE run_id = r.id AND status = 'pending') AS "pending!",
+                  (SELECT count(*) FROM shards WHERE run_id = r.id AND status = 'leased') AS "leased!",
+                  (SELECT count(*) FROM shards WHERE run_id = r.id AND status = 'completed') AS "completed!",
+                  (SELECT count(*) FROM shards WHERE run_id = r.id AND status = 'failed') AS "failed!",
+                  (SELECT count(*) FROM results WHERE run_id = r.id) AS "results!",
+                  (SELECT count(*) FROM results WHERE run_id = r.id AND error IS NOT NULL) AS "errors!",
+                  (SELECT count(*) FROM duplicate_attempts WHERE run_id = r.id) AS "duplicate_attempts!"
+           FROM runs r WHERE r.id = $1"#,
+        run_id
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(RunStatus {
+        expected_results: u64::from(run.queries) * s.repetitions as u64,
+        run: Some(run),
+        status: s.status,
+        results: s.results as u64,
+        errors: s.errors as u64,
+        shards_pending: s.pending as u32,
+        shards_leased: s.leased as u32,
+        shards_completed: s.completed as u32,
+        shards_failed: s.failed as u32,
+        agents: agent_shares(pool, run_id).await?,
+        created_unix_us: super::unix_us(s.created_at),
+        failures: failures(pool, run_id).await?,
+        duplicate_attempts: s.duplicate_attempts as u64,
+    })
+}
+
+/// Each agent that leased a shard of the run: shards it completed, results it committed.
+async fn agent_shares(pool: &PgPool, run_id: Uuid) -> Result<Vec<AgentShare>> {
+    let agents = sqlx::query!(
+        r#"SELECT a.id, a.name,
+                  (SELECT count(*) FROM shards s WHERE s.run_id = $1 AND s.completed_by = a.id) AS "shards!",
+                  (SELECT count(*) FROM results r WHERE r.run_id = $1 AND r.agent_id = a.id) AS "results!"
+           FROM agents a
+           WHERE a.id IN (SELECT agent_id FROM lease_attempts la JOIN shards s ON s.id = la.shard_id
+                          WHERE s.run_id = $1)
+           ORDER BY a.name, a.id"#,
+        run_id
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(agents
+        .into_iter()
+        .map(|a| AgentShare {
+            agent_name: a.name,
+            agent_id: a.id.to_string(),
+            shards_completed: a.shards as u32,
+            results: a.results as u64,
+        })
+        .collect())
+}
+
+/// `shard N: reason` for each failed shard.
+async fn failures(pool: &PgPool, run_id: Uuid) -> Result<Vec<String>> {
+    let rows = sqlx::query!(
+        r#"SELECT shard_index, failure_reason AS "reason!" FROM shards
+           WHERE run_id = $1 AND status = 'failed' ORDER BY shard_index"#,
+        run_id
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|f| format!("shard {}: {}", f.shard_index, f.reason)).collect())
+}
+
+/// Whether a run exists.
+pub async fn exists(conn: &mut PgConnection, run_id: Uuid) -> Result<bool> {
+    Ok(sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1) AS "e!""#, run_id)
+        .fetch_one(conn)
+        .await?)
+}

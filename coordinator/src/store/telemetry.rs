@@ -1,0 +1,66 @@
+//! `shard_telemetry` and `power_series`: a shard's power sources, idle baseline and sampled
+//! energy series.
+
+use super::{Error, Result, on_unique_violation};
+use ipw_proto::v1::ShardTelemetry;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// Stores one shard's telemetry from one agent. A retry finds the first upload in place and
+/// changes nothing. `t` must have passed `domain::telemetry::validate`.
+pub async fn insert(conn: &mut PgConnection, shard_id: Uuid, agent_id: Uuid, t: &ShardTelemetry) -> Result<()> {
+    let sources: Vec<serde_json::Value> = t
+        .sources
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "kind": s.kind, "scope": s.scope, "name": s.name,
+                "details": serde_json::from_str::<serde_json::Value>(&s.details_json).unwrap_or(serde_json::Value::Null),
+            })
+        })
+        .collect();
+    let clock_zero = chrono::DateTime::from_timestamp_micros(t.clock_zero_unix_us)
+        .ok_or_else(|| Error::Invalid("clock_zero_unix_us is not a valid time".into()))?;
+    let fresh = sqlx::query!(
+        "INSERT INTO shard_telemetry (shard_id, agent_id, idle_power_w, idle_seconds, sample_hz, attribution,
+                                      sources, clock_zero, active_energy_j)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (shard_id, agent_id) DO NOTHING",
+        shard_id,
+        agent_id,
+        t.idle_power_w,
+        t.idle_seconds,
+        t.sample_hz,
+        t.attribution,
+        serde_json::Value::Array(sources),
+        clock_zero,
+        t.active_energy_j,
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        > 0;
+    if !fresh {
+        return Ok(());
+    }
+    for c in &t.chunks {
+        sqlx::query!(
+            "INSERT INTO power_series (shard_id, agent_id, source_index, chunk_index, t_s, energy_j)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            shard_id,
+            agent_id,
+            c.source_index as i32,
+            c.chunk_index as i32,
+            &c.t_s,
+            &c.energy_j
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| {
+            on_unique_violation(e, || {
+                Error::Invalid(format!("chunk {} of source {} appears twice", c.chunk_index, c.source_index))
+            })
+        })?;
+    }
+    Ok(())
+}
