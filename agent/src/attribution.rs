@@ -11,33 +11,9 @@
 //! share). Pieces where no query is active are idle gaps and are charged to nobody, so the
 //! energies of a shard's queries add up to the energy measured while any of them ran.
 
-/// How an interval's energy is split among the queries active in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rule {
-    /// Equal shares of each instant (the default).
-    TimeShare,
-    /// Shares proportional to each query's tokens per second.
-    TokenShare,
-}
-
-impl Rule {
-    /// The name stored with every result.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rule::TimeShare => "time-share",
-            Rule::TokenShare => "token-share",
-        }
-    }
-
-    /// Parses a rule name.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "time-share" => Ok(Rule::TimeShare),
-            "token-share" => Ok(Rule::TokenShare),
-            _ => Err(format!("unknown attribution rule \"{s}\"; expected time-share or token-share")),
-        }
-    }
-}
+/// How an interval's energy is split among the queries active in it: declared with the
+/// other closed sets in `ipw_proto::kinds`, so the flag, the wire and the database agree.
+pub use ipw_proto::kinds::Attribution as Rule;
 
 /// One query's time on the sampler clock.
 #[derive(Debug, Clone, Copy, PartialEq)]

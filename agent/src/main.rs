@@ -108,7 +108,7 @@ struct RunArgs {
     #[arg(long, env = "IPW_IDLE", default_value = "10s", value_parser = humantime::parse_duration)]
     idle: Duration,
     /// How concurrent queries share an interval's energy: time-share or token-share.
-    #[arg(long, default_value = "time-share", value_parser = Rule::parse)]
+    #[arg(long, value_enum, default_value = "time-share")]
     attribution: Rule,
     #[command(flatten)]
     power: PowerArgs,

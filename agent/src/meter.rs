@@ -88,7 +88,7 @@ impl Meter {
         self.sampler
             .iter()
             .flat_map(|s| s.sources())
-            .map(|i| serde_json::json!({"kind": i.kind, "scope": i.scope, "name": i.name, "details": i.details}))
+            .map(|i| serde_json::json!({"kind": i.kind.as_str(), "scope": i.scope, "name": i.name, "details": i.details}))
             .collect()
     }
 
@@ -111,7 +111,7 @@ impl Meter {
 
     /// Each window's energy record, in order, and the shard's active energy.
     pub async fn attribute(&self, windows: &[Window], idle: Option<Idle>) -> (Vec<Energy>, Option<f64>) {
-        let unknown = |reason: String| NoPower::new(reason).energy_record(self.rule.as_str());
+        let unknown = |reason: String| NoPower::new(reason).energy_record(self.rule);
         let Some(s) = &self.sampler else {
             return (vec![unknown(self.null_reason.clone()); windows.len()], None);
         };
@@ -157,8 +157,8 @@ impl Meter {
         let mut kinds: Vec<&str> = Vec::new();
         let mut scopes: Vec<&str> = Vec::new();
         for i in self.sampler.iter().flat_map(|s| s.sources()) {
-            if !kinds.contains(&i.kind) {
-                kinds.push(i.kind);
+            if !kinds.contains(&i.kind.as_str()) {
+                kinds.push(i.kind.as_str());
             }
             if !scopes.contains(&i.scope) {
                 scopes.push(i.scope);
@@ -201,7 +201,7 @@ impl Meter {
                 .sources()
                 .iter()
                 .map(|i| PowerSourceInfo {
-                    kind: i.kind.into(),
+                    kind: i.kind.as_str().into(),
                     scope: i.scope.into(),
                     name: i.name.clone(),
                     details_json: i.details.to_string(),

@@ -108,29 +108,11 @@ async fn lease_loop(
     summary.committed += committed;
     summary.duplicates += duplicates;
     loop {
-        // No engine, no lease: a shard run against a dead engine would only record errors.
-        // (A managed engine is started for the lease's model, after the lease.)
-        if managed.is_none()
-            && let Err(e) = engine.check().await
-        {
-            if opts.exit_when_idle {
-                anyhow::bail!("the engine is not answering ({e}); not taking work");
-            }
-            tracing::error!("the engine is not answering ({e}); not taking work until it does");
-            tokio::time::sleep(opts.poll_interval).await;
-            continue;
-        }
-        // A full or broken spool disk: whatever is measured could not be kept safe, so no new
-        // work until it is fixed. What is already spooled stays, and is sent as usual.
-        let checked = {
-            let (spool, min_free) = (spool.clone(), opts.spool_min_free);
-            tokio::task::spawn_blocking(move || spool.check_writable(min_free)).await?
-        };
-        if let Err(problem) = checked {
+        if let Some((problem, until)) = not_ready(engine, managed.is_some(), spool, opts).await? {
             if opts.exit_when_idle {
                 anyhow::bail!("{problem}; not taking work");
             }
-            tracing::error!("{problem}; not taking work until it is fixed");
+            tracing::error!("{problem}; not taking work until {until}");
             tokio::time::sleep(opts.poll_interval).await;
             continue;
         }
@@ -169,33 +151,65 @@ async fn lease_loop(
             // Unhealthy servers fail here; the lease expires and another agent takes the shard.
             m.ensure(&lease.model).await.map_err(|e| anyhow::anyhow!("managed engine: {e}"))?;
         }
-        if !reported.contains(&lease.run_id) {
-            let record = provenance::collect(&lease.run_id, engine, meter.source_details()).await;
-            match coord.report_provenance(record).await {
-                Ok(_) => {
-                    reported.insert(lease.run_id.clone());
-                }
-                // Tried again with the run's next shard.
-                Err(s) => tracing::warn!(run = %lease.run_id, "recording provenance failed: {}", s.message()),
-            }
+        if !reported.contains(&lease.run_id) && report_provenance(coord, engine, meter, &lease.run_id).await {
+            reported.insert(lease.run_id.clone());
         }
         let (committed, duplicates) = execute_shard(coord, engine, meter, spool, &lease, opts).await?;
         summary.committed += committed;
         summary.duplicates += duplicates;
-        let complete = CompleteShardRequest { shard_id: lease.shard_id.clone() };
-        match patiently("complete a shard", opts.retry_for, || {
-            let (mut c, r) = (coord.clone(), complete.clone());
-            async move { c.complete_shard(r).await }
-        })
-        .await
-        {
-            Ok(r) => {
-                summary.shards += 1;
-                tracing::info!(shard = %lease.shard_id, run_completed = r.into_inner().run_completed, "shard completed");
-            }
-            Err(s) => {
-                tracing::warn!(shard = %lease.shard_id, "completing shard refused: {}", s.message())
-            }
+        if complete_shard(coord, &lease.shard_id, opts).await {
+            summary.shards += 1;
+        }
+    }
+}
+
+/// Why no work should be taken now, and until what: the engine is down (a shard run against
+/// a dead engine would only record errors; a managed engine is started after the lease), or
+/// the spool disk is full or broken (whatever is measured could not be kept safe; what is
+/// already spooled stays, and is sent as usual).
+async fn not_ready(
+    engine: &Engine,
+    managed: bool,
+    spool: &Spool,
+    opts: &RunOptions,
+) -> anyhow::Result<Option<(String, &'static str)>> {
+    if !managed && let Err(e) = engine.check().await {
+        return Ok(Some((format!("the engine is not answering ({e})"), "it does")));
+    }
+    let (spool, min_free) = (spool.clone(), opts.spool_min_free);
+    let checked = tokio::task::spawn_blocking(move || spool.check_writable(min_free)).await?;
+    Ok(checked.err().map(|problem| (problem.to_string(), "it is fixed")))
+}
+
+/// Sends the run's provenance record; returns whether the coordinator took it (if not, it is
+/// tried again with the run's next shard).
+async fn report_provenance(coord: &mut Coordinator, engine: &Engine, meter: &Meter, run_id: &str) -> bool {
+    let record = provenance::collect(run_id, engine, meter.source_details()).await;
+    match coord.report_provenance(record).await {
+        Ok(_) => true,
+        Err(s) => {
+            tracing::warn!(run = %run_id, "recording provenance failed: {}", s.message());
+            false
+        }
+    }
+}
+
+/// Marks a shard complete, retrying while the coordinator is away; returns whether it was.
+async fn complete_shard(coord: &mut Coordinator, shard_id: &str, opts: &RunOptions) -> bool {
+    let complete = CompleteShardRequest { shard_id: shard_id.to_owned() };
+    match patiently("complete a shard", opts.retry_for, || {
+        let (mut c, r) = (coord.clone(), complete.clone());
+        async move { c.complete_shard(r).await }
+    })
+    .await
+    {
+        Ok(r) => {
+            tracing::info!(shard = %shard_id, run_completed = r.into_inner().run_completed, "shard completed");
+            true
+        }
+        Err(s) => {
+            tracing::warn!(shard = %shard_id, "completing shard refused: {}", s.message());
+            false
         }
     }
 }
@@ -407,7 +421,7 @@ async fn flush_patiently(coord: &mut Coordinator, spool: &Spool, opts: &RunOptio
             if r.energy.is_none() {
                 r.energy = Some(
                     NoPower::new("the agent stopped before this result's energy was attributed")
-                        .energy_record("time-share"),
+                        .energy_record(ipw_proto::kinds::Attribution::TimeShare),
                 );
             }
             (k, r)

@@ -18,7 +18,7 @@ pub const DEFAULT_HZ: f64 = 20.0;
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceInfo {
     /// Provenance kind (`rapl`, `nvml-counter`, ...).
-    pub kind: &'static str,
+    pub kind: crate::power::PowerKind,
     /// gpu, cpu-package, dram or soc.
     pub scope: &'static str,
     /// Device or domain.

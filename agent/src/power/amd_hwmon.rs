@@ -2,7 +2,7 @@
 //! (`energy1_input`, µJ) where the driver exposes one, else average or instantaneous power
 //! (`power1_average` / `power1_input`, µW), which the sampler integrates.
 
-use super::{PowerSource, Reading};
+use super::{PowerKind, PowerSource, Reading};
 use std::path::{Path, PathBuf};
 
 /// Where the kernel exposes DRM cards.
@@ -94,8 +94,8 @@ pub fn discover(root: &Path) -> Result<Vec<AmdGpu>, String> {
 }
 
 impl PowerSource for AmdGpu {
-    fn kind(&self) -> &'static str {
-        "amd-hwmon"
+    fn kind(&self) -> PowerKind {
+        PowerKind::AmdHwmon
     }
 
     fn scope(&self) -> &'static str {

@@ -4,7 +4,7 @@
 //! [`super::ioreport::soc_energy_j`].
 
 use super::ioreport::{Channel, soc_energy_j};
-use super::{PowerSource, Reading};
+use super::{PowerKind, PowerSource, Reading};
 use core_foundation::base::TCFType;
 use core_foundation::string::{CFString, CFStringRef};
 use core_foundation_sys::array::{CFArrayGetCount, CFArrayGetValueAtIndex, CFArrayRef};
@@ -129,8 +129,8 @@ impl IoReport {
 }
 
 impl PowerSource for IoReport {
-    fn kind(&self) -> &'static str {
-        "apple-ioreport"
+    fn kind(&self) -> PowerKind {
+        PowerKind::AppleIoreport
     }
 
     fn scope(&self) -> &'static str {

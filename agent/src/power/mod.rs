@@ -15,6 +15,7 @@ pub mod rapl;
 
 pub use none::NoPower;
 
+pub use ipw_proto::kinds::PowerKind;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,9 +30,8 @@ pub enum Reading {
 
 /// One place power can be read from.
 pub trait PowerSource: Send {
-    /// The provenance name stored with results: nvml-counter, nvml-power, rapl, amd-hwmon,
-    /// apple-ioreport or powermetrics.
-    fn kind(&self) -> &'static str;
+    /// The provenance name stored with results.
+    fn kind(&self) -> PowerKind;
     /// What the source covers: gpu, cpu-package, dram or soc.
     fn scope(&self) -> &'static str;
     /// Which device or domain, for people: "GPU 0 NVIDIA H100", "package-0".

@@ -15,14 +15,14 @@ impl NoPower {
     }
 
     /// The energy record of a result measured without power data.
-    pub fn energy_record(&self, attribution: &str) -> Energy {
+    pub fn energy_record(&self, attribution: ipw_proto::kinds::Attribution) -> Energy {
         Energy {
             energy_j: None,
             dynamic_energy_j: None,
             source: "none".into(),
             scope: String::new(),
             sample_hz: 0.0,
-            attribution: attribution.into(),
+            attribution: attribution.as_str().into(),
             null_reason: self.reason.clone(),
         }
     }

@@ -4,7 +4,7 @@
 //! read directly (`nvml-counter`). Older GPUs only report power, which the sampler integrates
 //! (`nvml-power`); NVML updates that value about every 100 ms.
 
-use super::{PowerSource, Reading};
+use super::{PowerKind, PowerSource, Reading};
 use nvml_wrapper::Nvml;
 use nvml_wrapper::enum_wrappers::device::Clock;
 use nvml_wrapper::error::NvmlError;
@@ -95,8 +95,8 @@ pub fn discover(spec: Option<&str>) -> Result<Vec<NvmlGpu>, String> {
 }
 
 impl PowerSource for NvmlGpu {
-    fn kind(&self) -> &'static str {
-        if self.counter { "nvml-counter" } else { "nvml-power" }
+    fn kind(&self) -> PowerKind {
+        if self.counter { PowerKind::NvmlCounter } else { PowerKind::NvmlPower }
     }
 
     fn scope(&self) -> &'static str {

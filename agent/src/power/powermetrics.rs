@@ -2,7 +2,7 @@
 //! prints one XML plist per sample, separated by NUL bytes; `processor.combined_power`
 //! (CPU + GPU + ANE, mW) is the SoC power used here.
 
-use super::{PowerSource, Reading};
+use super::{PowerKind, PowerSource, Reading};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -87,8 +87,8 @@ pub fn discover() -> Result<Vec<Powermetrics>, String> {
 }
 
 impl PowerSource for Powermetrics {
-    fn kind(&self) -> &'static str {
-        "powermetrics"
+    fn kind(&self) -> PowerKind {
+        PowerKind::Powermetrics
     }
 
     fn scope(&self) -> &'static str {

@@ -2,7 +2,7 @@
 //! exposes the same interface). Package and dram zones are read from `energy_uj`, which
 //! wraps at `max_energy_range_uj`.
 
-use super::{PowerSource, Reading};
+use super::{PowerKind, PowerSource, Reading};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -73,8 +73,8 @@ pub fn discover(root: &Path) -> Result<Vec<RaplDomain>, String> {
 }
 
 impl PowerSource for RaplDomain {
-    fn kind(&self) -> &'static str {
-        "rapl"
+    fn kind(&self) -> PowerKind {
+        PowerKind::Rapl
     }
 
     fn scope(&self) -> &'static str {

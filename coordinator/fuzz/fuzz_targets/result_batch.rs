@@ -3,7 +3,8 @@
 //! either refused with a named field or written, never failed by the database.
 #![no_main]
 
-use ipw_coordinator::ingest::{MAX_RESPONSE_BYTES, MAX_SHORT_TEXT_BYTES, POWER_SOURCES, validate};
+use ipw_coordinator::domain::results::{MAX_RESPONSE_BYTES, MAX_SHORT_TEXT_BYTES, validate};
+use ipw_proto::kinds::PowerKind;
 use ipw_proto::v1::ResultBatch;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
@@ -22,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(v.response.len() <= MAX_RESPONSE_BYTES);
         assert!(v.energy_j.is_some() || v.energy_null_reason.as_deref().is_some_and(|s| !s.trim().is_empty()));
         assert!(v.energy_j.is_none() || v.power_source != "none");
-        assert!(v.power_source == "none" || v.power_source.split('+').all(|k| POWER_SOURCES.contains(&k)));
+        assert!(v.power_source == "none" || v.power_source.split('+').all(|k| k.parse::<PowerKind>().is_ok()));
         let texts = [Some(&v.response), Some(&v.finish_reason), v.error.as_ref(), Some(&v.power_scope)];
         for t in texts.into_iter().flatten().chain(v.energy_null_reason.iter()) {
             assert!(!t.contains('\0'), "PostgreSQL text cannot hold NUL: {t:?}");

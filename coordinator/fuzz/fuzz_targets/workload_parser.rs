@@ -2,8 +2,8 @@
 //! table's constraints, so an import fails on a named line and never on a database error.
 #![no_main]
 
-use ipw_coordinator::scoring::Scorer;
-use ipw_coordinator::workload::Parser;
+use ipw_coordinator::domain::scoring::Scorer;
+use ipw_coordinator::domain::workload::Parser;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -174,52 +174,10 @@ impl Parser {
             Some(_) => {}
         }
         let query = match format {
-            Format::MmluPro => {
-                let r: MmluProRecord = serde_json::from_value(value).map_err(|e| err(e.to_string()))?;
-                check_choices(&r.options, &r.answer).map_err(&err)?;
-                NewQuery {
-                    external_id: r.question_id.to_string(),
-                    line_no,
-                    prompt: r.question,
-                    choices: Some(r.options),
-                    answer: r.answer,
-                    category: r.category,
-                    scorer: Scorer::Mcq,
-                    tolerance: None,
-                }
-            }
-            Format::Generic => {
-                let r: GenericRecord = serde_json::from_value(value).map_err(|e| err(e.to_string()))?;
-                let scorer = match r.scorer.as_deref() {
-                    None if r.choices.is_some() => Scorer::Mcq,
-                    None => Scorer::Exact,
-                    Some(s) => Scorer::parse(s)
-                        .ok_or_else(|| err(format!("unknown scorer \"{s}\"; expected mcq, numeric, exact or judge")))?,
-                };
-                if r.tolerance.is_some_and(|t| !(t.is_finite() && t >= 0.0))
-                    || (r.tolerance.is_some() && scorer != Scorer::Numeric)
-                {
-                    return Err(err("`tolerance` must be a number >= 0, and only goes with scorer numeric".into()));
-                }
-                if scorer == Scorer::Numeric && crate::domain::scoring::numeric::parse_reference(&r.answer).is_none() {
-                    return Err(err(format!("scorer numeric needs a numeric answer, got \"{}\"", r.answer)));
-                }
-                if scorer == Scorer::Mcq {
-                    let choices = r.choices.as_deref().ok_or_else(|| err("scorer mcq needs `choices`".into()))?;
-                    check_choices(choices, &r.answer).map_err(&err)?;
-                }
-                NewQuery {
-                    external_id: r.id.to_string(),
-                    line_no,
-                    prompt: r.prompt,
-                    choices: r.choices,
-                    answer: r.answer,
-                    category: r.category,
-                    scorer,
-                    tolerance: r.tolerance,
-                }
-            }
-        };
+            Format::MmluPro => mmlu_pro_query(value, line_no),
+            Format::Generic => generic_query(value, line_no),
+        }
+        .map_err(err)?;
         // JSON may spell NUL as \u0000; PostgreSQL text cannot hold it.
         let texts = [Some(&query.external_id), Some(&query.prompt), Some(&query.answer), query.category.as_ref()];
         if texts.into_iter().flatten().chain(query.choices.iter().flatten()).any(|t| t.contains('\0')) {
@@ -236,6 +194,56 @@ impl Parser {
         }
         Ok(Some(query))
     }
+}
+
+/// An MMLU-Pro record as a query; the error says what is wrong with it.
+fn mmlu_pro_query(value: serde_json::Value, line_no: u64) -> Result<NewQuery, String> {
+    let r: MmluProRecord = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    check_choices(&r.options, &r.answer)?;
+    Ok(NewQuery {
+        external_id: r.question_id.to_string(),
+        line_no,
+        prompt: r.question,
+        choices: Some(r.options),
+        answer: r.answer,
+        category: r.category,
+        scorer: Scorer::Mcq,
+        tolerance: None,
+    })
+}
+
+/// A generic record as a query: its scorer (given, or mcq with choices, else exact) and what
+/// that scorer needs.
+fn generic_query(value: serde_json::Value, line_no: u64) -> Result<NewQuery, String> {
+    let r: GenericRecord = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    let scorer = match r.scorer.as_deref() {
+        None if r.choices.is_some() => Scorer::Mcq,
+        None => Scorer::Exact,
+        Some(s) => {
+            Scorer::parse(s).ok_or_else(|| format!("unknown scorer \"{s}\"; expected mcq, numeric, exact or judge"))?
+        }
+    };
+    if r.tolerance.is_some_and(|t| !(t.is_finite() && t >= 0.0)) || (r.tolerance.is_some() && scorer != Scorer::Numeric)
+    {
+        return Err("`tolerance` must be a number >= 0, and only goes with scorer numeric".into());
+    }
+    if scorer == Scorer::Numeric && crate::domain::scoring::numeric::parse_reference(&r.answer).is_none() {
+        return Err(format!("scorer numeric needs a numeric answer, got \"{}\"", r.answer));
+    }
+    if scorer == Scorer::Mcq {
+        let choices = r.choices.as_deref().ok_or_else(|| "scorer mcq needs `choices`".to_owned())?;
+        check_choices(choices, &r.answer)?;
+    }
+    Ok(NewQuery {
+        external_id: r.id.to_string(),
+        line_no,
+        prompt: r.prompt,
+        choices: r.choices,
+        answer: r.answer,
+        category: r.category,
+        scorer,
+        tolerance: r.tolerance,
+    })
 }
 
 /// The 0-based index of an answer letter.

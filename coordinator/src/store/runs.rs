@@ -136,7 +136,24 @@ pub async fn create(
     sqlx::query!("INSERT INTO scorings (id, run_id, kind) VALUES ($1, $2, 'ingest')", Uuid::now_v7(), run_id)
         .execute(&mut **tx)
         .await?;
-    let shard_size = settings.shard_size as usize;
+    let shards = insert_shards(tx, run_id, sample, settings.shard_size as usize).await?;
+    tracing::info!(run = %run_id, model, hardware_class, queries = sample.len(), shards, "run created");
+    Ok(RunInfo {
+        run_id: run_id.to_string(),
+        workload: workload.name.clone(),
+        model: model.to_owned(),
+        queries: sample.len() as u32,
+        shards: shards as u32,
+    })
+}
+
+/// Cuts the sample into shards of `shard_size` queries, in sample order; returns how many.
+async fn insert_shards(
+    tx: &mut Transaction<'_, Postgres>,
+    run_id: Uuid,
+    sample: &[i64],
+    shard_size: usize,
+) -> Result<usize> {
     let shard_ids: Vec<Uuid> = sample.chunks(shard_size).map(|_| Uuid::now_v7()).collect();
     let indexes: Vec<i32> = (0..shard_ids.len() as i32).collect();
     sqlx::query!(
@@ -159,14 +176,7 @@ pub async fn create(
     )
     .execute(&mut **tx)
     .await?;
-    tracing::info!(run = %run_id, model, hardware_class, queries = sample.len(), shards = shard_ids.len(), "run created");
-    Ok(RunInfo {
-        run_id: run_id.to_string(),
-        workload: workload.name.clone(),
-        model: model.to_owned(),
-        queries: sample.len() as u32,
-        shards: shard_ids.len() as u32,
-    })
+    Ok(shard_ids.len())
 }
 
 /// The run's identity and size, or NotFound.
