@@ -209,7 +209,7 @@ fn judge(req: &ScoreRunRequest) -> Result<Option<Judge>, Status> {
         max_attempts: 3,
         timeout: std::time::Duration::from_secs(120),
     };
-    Judge::new(config).map(Some).map_err(Status::internal)
+    Judge::new(config).map(Some).map_err(|e| Status::internal(e.to_string()))
 }
 
 /// Imports a streamed workload in one transaction: any error drops it, rolling back.

@@ -39,7 +39,7 @@ impl From<CredentialError> for Status {
 impl From<RescoreError> for Status {
     fn from(e: RescoreError) -> Self {
         match e {
-            RescoreError::Judge(m) => Status::failed_precondition(m),
+            RescoreError::Judge(e) => Status::failed_precondition(e.to_string()),
             RescoreError::Store(e) => e.into(),
         }
     }

@@ -6,7 +6,7 @@
 
 use crate::domain::prompt;
 use crate::domain::scoring::Scorer;
-use crate::domain::scoring::judge::{Judge, prompt_hash};
+use crate::domain::scoring::judge::{Judge, JudgeError, prompt_hash};
 use crate::store::results::{self, NewScoring, ScoreRow, ToScore as Item};
 use crate::store::{self, runs};
 use futures::StreamExt;
@@ -56,8 +56,8 @@ impl Summary {
 #[derive(Debug, thiserror::Error)]
 pub enum RescoreError {
     /// The judge endpoint did not answer at the start.
-    #[error("{0}")]
-    Judge(String),
+    #[error(transparent)]
+    Judge(#[from] JudgeError),
     /// No such run, or the database failed.
     #[error(transparent)]
     Store(#[from] store::Error),
@@ -75,7 +75,7 @@ pub async fn score_run(
         return Err(store::Error::NotFound(format!("no run {run_id}")).into());
     }
     let judge_version = match judge {
-        Some(j) => Some(j.endpoint_version().await.map_err(RescoreError::Judge)?),
+        Some(j) => Some(j.endpoint_version().await?),
         None => None,
     };
     let scoring = NewScoring {
@@ -126,7 +126,7 @@ async fn score_one(item: Item, scoring_id: Uuid, judge: Option<&Judge>, judge_al
         return row;
     }
     let Some(judge) = judge else {
-        row.error = Some("this query needs a judge: ipw score RUN --judge-url URL --judge-model MODEL".into());
+        row.error = Some("this query needs a judge: score the run again with a judge endpoint and model".into());
         return row;
     };
     // The judge sees the question as the model did, and a letter answer with its option text.
@@ -148,7 +148,7 @@ async fn score_one(item: Item, scoring_id: Uuid, judge: Option<&Judge>, judge_al
             row.correct = Some(v.correct);
             row.verdict = Some(v.raw);
         }
-        Err(e) => row.error = Some(e),
+        Err(e) => row.error = Some(e.to_string()),
     }
     row
 }

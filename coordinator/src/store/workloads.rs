@@ -21,9 +21,7 @@ pub async fn find(conn: &mut PgConnection, key: &str) -> Result<Workload> {
     sqlx::query_as!(Workload, "SELECT id, name, n_queries FROM workloads WHERE name = $1 OR id::text = $1", key.trim())
         .fetch_optional(conn)
         .await?
-        .ok_or_else(|| {
-            Error::NotFound(format!("no workload \"{key}\"; import one with `ipw workload import FILE --name NAME`"))
-        })
+        .ok_or_else(|| Error::NotFound(format!("no workload \"{key}\"; import it first (`ipw workload import`)")))
 }
 
 /// Every workload, oldest first.

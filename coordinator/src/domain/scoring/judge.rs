@@ -58,6 +58,17 @@ pub fn prompt_hash() -> String {
     hex::encode(Sha256::digest(PROMPT.as_bytes()))
 }
 
+/// Why the judge could not be used, or gave no verdict.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JudgeError {
+    /// The endpoint could not be used: unreachable, refusing, or answering something else.
+    #[error("{0}")]
+    Endpoint(String),
+    /// The judge answered, but not YES or NO (both raw replies).
+    #[error("the judge did not answer YES or NO ({0})")]
+    NoVerdict(String),
+}
+
 /// Reads a one-word verdict: YES or NO, any case, punctuation around it ignored.
 pub fn parse_verdict(reply: &str) -> Option<bool> {
     let word: String = reply.trim().chars().take_while(|c| c.is_alphabetic()).collect::<String>().to_lowercase();
@@ -70,8 +81,8 @@ pub fn parse_verdict(reply: &str) -> Option<bool> {
 
 impl Judge {
     /// A judge client for `config`.
-    pub fn new(config: JudgeConfig) -> Result<Self, String> {
-        let client = Client::new(&config.url, config.timeout).map_err(|e| e.to_string())?;
+    pub fn new(config: JudgeConfig) -> Result<Self, JudgeError> {
+        let client = Client::new(&config.url, config.timeout).map_err(|e| JudgeError::Endpoint(e.to_string()))?;
         Ok(Self { client, config })
     }
 
@@ -82,13 +93,15 @@ impl Judge {
 
     /// What the endpoint says it is: its model ids from `/v1/models`, and llama.cpp's build
     /// from `/props` when there is one. Fails when the endpoint does not answer.
-    pub async fn endpoint_version(&self) -> Result<String, String> {
-        let models = self.client.models().await.map_err(|e| match e {
-            openai::Error::Decode { .. } => e.to_string(),
-            openai::Error::Status { request, status, .. } => {
-                format!("the judge endpoint does not answer {request}: it answered {status}")
-            }
-            e => format!("the judge endpoint does not answer {e}"),
+    pub async fn endpoint_version(&self) -> Result<String, JudgeError> {
+        let models = self.client.models().await.map_err(|e| {
+            JudgeError::Endpoint(match e {
+                openai::Error::Decode { .. } => e.to_string(),
+                openai::Error::Status { request, status, .. } => {
+                    format!("the judge endpoint does not answer {request}: it answered {status}")
+                }
+                e => format!("the judge endpoint does not answer {e}"),
+            })
         })?;
         let ids: Vec<&str> = models.data.iter().map(|m| m.id.as_str()).filter(|id| !id.is_empty()).collect();
         let mut version = format!("models: {}", ids.join(", "));
@@ -99,12 +112,12 @@ impl Judge {
     }
 
     /// Judges one response against the reference, asking in both orders.
-    pub async fn judge(&self, question: &str, reference: &str, response: &str) -> Result<Verdict, String> {
+    pub async fn judge(&self, question: &str, reference: &str, response: &str) -> Result<Verdict, JudgeError> {
         let reference_first = self.ask(question, reference, response).await?;
         let response_first = self.ask(question, response, reference).await?;
         let raw = format!("reference-first: {} | response-first: {}", reference_first.trim(), response_first.trim());
         let (Some(a), Some(b)) = (parse_verdict(&reference_first), parse_verdict(&response_first)) else {
-            return Err(format!("the judge did not answer YES or NO ({raw})"));
+            return Err(JudgeError::NoVerdict(raw));
         };
         let correct = match self.config.strictness {
             Strictness::Strict => a && b,
@@ -114,7 +127,12 @@ impl Judge {
     }
 
     /// One call, retried with backoff on transient failures.
-    async fn ask(&self, question: &str, first: &str, second: &str) -> Result<String, String> {
+    async fn ask(&self, question: &str, first: &str, second: &str) -> Result<String, JudgeError> {
+        self.ask_once_or_retry(question, first, second).await.map_err(JudgeError::Endpoint)
+    }
+
+    /// [`Self::ask`]'s attempts; the error says what the last one met.
+    async fn ask_once_or_retry(&self, question: &str, first: &str, second: &str) -> Result<String, String> {
         let content = PROMPT.replace("{question}", question).replace("{first}", first).replace("{second}", second);
         let request = ChatRequest {
             model: self.config.model.clone(),
