@@ -41,7 +41,7 @@ async fn an_unapproved_agent_gets_no_lease_until_approved() -> anyhow::Result<()
     let cfg = fleet.join(&token, "pending-box").await?;
     let mut coord = client::connect(&cfg).await?;
 
-    assert_eq!(coord.heartbeat(HeartbeatRequest {}).await?.into_inner().status, "pending");
+    assert_eq!(coord.heartbeat(HeartbeatRequest::default()).await?.into_inner().status, "pending");
     let e = coord.acquire_lease(AcquireLeaseRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains(&format!("ipw agents approve {}", cfg.agent_id)), "{}", e.message());
@@ -76,13 +76,13 @@ async fn forged_credentials_and_admin_tokens_are_refused() -> anyhow::Result<()>
 
     let forged = format!("{}.{}", cfg.agent_id, "0".repeat(64));
     let mut coord = client::connect(&AgentConfig { credential: forged, ..cfg.clone() }).await?;
-    let e = coord.heartbeat(HeartbeatRequest {}).await.unwrap_err();
+    let e = coord.heartbeat(HeartbeatRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     assert!(e.message().starts_with("agent credential rejected"), "{}", e.message());
 
     let unknown = format!("{}.{}", uuid::Uuid::new_v4(), "0".repeat(64));
     let mut coord = client::connect(&AgentConfig { credential: unknown, ..cfg.clone() }).await?;
-    let e = coord.heartbeat(HeartbeatRequest {}).await.unwrap_err();
+    let e = coord.heartbeat(HeartbeatRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     assert!(e.message().starts_with("unknown agent"), "{}", e.message());
 

@@ -40,12 +40,12 @@ async fn an_agent_joins_by_fingerprint_and_runs_over_mtls() -> anyhow::Result<()
     assert_eq!(results, 2);
 
     let without_cert = AgentConfig { client_cert: None, ..agent.clone() };
-    let e = client::connect(&without_cert).await?.heartbeat(HeartbeatRequest {}).await.unwrap_err();
+    let e = client::connect(&without_cert).await?.heartbeat(HeartbeatRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     assert!(e.message().contains("requires the agent's client certificate"), "{}", e.message());
 
     let borrowed_cert = AgentConfig { client_cert: other.client_cert.clone(), ..agent.clone() };
-    let e = client::connect(&borrowed_cert).await?.heartbeat(HeartbeatRequest {}).await.unwrap_err();
+    let e = client::connect(&borrowed_cert).await?.heartbeat(HeartbeatRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     assert!(e.message().contains("not the one issued to agent"), "{}", e.message());
     Ok(())
@@ -103,7 +103,7 @@ async fn a_revoked_agent_is_refused_at_once_and_its_lease_goes_back() -> anyhow:
         .await?
         .into_inner();
     assert_eq!(revoked.status, "revoked");
-    let e = bad_rpc.heartbeat(HeartbeatRequest {}).await.unwrap_err();
+    let e = bad_rpc.heartbeat(HeartbeatRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     assert!(e.message().contains("was revoked (laptop stolen)"), "{}", e.message());
     assert!(good_rpc.acquire_lease(models()).await?.into_inner().lease.is_some(), "the shard went back at once");
@@ -123,14 +123,14 @@ async fn a_rotated_credential_replaces_the_old_one() -> anyhow::Result<()> {
     let new = join::rotate(&old).await?;
     assert_ne!(new.credential, old.credential);
     assert_ne!(new.client_cert, old.client_cert, "a new client certificate too");
-    client::connect(&new).await?.heartbeat(HeartbeatRequest {}).await?;
+    client::connect(&new).await?.heartbeat(HeartbeatRequest::default()).await?;
 
-    let e = client::connect(&old).await?.heartbeat(HeartbeatRequest {}).await.unwrap_err();
+    let e = client::connect(&old).await?.heartbeat(HeartbeatRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     assert!(e.message().starts_with("agent credential rejected"), "{}", e.message());
     // The new secret with the old certificate is refused too.
     let mixed = AgentConfig { client_cert: old.client_cert.clone(), ..new.clone() };
-    let e = client::connect(&mixed).await?.heartbeat(HeartbeatRequest {}).await.unwrap_err();
+    let e = client::connect(&mixed).await?.heartbeat(HeartbeatRequest::default()).await.unwrap_err();
     assert!(e.message().contains("not the one issued"), "{}", e.message());
     Ok(())
 }

@@ -9,6 +9,7 @@ mod analysis;
 mod end_to_end;
 mod enrollment;
 mod faults;
+mod leases;
 mod schema;
 mod security;
 mod sweeps;

@@ -8,6 +8,7 @@ pub mod config;
 pub mod engine;
 pub mod hardware;
 pub mod join;
+pub mod leases;
 pub mod managed;
 pub mod meter;
 pub mod pin;

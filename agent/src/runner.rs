@@ -4,6 +4,7 @@ use crate::attribution::Window;
 use crate::client::{self, Coordinator};
 use crate::config::AgentConfig;
 use crate::engine::{Completion, Engine};
+use crate::leases::{Held, HeldLease};
 use crate::managed::{ManagedEngine, ManagedOptions};
 use crate::meter::{Meter, PowerOptions};
 use crate::power::NoPower;
@@ -84,8 +85,10 @@ pub async fn run(config: &AgentConfig, spool: &Spool, opts: &RunOptions) -> anyh
     let url = managed.as_ref().map(ManagedEngine::url).unwrap_or_else(|| opts.engine_url.clone());
     let engine = Engine::new(&url, opts.request_timeout)?;
     let meter = Meter::start(&opts.power);
-    let heartbeat = tokio::spawn(heartbeat_loop(coord.clone(), opts.heartbeat_interval));
-    let outcome = lease_loop(&mut coord, &engine, managed.as_mut(), &meter, spool, opts).await;
+    let held = Held::default();
+    let heartbeat = tokio::spawn(heartbeat_loop(coord.clone(), opts.heartbeat_interval, held.clone()));
+    let parts = Parts { engine: &engine, meter: &meter, spool, held: &held };
+    let outcome = lease_loop(&mut coord, &parts, managed.as_mut(), opts).await;
     if let Some(m) = managed.as_mut() {
         m.stop().await;
     }
@@ -93,14 +96,21 @@ pub async fn run(config: &AgentConfig, spool: &Spool, opts: &RunOptions) -> anyh
     outcome
 }
 
+/// What the lease loop works with.
+struct Parts<'a> {
+    engine: &'a Engine,
+    meter: &'a Meter,
+    spool: &'a Spool,
+    held: &'a Held,
+}
+
 async fn lease_loop(
     coord: &mut Coordinator,
-    engine: &Engine,
+    parts: &Parts<'_>,
     mut managed: Option<&mut ManagedEngine>,
-    meter: &Meter,
-    spool: &Spool,
     opts: &RunOptions,
 ) -> anyhow::Result<RunSummary> {
+    let Parts { engine, meter, spool, held } = *parts;
     let mut summary = RunSummary::default();
     let mut reported: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Whatever a previous life measured goes first.
@@ -154,7 +164,11 @@ async fn lease_loop(
         if !reported.contains(&lease.run_id) && report_provenance(coord, engine, meter, &lease.run_id).await {
             reported.insert(lease.run_id.clone());
         }
-        let (committed, duplicates) = execute_shard(coord, engine, meter, spool, &lease, opts).await?;
+        let holding = held.hold(&lease.shard_id);
+        let Some((committed, duplicates)) = execute_shard(coord, engine, meter, spool, &lease, &holding, opts).await?
+        else {
+            continue;
+        };
         summary.committed += committed;
         summary.duplicates += duplicates;
         if complete_shard(coord, &lease.shard_id, opts).await {
@@ -217,14 +231,17 @@ async fn complete_shard(coord: &mut Coordinator, shard_id: &str, opts: &RunOptio
 /// Measures idle power, runs a shard's queries at the run's concurrency, attributes their
 /// energy, then uploads. Each result is spooled the moment it is measured (energy follows once
 /// the shard's windows are all known) and stays spooled until its commit is acknowledged.
+/// When the lease is lost meanwhile, the queries stop, their results are dropped, and the
+/// answer is `None`.
 async fn execute_shard(
     coord: &mut Coordinator,
     engine: &Engine,
     meter: &Meter,
     spool: &Spool,
     lease: &Lease,
+    holding: &HeldLease,
     opts: &RunOptions,
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<Option<(u64, u64)>> {
     tracing::info!(shard = %lease.shard_id, index = lease.shard_index, queries = lease.items.len(), concurrency = lease.concurrency, "running shard");
     let params = lease.params.unwrap_or_default();
     // Warm-up queries run first and are not measured: caches and clocks settle.
@@ -244,12 +261,22 @@ async fn execute_shard(
     let mut windows: Vec<Window> = Vec::with_capacity(lease.items.len());
     // A result the spool cannot take (a full disk) is kept in memory and uploaded all the
     // same: never dropped. The lease loop then takes no new work until the disk is fixed.
-    while let Some((item, completion)) = measured.next().await {
+    loop {
+        let next = tokio::select! {
+            next = measured.next() => next,
+            () = holding.lost() => None,
+        };
+        let Some((item, completion)) = next else { break };
         let start = completion.started.map(|s| meter.clock(s)).unwrap_or(0.0);
         windows.push(Window { start, end: start + completion.latency_s, tokens: f64::from(completion.tokens_out) });
         let result = to_result(lease, item, completion, None);
         let _ = spool_put(spool, vec![result.clone()]).await;
         results.push(result);
+    }
+    drop(measured); // requests still in flight (a lost lease) are abandoned here
+    if holding.is_lost() {
+        drop_lost(spool, lease, &results).await;
+        return Ok(None);
     }
 
     let (energies, active) = meter.attribute(&windows, idle).await;
@@ -274,7 +301,23 @@ async fn execute_shard(
             anyhow::anyhow!("uploading the power series of shard {} failed: {}", lease.shard_id, s.message())
         })?;
     }
-    Ok(uploaded)
+    Ok(Some(uploaded))
+}
+
+/// Drops what a lost lease measured: another agent holds the shard now, and its results are
+/// the ones that count.
+async fn drop_lost(spool: &Spool, lease: &Lease, results: &[QueryResult]) {
+    let keys: Vec<SpoolKey> = results.iter().map(SpoolKey::of).collect();
+    let remover = spool.clone();
+    match tokio::task::spawn_blocking(move || remover.remove(&keys)).await {
+        Ok(Ok(())) => {
+            tracing::warn!(shard = %lease.shard_id, dropped = results.len(), "lease lost: the shard's results were dropped")
+        }
+        Ok(Err(e)) => {
+            tracing::error!(shard = %lease.shard_id, error = %e, "lease lost: cannot drop its spooled results")
+        }
+        Err(e) => tracing::error!(shard = %lease.shard_id, error = %e, "lease lost: dropping its results panicked"),
+    }
 }
 
 /// Writes results to the spool durably (off the async threads). A failure (a full or broken
@@ -506,12 +549,15 @@ where
     Ok((committed, duplicates))
 }
 
-async fn heartbeat_loop(mut coord: Coordinator, every: Duration) {
+/// Says the agent is alive every `every`, naming the shards it holds (only those are
+/// renewed), and stops the work of any the coordinator says are lost.
+async fn heartbeat_loop(mut coord: Coordinator, every: Duration, held: Held) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        if let Err(s) = coord.heartbeat(HeartbeatRequest {}).await {
-            tracing::warn!("heartbeat failed: {}", s.message());
+        match coord.heartbeat(HeartbeatRequest { shard_ids: held.shard_ids() }).await {
+            Ok(r) => held.apply(r.get_ref()),
+            Err(s) => tracing::warn!("heartbeat failed: {}", s.message()),
         }
     }
 }

@@ -356,6 +356,11 @@ impl Fleet {
     pub fn agent_process(&self, agent: &AgentConfig) -> anyhow::Result<tokio::process::Command> {
         agent_process(self.dir.path(), agent)
     }
+
+    /// `ipw-agent run` as a real process that runs until stopped (see [`agent_service_process`]).
+    pub fn agent_service_process(&self, agent: &AgentConfig) -> anyhow::Result<tokio::process::Command> {
+        agent_service_process(self.dir.path(), agent)
+    }
 }
 
 /// The spool of agent `name` under `dir`.
@@ -367,13 +372,20 @@ pub fn agent_spool(dir: &Path, name: &str) -> Spool {
 /// as [`Fleet::run_options`] (the test engine, no power source, exit when idle) and a heartbeat
 /// every second.
 pub fn agent_process(dir: &Path, agent: &AgentConfig) -> anyhow::Result<tokio::process::Command> {
+    let mut cmd = agent_service_process(dir, agent)?;
+    cmd.arg("--exit-when-idle");
+    Ok(cmd)
+}
+
+/// Like [`agent_process`], but it keeps running, as a service does, until it is stopped.
+pub fn agent_service_process(dir: &Path, agent: &AgentConfig) -> anyhow::Result<tokio::process::Command> {
     let config = dir.join(format!("{}.json", agent.name));
     agent.save(&config)?;
     let mut cmd = tokio::process::Command::new(binary("ipw-agent"));
     cmd.arg("--config").arg(config).arg("run");
     cmd.arg("--engine-url").arg(engine_url());
     cmd.arg("--spool-dir").arg(agent_spool(dir, &agent.name).dir());
-    cmd.args(["--exit-when-idle", "--idle", "0s", "--poll-interval", "200ms", "--heartbeat-interval", "1s"]);
+    cmd.args(["--idle", "0s", "--poll-interval", "200ms", "--heartbeat-interval", "1s"]);
     cmd.args(["--retry-for", "60s", "--gpus="]);
     cmd.arg("--powercap-root").arg(dir.join("no-powercap"));
     cmd.arg("--drm-root").arg(dir.join("no-drm"));

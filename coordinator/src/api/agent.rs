@@ -11,8 +11,8 @@ use ipw_proto::kinds::AgentStatus;
 use ipw_proto::v1::agent_service_server::AgentService;
 use ipw_proto::v1::{
     AcquireLeaseRequest, AcquireLeaseResponse, BatchAck, CompleteShardRequest, CompleteShardResponse, GenerationParams,
-    HeartbeatRequest, HeartbeatResponse, Lease, Provenance, ProvenanceAck, ResultBatch, RotateCredentialRequest,
-    RotateCredentialResponse, ShardTelemetry, ShardTelemetryAck, WorkItem,
+    HeartbeatRequest, HeartbeatResponse, Lease, Provenance, ProvenanceAck, ReleaseLeasesRequest, ReleaseLeasesResponse,
+    ResultBatch, RotateCredentialRequest, RotateCredentialResponse, ShardTelemetry, ShardTelemetryAck, WorkItem,
 };
 use std::pin::Pin;
 use tokio_stream::wrappers::ReceiverStream;
@@ -56,8 +56,29 @@ impl AgentService for AgentServiceImpl {
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
         let caller = authenticate(&self.state, &request).await?;
-        let renewed = leases::renew(&self.state.pool, caller.id, self.state.lease_ttl).await?;
-        Ok(Response::new(HeartbeatResponse { status: caller.status.as_str().into(), leases_renewed: renewed as u32 }))
+        let named = shard_ids(&request.get_ref().shard_ids)?;
+        let renewed = leases::renew(&self.state.pool, caller.id, self.state.lease_ttl, &named).await?;
+        let lost_shard_ids: Vec<String> =
+            named.iter().filter(|id| !renewed.contains(id)).map(Uuid::to_string).collect();
+        if !lost_shard_ids.is_empty() {
+            tracing::warn!(agent = %caller.id, lost = ?lost_shard_ids, "agent told it lost leases");
+        }
+        Ok(Response::new(HeartbeatResponse {
+            status: caller.status.as_str().into(),
+            leases_renewed: renewed.len() as u32,
+            lost_shard_ids,
+        }))
+    }
+
+    async fn release_leases(
+        &self,
+        request: Request<ReleaseLeasesRequest>,
+    ) -> Result<Response<ReleaseLeasesResponse>, Status> {
+        let caller = authenticate(&self.state, &request).await?;
+        let named = shard_ids(&request.get_ref().shard_ids)?;
+        let released = leases::release(&self.state.pool, caller.id, &named).await?;
+        tracing::info!(agent = %caller.id, released, "leases released");
+        Ok(Response::new(ReleaseLeasesResponse { released: released as u32 }))
     }
 
     async fn acquire_lease(
@@ -155,6 +176,17 @@ impl AgentService for AgentServiceImpl {
         let run_completed = leases::complete(&self.state.pool, shard_id, caller.id).await?;
         Ok(Response::new(CompleteShardResponse { run_completed }))
     }
+}
+
+/// Most shards one call may name: far more than an agent works on at once.
+const MAX_NAMED_SHARDS: usize = 1024;
+
+/// Shard ids named by an agent, parsed.
+fn shard_ids(ids: &[String]) -> Result<Vec<Uuid>, Status> {
+    if ids.len() > MAX_NAMED_SHARDS {
+        return Err(Status::invalid_argument(format!("{} shards named; at most {MAX_NAMED_SHARDS}", ids.len())));
+    }
+    ids.iter().map(|id| parse_uuid("shard_id", id)).collect()
 }
 
 /// Leases the next shard this agent may run, if any, with its work items: each query's

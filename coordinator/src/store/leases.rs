@@ -7,15 +7,32 @@ use std::collections::HashSet;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Renews every lease the agent holds, and records that it was heard from. Returns how many
-/// leases were renewed.
-pub async fn renew(pool: &PgPool, agent_id: Uuid, ttl: Duration) -> Result<u64> {
-    Ok(sqlx::query!(
+/// Renews the named leases the agent still holds, on runs still going, and records that
+/// the agent was heard from. Returns the shards renewed; a named shard not among them is
+/// lost. A lease the agent does not name is not renewed, and runs out.
+pub async fn renew(pool: &PgPool, agent_id: Uuid, ttl: Duration, shard_ids: &[Uuid]) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar!(
         "WITH seen AS (UPDATE agents SET last_seen_at = now() WHERE id = $1)
-         UPDATE shards SET lease_expires_at = now() + make_interval(secs => $2)
-         WHERE lease_owner = $1 AND status = 'leased'",
+         UPDATE shards s SET lease_expires_at = now() + make_interval(secs => $2)
+         FROM runs r
+         WHERE r.id = s.run_id AND r.status IN ('pending', 'running')
+           AND s.lease_owner = $1 AND s.status = 'leased' AND s.id = ANY($3)
+         RETURNING s.id",
         agent_id,
         ttl.as_secs_f64(),
+        shard_ids,
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Gives the named leases the agent holds back to the queue now. Returns how many.
+pub async fn release(pool: &PgPool, agent_id: Uuid, shard_ids: &[Uuid]) -> Result<u64> {
+    Ok(sqlx::query!(
+        "UPDATE shards SET lease_expires_at = now()
+         WHERE lease_owner = $1 AND status = 'leased' AND id = ANY($2)",
+        agent_id,
+        shard_ids,
     )
     .execute(pool)
     .await?
@@ -40,7 +57,7 @@ pub async fn fail_exhausted(tx: &mut Transaction<'_, Postgres>, max_attempts: u3
     if !failed_runs.is_empty() {
         sqlx::query!(
             "UPDATE runs r SET status = 'failed', completed_at = now()
-             WHERE r.id = ANY($1)
+             WHERE r.id = ANY($1) AND r.status IN ('pending', 'running')
                AND NOT EXISTS (SELECT 1 FROM shards o WHERE o.run_id = r.id AND o.status IN ('pending', 'leased'))",
             &failed_runs
         )
@@ -215,16 +232,24 @@ pub async fn ever_leased_run(pool: &PgPool, run_id: Uuid, agent_id: Uuid) -> Res
 /// every shard is. Returns whether this completed the run. Completing twice is harmless.
 pub async fn complete(pool: &PgPool, shard_id: Uuid, agent_id: Uuid) -> Result<bool> {
     let mut tx = pool.begin().await?;
-    let shard = sqlx::query!(
-        "SELECT s.status, s.lease_owner, s.run_id, r.repetitions,
-                (SELECT count(*) FROM run_queries WHERE shard_id = s.id) AS \"queries!\",
-                (SELECT count(*) FROM results WHERE shard_id = s.id) AS \"results!\"
-         FROM shards s JOIN runs r ON r.id = s.run_id WHERE s.id = $1 FOR UPDATE OF s",
+    // The run is locked first: two agents completing its last two shards at once take turns,
+    // and the second sees the first's shard completed, so one of them completes the run.
+    let run_id = sqlx::query_scalar!(
+        "SELECT r.id FROM runs r JOIN shards s ON s.run_id = r.id WHERE s.id = $1 FOR UPDATE OF r",
         shard_id
     )
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| Error::NotFound(format!("no shard {shard_id}")))?;
+    let shard = sqlx::query!(
+        "SELECT s.status, s.lease_owner, r.repetitions,
+                (SELECT count(*) FROM run_queries WHERE shard_id = s.id) AS \"queries!\",
+                (SELECT count(*) FROM results WHERE shard_id = s.id) AS \"results!\"
+         FROM shards s JOIN runs r ON r.id = s.run_id WHERE s.id = $1 FOR UPDATE OF s",
+        shard_id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if shard.lease_owner != Some(agent_id) {
         return Err(Error::Forbidden(format!("shard {shard_id} is not leased to this agent")));
     }
@@ -245,11 +270,12 @@ pub async fn complete(pool: &PgPool, shard_id: Uuid, agent_id: Uuid) -> Result<b
         .execute(&mut *tx)
         .await?;
     }
+    // Only a run still going completes: a cancelled (or failed) run keeps its status.
     let run_completed = sqlx::query!(
         "UPDATE runs SET status = 'completed', completed_at = now()
-         WHERE id = $1 AND status <> 'completed'
+         WHERE id = $1 AND status IN ('pending', 'running')
            AND NOT EXISTS (SELECT 1 FROM shards WHERE run_id = $1 AND status <> 'completed')",
-        shard.run_id
+        run_id
     )
     .execute(&mut *tx)
     .await?
@@ -257,7 +283,7 @@ pub async fn complete(pool: &PgPool, shard_id: Uuid, agent_id: Uuid) -> Result<b
         > 0;
     tx.commit().await?;
     if run_completed {
-        tracing::info!(run = %shard.run_id, "run completed");
+        tracing::info!(run = %run_id, "run completed");
     }
     Ok(run_completed)
 }

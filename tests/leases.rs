@@ -1,0 +1,252 @@
+//! Leases that never strand or falsify work: a heartbeat renews only the leases it names, the
+//! last two shards completed at once complete the run, a cancelled run stays cancelled, and an
+//! agent told it lost a lease stops and drops what it measured.
+
+use ipw_agent::client::{self, Coordinator};
+use ipw_agent::runner;
+use ipw_e2e::Fleet;
+use ipw_proto::v1::{
+    AcquireLeaseRequest, CompleteShardRequest, Energy, Lease, QueryResult, ResultBatch, RunStatusRequest, SweepSpec,
+    SweepStatusRequest,
+};
+use std::time::Duration;
+use uuid::Uuid;
+
+const SMOL: &str = "SmolLM2-135M-Instruct";
+
+/// Leases a shard as `agent`; panics when there is none.
+async fn lease(agent: &mut Coordinator) -> anyhow::Result<Lease> {
+    let request = AcquireLeaseRequest { available_models: vec![SMOL.into()] };
+    Ok(agent.acquire_lease(request).await?.into_inner().lease.expect("a shard to lease"))
+}
+
+/// Uploads a made-up answer for every item of the lease (the answers' content does not matter
+/// to leasing) and waits for the acknowledgement.
+async fn upload_all(agent: &mut Coordinator, lease: &Lease) -> anyhow::Result<()> {
+    let results = lease
+        .items
+        .iter()
+        .map(|item| QueryResult {
+            shard_id: lease.shard_id.clone(),
+            run_id: lease.run_id.clone(),
+            query_id: item.query_id,
+            repetition: item.repetition,
+            started_unix_us: chrono::Utc::now().timestamp_micros(),
+            latency_s: 0.5,
+            response: "a".into(),
+            finish_reason: "stop".into(),
+            energy: Some(Energy { source: "none".into(), null_reason: "test".into(), ..Default::default() }),
+            ..Default::default()
+        })
+        .collect();
+    let batch = ResultBatch { batch_seq: 1, results };
+    let mut acks = agent.upload_results(tokio_stream::iter(vec![batch])).await?.into_inner();
+    let ack = acks.message().await?.expect("an ack");
+    assert_eq!(ack.inserted as usize, lease.items.len());
+    Ok(())
+}
+
+async fn run_status(fleet: &mut Fleet, run_id: &str) -> anyhow::Result<String> {
+    Ok(fleet.admin.get_run_status(RunStatusRequest { run_id: run_id.to_owned() }).await?.into_inner().status)
+}
+
+/// Two agents complete a run's last two shards at the same moment. The test holds both
+/// shards' row locks until both calls are waiting on them, then lets go, so the two
+/// completions run side by side; ten runs in a row. Without the run lock, each saw the
+/// other's shard unfinished and the run stayed `running`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_last_two_shards_completed_at_once_complete_the_run() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start().await?;
+    let lines = [r#"{"id": "1", "prompt": "hi", "answer": "a"}"#, r#"{"id": "2", "prompt": "yo", "answer": "b"}"#];
+    fleet.import_lines("two", &lines).await?;
+    let token = fleet.token(2, true, Duration::from_secs(60)).await?;
+    let (mut a, mut b) = (
+        client::connect(&fleet.join(&token, "a").await?).await?,
+        client::connect(&fleet.join(&token, "b").await?).await?,
+    );
+    for round in 0..10 {
+        let run = fleet.create_run("two", 2, 1, 1, 8).await?;
+        let (lease_a, lease_b) = (lease(&mut a).await?, lease(&mut b).await?);
+        assert_ne!(lease_a.shard_id, lease_b.shard_id);
+        upload_all(&mut a, &lease_a).await?;
+        upload_all(&mut b, &lease_b).await?;
+
+        let mut holder = fleet.pool.begin().await?;
+        sqlx::query("SELECT id FROM shards WHERE run_id = $1 FOR UPDATE")
+            .bind(Uuid::parse_str(&run.run_id)?)
+            .execute(&mut *holder)
+            .await?;
+        let complete = |mut c: Coordinator, shard_id: String| {
+            tokio::spawn(async move { c.complete_shard(CompleteShardRequest { shard_id }).await })
+        };
+        let done_a = complete(a.clone(), lease_a.shard_id.clone());
+        let done_b = complete(b.clone(), lease_b.shard_id.clone());
+        tokio::time::sleep(Duration::from_millis(300)).await; // both calls are now waiting
+        holder.commit().await?;
+        let (done_a, done_b) = (done_a.await??.into_inner(), done_b.await??.into_inner());
+        assert_eq!(run_status(&mut fleet, &run.run_id).await?, "completed", "round {round}");
+        assert!(done_a.run_completed ^ done_b.run_completed, "round {round}: exactly one call completed the run");
+    }
+    Ok(())
+}
+
+/// A one-off sweep over the fleet's agents, for runs that can be cancelled.
+fn sweep(name: &str, workload: &str, sample: u32) -> SweepSpec {
+    SweepSpec {
+        name: name.into(),
+        workload: workload.into(),
+        models: vec![SMOL.into()],
+        sample,
+        concurrency: 1,
+        shard_size: 1,
+        ..Default::default()
+    }
+}
+
+/// A run cancelled (with its sweep) stays cancelled: when an agent then completes its last
+/// shard, and when its last shard's lease runs out for good.
+#[tokio::test]
+async fn a_cancelled_run_stays_cancelled() -> anyhow::Result<()> {
+    use ipw_coordinator::api::State;
+    use ipw_coordinator::infra::pool::connect_and_migrate;
+    let pool = connect_and_migrate(ipw_e2e::fresh_database().await?).await?;
+    let state = State { lease_ttl: Duration::from_millis(300), max_attempts: 1, ..State::new(pool) };
+    let mut fleet = Fleet::start_with(state).await?;
+    fleet.import_lines("one", &[r#"{"id": "1", "prompt": "hi", "answer": "a"}"#]).await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let mut agent = client::connect(&fleet.join(&token, "a").await?).await?;
+    let cancel = |sweep_id: String| SweepStatusRequest { sweep_id, status: "cancelled".into() };
+
+    // Cancelled while the agent finishes the only shard, which it then completes.
+    let finished = fleet.admin.create_sweep(sweep("finished", "one", 1)).await?.into_inner();
+    let shard = lease(&mut agent).await?;
+    upload_all(&mut agent, &shard).await?;
+    fleet.admin.set_sweep_status(cancel(finished.sweep_id.clone())).await?;
+    agent.complete_shard(CompleteShardRequest { shard_id: shard.shard_id.clone() }).await?;
+    assert_eq!(run_status(&mut fleet, &finished.runs[0].run_id).await?, "cancelled", "not completed");
+
+    // Cancelled while the only shard is leased; its lease then runs out with no attempt left.
+    let abandoned = fleet.admin.create_sweep(sweep("abandoned", "one", 1)).await?.into_inner();
+    lease(&mut agent).await?;
+    fleet.admin.set_sweep_status(cancel(abandoned.sweep_id.clone())).await?;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let request = AcquireLeaseRequest { available_models: vec![SMOL.into()] };
+    assert!(agent.acquire_lease(request).await?.into_inner().lease.is_none(), "a cancelled run hands out nothing");
+    assert_eq!(run_status(&mut fleet, &abandoned.runs[0].run_id).await?, "cancelled", "not failed");
+    Ok(())
+}
+
+/// The coordinator moves an agent's lease away mid-shard (as when it ran out and another agent
+/// took it). The agent's next heartbeat is told so: it stops the shard's queries, drops what it
+/// measured, and never commits a result for that shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_told_its_lease_is_lost_stops_and_drops_its_results() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start().await?;
+    fleet.import_mmlu_slice(200, "slice").await?;
+    let token = fleet.token(2, true, Duration::from_secs(60)).await?;
+    let loser = fleet.join(&token, "loser").await?;
+    let taker = fleet.join(&token, "taker").await?;
+    let run = fleet.create_run("slice", 6, 6, 1, 48).await?;
+    let run_id = Uuid::parse_str(&run.run_id)?;
+
+    let spool = fleet.spool("loser");
+    let mut opts = fleet.run_options();
+    opts.heartbeat_interval = Duration::from_millis(200);
+    // The lease moves to the other agent, as if it had run out and been taken, once the agent
+    // has measured something.
+    let taker_id = Uuid::parse_str(&taker.agent_id)?;
+    let move_lease = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while spool.len()? < 1 {
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "the agent measured nothing in 2 minutes");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sqlx::query(
+            "WITH moved AS (
+                 UPDATE shards SET lease_owner = $2, attempts = attempts + 1,
+                                   lease_expires_at = now() + interval '1 hour'
+                 WHERE run_id = $1 RETURNING id, attempts)
+             INSERT INTO lease_attempts (shard_id, attempt, agent_id) SELECT id, attempts, $2 FROM moved",
+        )
+        .bind(run_id)
+        .bind(taker_id)
+        .execute(&fleet.pool)
+        .await?;
+        anyhow::Ok(())
+    };
+    let working = tokio::time::timeout(Duration::from_secs(120), runner::run(&loser, &spool, &opts));
+    let (summary, moved) = tokio::join!(working, move_lease);
+    moved?;
+    let summary = summary??;
+    assert_eq!((summary.shards, summary.committed), (0, 0), "nothing of the lost shard is committed");
+    let by_loser: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM results WHERE run_id = $1 AND agent_id = (SELECT id FROM agents WHERE name = 'loser')",
+    )
+    .bind(run_id)
+    .fetch_one(&fleet.pool)
+    .await?;
+    assert_eq!(by_loser, 0, "the lost shard's results were dropped, not uploaded");
+    assert!(spool.is_empty()?, "and they are gone from the spool");
+    Ok(())
+}
+
+/// `kill -9` of a real agent mid-shard, restarted at once (as systemd does) with the same
+/// identity and left running. Its heartbeats name only the shards the new life works on, so
+/// the earlier life's lease runs out and goes back to the queue within two lease TTLs, and the
+/// run completes with every query once. Before, the restarted agent renewed the dead lease for
+/// ever and the run never completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_agent_lets_its_earlier_lifes_lease_run_out() -> anyhow::Result<()> {
+    const QUERIES: i64 = 6;
+    let ttl = Duration::from_secs(3);
+    let mut fleet = Fleet::start_with_lease_ttl(ttl).await?;
+    fleet.import_mmlu_slice(200, "slice").await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let agent = fleet.join(&token, "phoenix").await?;
+    let run = fleet.create_run("slice", QUERIES as u32, 3, 1, 24).await?;
+    let run_id = Uuid::parse_str(&run.run_id)?;
+
+    let spool = fleet.spool("phoenix");
+    let mut first = fleet.agent_process(&agent)?.spawn()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while spool.len()? < 1 {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the agent spooled nothing in 2 minutes");
+        anyhow::ensure!(first.try_wait()?.is_none(), "the agent exited before it was killed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill().await?;
+    let dead_shard: Uuid = sqlx::query_scalar("SELECT id FROM shards WHERE run_id = $1 AND status = 'leased'")
+        .bind(run_id)
+        .fetch_one(&fleet.pool)
+        .await?;
+    let mut second = fleet.agent_service_process(&agent)?.spawn()?;
+    let restarted = tokio::time::Instant::now();
+
+    // Within two TTLs of the restart, the dead life's lease has run out or moved on.
+    tokio::time::sleep(2 * ttl).await;
+    let (expired, attempts): (bool, i32) =
+        sqlx::query_as("SELECT coalesce(lease_expires_at < now(), true), attempts FROM shards WHERE id = $1")
+            .bind(dead_shard)
+            .fetch_one(&fleet.pool)
+            .await?;
+    assert!(
+        expired || attempts > 1,
+        "the earlier life's lease is still renewed {:?} after the restart",
+        restarted.elapsed()
+    );
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    while run_status(&mut fleet, &run.run_id).await? != "completed" {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the run did not complete in 3 minutes");
+        anyhow::ensure!(second.try_wait()?.is_none(), "the restarted agent exited");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    second.kill().await?;
+    let (rows, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT (query_id, repetition)) FROM results WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(&fleet.pool)
+            .await?;
+    assert_eq!((rows, distinct), (QUERIES, QUERIES), "every query once");
+    Ok(())
+}
