@@ -54,6 +54,7 @@ pub enum RunCmd {
         /// Sampling seed; the same seed gives the same queries.
         #[arg(long, default_value_t = 0)]
         seed: i64,
+        /// Engine settings and sharding.
         #[command(flatten)]
         engine: EngineSettings,
     },
