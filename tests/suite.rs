@@ -7,6 +7,7 @@
 
 mod analysis;
 mod end_to_end;
+mod engines;
 mod enrollment;
 mod faults;
 mod leases;

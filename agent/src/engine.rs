@@ -29,6 +29,21 @@ pub struct Completion {
     pub finish_reason: String,
     /// What went wrong, if the request failed.
     pub error: Option<String>,
+    /// Whose failure it was, if the request failed.
+    pub failed_by: Option<FailedBy>,
+}
+
+/// Whose failure a failed request was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailedBy {
+    /// The engine's, not the query's: a refused or reset connection, a 5xx or 429, a timeout
+    /// before the first token, the stream cut off (the engine process gone). The query is not
+    /// answered: it goes back to the queue, to be measured once the engine is back.
+    Engine,
+    /// The request's: a 4xx for this prompt (the context too long, say), an error the engine
+    /// streamed, a reply that breaks the protocol, a generation that outlasted the timeout.
+    /// It stays a result, with its error.
+    Request,
 }
 
 /// The names a served model id answers to (see [`Engine::model_names`]).
@@ -53,24 +68,41 @@ const SEND_ATTEMPTS: u32 = 3;
 enum Failure {
     /// Before the engine received it: safe to send again.
     NotSent(String),
-    /// After: the outcome is recorded as the query's error.
-    Failed(String),
+    /// After: whose failure it was, and what happened.
+    Failed(FailedBy, String),
 }
 
 impl From<&str> for Failure {
     fn from(e: &str) -> Self {
-        Failure::Failed(e.to_owned())
+        Failure::Failed(FailedBy::Request, e.to_owned())
     }
 }
 
-impl From<openai::Error> for Failure {
-    fn from(e: openai::Error) -> Self {
+impl Failure {
+    /// Classifies a client error; `streaming` says whether text had arrived already.
+    fn of(e: openai::Error, streaming: bool) -> Self {
+        let timed_out = |cause: &reqwest::Error| cause.is_timeout();
         match e {
             openai::Error::NotSent { .. } => Failure::NotSent(e.to_string()),
             openai::Error::Status { status, body, .. } => {
-                Failure::Failed(format!("engine answered {status}: {}", body.chars().take(500).collect::<String>()))
+                let by = if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    FailedBy::Engine
+                } else {
+                    FailedBy::Request
+                };
+                Failure::Failed(by, format!("engine answered {status}: {}", body.chars().take(500).collect::<String>()))
             }
-            e => Failure::Failed(e.to_string()),
+            // A generation that outlasts the timeout is this request's; anything else that cuts
+            // the connection is the engine's.
+            openai::Error::Transport { ref cause, .. } | openai::Error::BrokeOff(ref cause)
+                if streaming && timed_out(cause) =>
+            {
+                Failure::Failed(FailedBy::Request, e.to_string())
+            }
+            openai::Error::Transport { .. } | openai::Error::BrokeOff(_) => {
+                Failure::Failed(FailedBy::Engine, e.to_string())
+            }
+            e => Failure::Failed(FailedBy::Request, e.to_string()),
         }
     }
 }
@@ -146,13 +178,15 @@ impl Engine {
                     tokio::time::sleep(ipw_proto::retry::backoff(attempt - 1)).await;
                     continue;
                 }
-                Err(Failure::NotSent(e) | Failure::Failed(e)) => c.error = Some(e),
+                Err(Failure::NotSent(e)) => (c.error, c.failed_by) = (Some(e), Some(FailedBy::Engine)),
+                Err(Failure::Failed(by, e)) => (c.error, c.failed_by) = (Some(e), Some(by)),
             }
             c.latency_s = started.elapsed().as_secs_f64();
             break c;
         };
         if c.error.is_none() && c.tokens_out > 0 && c.ttft_s.is_none() {
             c.error = Some("the engine reported completion tokens but streamed no text".into());
+            c.failed_by = Some(FailedBy::Request);
         }
         c
     }
@@ -161,7 +195,8 @@ impl Engine {
     async fn stream_into(&self, request: &ChatRequest, started: Instant, c: &mut Completion) -> Result<(), Failure> {
         let mut chunk_times: Vec<Instant> = Vec::new();
         let mut usage_seen = false;
-        self.client
+        let streamed = self
+            .client
             .chat_stream(request, |chunk| {
                 for choice in chunk.choices {
                     let text: String =
@@ -184,7 +219,8 @@ impl Engine {
                     usage_seen = true;
                 }
             })
-            .await?;
+            .await;
+        streamed.map_err(|e| Failure::of(e, !chunk_times.is_empty()))?;
         if chunk_times.len() >= 2 {
             let span = (*chunk_times.last().expect("non-empty") - chunk_times[0]).as_secs_f64();
             c.mean_itl_s = Some(span / (chunk_times.len() - 1) as f64);

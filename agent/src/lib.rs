@@ -16,6 +16,8 @@ pub mod power;
 pub mod provenance;
 pub mod runner;
 pub mod sampler;
+pub mod shard;
+pub mod shutdown;
 pub mod spool;
 
 /// The agent's version, recorded with every join.

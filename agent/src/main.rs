@@ -100,6 +100,14 @@ struct RunArgs {
     /// How long to keep retrying while the coordinator is unreachable, before giving up.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     retry_for: Duration,
+    /// With --exit-when-idle, how long to wait for an engine that is not answering before
+    /// giving up (without it, the agent waits for its engine for ever).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    engine_wait: Duration,
+    /// On SIGTERM or SIGINT, how long the queries in flight may take to finish before they are
+    /// abandoned; then the leases are given back and the agent exits.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
     /// Another name the engine's model answers to (repeatable), e.g. the name runs use
     /// for a model an engine serves under another id.
     #[arg(long = "model-alias")]
@@ -220,6 +228,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Command::Run(args) => {
             let RunArgs {
                 retry_for,
+                engine_wait,
+                shutdown_grace,
                 spool_min_free_mib,
                 heartbeat_interval,
                 coordinator,
@@ -251,8 +261,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 heartbeat_interval,
                 spool_min_free: spool_min_free_mib << 20,
                 managed: (engine == "managed").then(|| managed.options()).transpose()?,
+                engine_wait,
+                shutdown_grace,
                 ..RunOptions::default()
             };
+            opts.shutdown.on_signals().context("cannot listen for SIGTERM and SIGINT")?;
             let s = runner::run(&cfg, &spool, &opts).await?;
             println!(
                 "{} shards completed, {} results committed, {} duplicates ignored",

@@ -1,21 +1,20 @@
 //! `ipw-agent run`: lease, execute, upload, repeat.
 
-use crate::attribution::Window;
 use crate::client::{self, Coordinator};
 use crate::config::AgentConfig;
-use crate::engine::{Completion, Engine};
-use crate::leases::{Held, HeldLease};
+use crate::engine::Engine;
+use crate::leases::Held;
 use crate::managed::{ManagedEngine, ManagedOptions};
 use crate::meter::{Meter, PowerOptions};
 use crate::power::NoPower;
 use crate::provenance;
+use crate::shard::{self, End};
+use crate::shutdown::Shutdown;
 use crate::spool::{Spool, SpoolKey};
 use anyhow::Context;
 use futures::{Stream, StreamExt};
 use ipw_proto::retry::backoff;
-use ipw_proto::v1::{
-    AcquireLeaseRequest, CompleteShardRequest, Energy, HeartbeatRequest, Lease, QueryResult, ResultBatch, WorkItem,
-};
+use ipw_proto::v1::{AcquireLeaseRequest, CompleteShardRequest, HeartbeatRequest, QueryResult, ResultBatch};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,6 +46,13 @@ pub struct RunOptions {
     pub retry_for: Duration,
     /// No new work while the spool's file system has less free than this (bytes).
     pub spool_min_free: u64,
+    /// With `exit_when_idle`, how long to wait for an engine that is not answering before
+    /// giving up (a service waits for ever).
+    pub engine_wait: Duration,
+    /// Asks the agent to stop (SIGTERM, SIGINT): no new work, leases given back.
+    pub shutdown: Shutdown,
+    /// On a stop, how long the queries in flight may take to finish before they are abandoned.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for RunOptions {
@@ -63,6 +69,9 @@ impl Default for RunOptions {
             managed: None,
             retry_for: Duration::from_secs(3600),
             spool_min_free: 100 << 20,
+            engine_wait: Duration::ZERO,
+            shutdown: Shutdown::default(),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -117,15 +126,22 @@ async fn lease_loop(
     let (committed, duplicates) = flush_patiently(coord, spool, opts).await?;
     summary.committed += committed;
     summary.duplicates += duplicates;
+    let mut unready_since: Option<tokio::time::Instant> = None;
     loop {
+        if opts.shutdown.is_requested() {
+            tracing::info!(shards = summary.shards, "stopped on request");
+            return Ok(summary);
+        }
         if let Some((problem, until)) = not_ready(engine, managed.is_some(), spool, opts).await? {
-            if opts.exit_when_idle {
+            let since = *unready_since.get_or_insert_with(tokio::time::Instant::now);
+            if opts.exit_when_idle && since.elapsed() >= opts.engine_wait {
                 anyhow::bail!("{problem}; not taking work");
             }
             tracing::error!("{problem}; not taking work until {until}");
-            tokio::time::sleep(opts.poll_interval).await;
+            opts.shutdown.sleep(opts.poll_interval).await;
             continue;
         }
+        unready_since = None;
         let mut available_models = match &managed {
             Some(m) => m.model_names(),
             None => engine.model_names().await,
@@ -144,7 +160,7 @@ async fn lease_loop(
                 if opts.exit_when_idle {
                     anyhow::bail!("{}", s.message());
                 }
-                tokio::time::sleep(opts.poll_interval).await;
+                opts.shutdown.sleep(opts.poll_interval).await;
                 continue;
             }
             Err(s) => return Err(anyhow::anyhow!("acquiring a lease failed: {}", s.message())),
@@ -154,7 +170,7 @@ async fn lease_loop(
                 tracing::info!(shards = summary.shards, "no work left; exiting");
                 return Ok(summary);
             }
-            tokio::time::sleep(opts.poll_interval).await;
+            opts.shutdown.sleep(opts.poll_interval).await;
             continue;
         };
         if let Some(m) = managed.as_deref_mut() {
@@ -165,13 +181,11 @@ async fn lease_loop(
             reported.insert(lease.run_id.clone());
         }
         let holding = held.hold(&lease.shard_id);
-        let Some((committed, duplicates)) = execute_shard(coord, engine, meter, spool, &lease, &holding, opts).await?
-        else {
-            continue;
-        };
-        summary.committed += committed;
-        summary.duplicates += duplicates;
-        if complete_shard(coord, &lease.shard_id, opts).await {
+        let tools = shard::Tools { coord, engine, meter, spool };
+        let outcome = shard::run(tools, &lease, &holding, opts).await?;
+        summary.committed += outcome.committed;
+        summary.duplicates += outcome.duplicates;
+        if outcome.end == End::Answered && complete_shard(coord, &lease.shard_id, opts).await {
             summary.shards += 1;
         }
     }
@@ -228,135 +242,6 @@ async fn complete_shard(coord: &mut Coordinator, shard_id: &str, opts: &RunOptio
     }
 }
 
-/// Measures idle power, runs a shard's queries at the run's concurrency, attributes their
-/// energy, then uploads. Each result is spooled the moment it is measured (energy follows once
-/// the shard's windows are all known) and stays spooled until its commit is acknowledged.
-/// When the lease is lost meanwhile, the queries stop, their results are dropped, and the
-/// answer is `None`.
-async fn execute_shard(
-    coord: &mut Coordinator,
-    engine: &Engine,
-    meter: &Meter,
-    spool: &Spool,
-    lease: &Lease,
-    holding: &HeldLease,
-    opts: &RunOptions,
-) -> anyhow::Result<Option<(u64, u64)>> {
-    tracing::info!(shard = %lease.shard_id, index = lease.shard_index, queries = lease.items.len(), concurrency = lease.concurrency, "running shard");
-    let params = lease.params.unwrap_or_default();
-    // Warm-up queries run first and are not measured: caches and clocks settle.
-    for item in lease.items.iter().take(lease.warmup as usize) {
-        engine.chat(&lease.model, &item.messages, &params).await;
-    }
-    let idle = meter.idle_baseline().await;
-    if let Some(i) = idle {
-        tracing::info!(shard = %lease.shard_id, idle_w = i.power_w, seconds = i.seconds, "idle baseline");
-    }
-    let params = &params;
-    let concurrency = lease.concurrency.max(1) as usize;
-    let mut measured = futures::stream::iter(lease.items.iter())
-        .map(|item| async move { (item, engine.chat(&lease.model, &item.messages, params).await) })
-        .buffer_unordered(concurrency);
-    let mut results: Vec<QueryResult> = Vec::with_capacity(lease.items.len());
-    let mut windows: Vec<Window> = Vec::with_capacity(lease.items.len());
-    // A result the spool cannot take (a full disk) is kept in memory and uploaded all the
-    // same: never dropped. The lease loop then takes no new work until the disk is fixed.
-    loop {
-        let next = tokio::select! {
-            next = measured.next() => next,
-            () = holding.lost() => None,
-        };
-        let Some((item, completion)) = next else { break };
-        let start = completion.started.map(|s| meter.clock(s)).unwrap_or(0.0);
-        windows.push(Window { start, end: start + completion.latency_s, tokens: f64::from(completion.tokens_out) });
-        let result = to_result(lease, item, completion, None);
-        let _ = spool_put(spool, vec![result.clone()]).await;
-        results.push(result);
-    }
-    drop(measured); // requests still in flight (a lost lease) are abandoned here
-    if holding.is_lost() {
-        drop_lost(spool, lease, &results).await;
-        return Ok(None);
-    }
-
-    let (energies, active) = meter.attribute(&windows, idle).await;
-    for (r, e) in results.iter_mut().zip(energies) {
-        r.energy = Some(e);
-    }
-    let entries = match spool_put(spool, results.clone()).await {
-        Ok(entries) => entries,
-        Err(_) => results.into_iter().map(|r| (SpoolKey::of(&r), r)).collect(),
-    };
-    let uploaded = upload_patiently(coord, spool, entries, opts).await?;
-
-    let from = idle.map(|i| i.from).unwrap_or_else(|| windows.iter().map(|w| w.start).fold(f64::INFINITY, f64::min));
-    let to = windows.iter().map(|w| w.end).fold(from, f64::max);
-    if let Some(t) = meter.telemetry(&lease.shard_id, from, to, idle, active) {
-        patiently("upload the power series", opts.retry_for, || {
-            let (mut c, t) = (coord.clone(), t.clone());
-            async move { c.upload_shard_telemetry(t).await }
-        })
-        .await
-        .map_err(|s| {
-            anyhow::anyhow!("uploading the power series of shard {} failed: {}", lease.shard_id, s.message())
-        })?;
-    }
-    Ok(Some(uploaded))
-}
-
-/// Drops what a lost lease measured: another agent holds the shard now, and its results are
-/// the ones that count.
-async fn drop_lost(spool: &Spool, lease: &Lease, results: &[QueryResult]) {
-    let keys: Vec<SpoolKey> = results.iter().map(SpoolKey::of).collect();
-    let remover = spool.clone();
-    match tokio::task::spawn_blocking(move || remover.remove(&keys)).await {
-        Ok(Ok(())) => {
-            tracing::warn!(shard = %lease.shard_id, dropped = results.len(), "lease lost: the shard's results were dropped")
-        }
-        Ok(Err(e)) => {
-            tracing::error!(shard = %lease.shard_id, error = %e, "lease lost: cannot drop its spooled results")
-        }
-        Err(e) => tracing::error!(shard = %lease.shard_id, error = %e, "lease lost: dropping its results panicked"),
-    }
-}
-
-/// Writes results to the spool durably (off the async threads). A failure (a full or broken
-/// disk) is logged loudly here; the caller keeps the results in memory.
-async fn spool_put(spool: &Spool, results: Vec<QueryResult>) -> anyhow::Result<Vec<(SpoolKey, QueryResult)>> {
-    let writer = spool.clone();
-    tokio::task::spawn_blocking(move || {
-        results.into_iter().map(|r| writer.put(&r).map(|k| (k, r))).collect::<Result<Vec<_>, _>>()
-    })
-    .await?
-    .map_err(|e| {
-        tracing::error!(
-            spool = %spool.dir().display(),
-            error = %e,
-            "CANNOT WRITE TO THE SPOOL: results are kept in memory until uploaded; no new work until this is fixed"
-        );
-        anyhow::Error::new(e).context(format!("spool {} is not writable", spool.dir().display()))
-    })
-}
-
-fn to_result(lease: &Lease, item: &WorkItem, c: Completion, energy: Option<Energy>) -> QueryResult {
-    QueryResult {
-        shard_id: lease.shard_id.clone(),
-        run_id: lease.run_id.clone(),
-        query_id: item.query_id,
-        repetition: item.repetition,
-        started_unix_us: c.started_at.timestamp_micros(),
-        latency_s: c.latency_s,
-        ttft_s: c.ttft_s,
-        mean_itl_s: c.mean_itl_s,
-        tokens_in: c.tokens_in,
-        tokens_out: c.tokens_out,
-        response: c.text,
-        finish_reason: c.finish_reason,
-        error: c.error.unwrap_or_default(),
-        energy,
-    }
-}
-
 /// Whether a coordinator error may pass: it is down, restarting or overloaded.
 fn transient(s: &tonic::Status) -> bool {
     matches!(
@@ -372,7 +257,7 @@ fn transient(s: &tonic::Status) -> bool {
 
 /// Calls `op` until it succeeds, fails with a refusal, or transient failures have lasted
 /// `patience`.
-async fn patiently<T, F, Fut>(what: &str, patience: Duration, mut op: F) -> Result<T, tonic::Status>
+pub(crate) async fn patiently<T, F, Fut>(what: &str, patience: Duration, mut op: F) -> Result<T, tonic::Status>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
@@ -399,7 +284,7 @@ where
 /// A batch the coordinator refuses outright (a result it finds invalid, or for a shard it never
 /// leased to this agent) would be refused forever: its results are tried one by one, and those
 /// refused again are set aside in the spool as `*.rejected`, loudly, so the rest still land.
-async fn upload_patiently(
+pub(crate) async fn upload_patiently(
     coord: &mut Coordinator,
     spool: &Spool,
     mut entries: Vec<(SpoolKey, QueryResult)>,

@@ -379,11 +379,20 @@ pub fn agent_process(dir: &Path, agent: &AgentConfig) -> anyhow::Result<tokio::p
 
 /// Like [`agent_process`], but it keeps running, as a service does, until it is stopped.
 pub fn agent_service_process(dir: &Path, agent: &AgentConfig) -> anyhow::Result<tokio::process::Command> {
+    agent_service_process_on(dir, agent, &engine_url())
+}
+
+/// [`agent_service_process`] against another engine.
+pub fn agent_service_process_on(
+    dir: &Path,
+    agent: &AgentConfig,
+    engine_url: &str,
+) -> anyhow::Result<tokio::process::Command> {
     let config = dir.join(format!("{}.json", agent.name));
     agent.save(&config)?;
     let mut cmd = tokio::process::Command::new(binary("ipw-agent"));
     cmd.arg("--config").arg(config).arg("run");
-    cmd.arg("--engine-url").arg(engine_url());
+    cmd.arg("--engine-url").arg(engine_url);
     cmd.arg("--spool-dir").arg(agent_spool(dir, &agent.name).dir());
     cmd.args(["--idle", "0s", "--poll-interval", "200ms", "--heartbeat-interval", "1s"]);
     cmd.args(["--retry-for", "60s", "--gpus="]);
@@ -391,4 +400,75 @@ pub fn agent_service_process(dir: &Path, agent: &AgentConfig) -> anyhow::Result<
     cmd.arg("--drm-root").arg(dir.join("no-drm"));
     cmd.env("RUST_LOG", "warn").kill_on_drop(true);
     Ok(cmd)
+}
+
+/// A llama-server of the test's own, serving SmolLM2 on a fixed port, which the test may kill
+/// (as a crash would) and start again on the same port.
+pub struct OwnEngine {
+    /// Where it listens.
+    pub port: u16,
+    args: Vec<String>,
+    child: Option<tokio::process::Child>,
+}
+
+impl OwnEngine {
+    /// Starts one on a free port with these extra `llama-server` arguments, and waits until
+    /// it is healthy.
+    pub async fn start(extra: &[&str]) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut engine = Self { port, args: extra.iter().map(|a| (*a).to_owned()).collect(), child: None };
+        engine.restart().await?;
+        Ok(engine)
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `kill -9`: the engine process is gone, mid-request if there were any.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts it (again) on its port and waits until it answers `/health`.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let server = std::env::var("IPW_TEST_LLAMA_SERVER").context("IPW_TEST_LLAMA_SERVER is set by scripts/test")?;
+        let model = std::env::var("IPW_TEST_MODEL_FILE").context("IPW_TEST_MODEL_FILE is set by scripts/test")?;
+        let child = tokio::process::Command::new(server)
+            .arg("-m")
+            .arg(model)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string(), "-t", "1", "--log-disable"])
+            .args(&self.args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !http_ok(self.port, "/health").await {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "llama-server on {} not healthy in 60 s",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `GET path` on 127.0.0.1:`port` answers 200.
+pub async fn http_ok(port: u16, path: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return false };
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    if s.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).await.is_ok() && head.ends_with(b"200")
 }

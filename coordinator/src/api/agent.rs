@@ -75,10 +75,43 @@ impl AgentService for AgentServiceImpl {
         request: Request<ReleaseLeasesRequest>,
     ) -> Result<Response<ReleaseLeasesResponse>, Status> {
         let caller = authenticate(&self.state, &request).await?;
-        let named = shard_ids(&request.get_ref().shard_ids)?;
-        let released = leases::release(&self.state.pool, caller.id, &named).await?;
-        tracing::info!(agent = %caller.id, released, "leases released");
-        Ok(Response::new(ReleaseLeasesResponse { released: released as u32 }))
+        let req = request.into_inner();
+        let named = shard_ids(&req.shard_ids)?;
+        if req.engine_failures.len() > results::MAX_BATCH_RESULTS {
+            return Err(Status::invalid_argument(format!(
+                "{} engine failures; at most {}",
+                req.engine_failures.len(),
+                results::MAX_BATCH_RESULTS
+            )));
+        }
+        let failures = req
+            .engine_failures
+            .iter()
+            .map(|f| {
+                let error =
+                    f.error.chars().take(results::MAX_SHORT_TEXT_BYTES / 4).collect::<String>().replace('\0', "");
+                Ok(leases::EngineFailure {
+                    shard_id: parse_uuid("engine_failures.shard_id", &f.shard_id)?,
+                    query_id: f.query_id,
+                    repetition: i32::try_from(f.repetition)
+                        .map_err(|_| Status::invalid_argument("engine_failures.repetition out of range"))?,
+                    error,
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let limit = self.state.max_engine_failures as i32;
+        let released = leases::release(&self.state.pool, caller.id, &named, &failures, limit).await?;
+        tracing::info!(
+            agent = %caller.id,
+            leases = released.leases,
+            engine_failures = failures.len(),
+            recorded_as_errors = released.recorded_as_errors,
+            "leases released"
+        );
+        Ok(Response::new(ReleaseLeasesResponse {
+            released: released.leases as u32,
+            recorded_as_errors: released.recorded_as_errors as u32,
+        }))
     }
 
     async fn acquire_lease(

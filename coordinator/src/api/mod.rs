@@ -26,6 +26,9 @@ pub struct State {
     pub lease_ttl: Duration,
     /// Leases a shard may run out of before it is failed.
     pub max_attempts: u32,
+    /// Times the engine may fail one query (not answering it) before the query is recorded
+    /// as an error.
+    pub max_engine_failures: u32,
     /// The CA that signs server and agent certificates; `None` serves plain text.
     pub authority: Option<Arc<Authority>>,
     /// Refuse agent calls that do not present the agent's own client certificate (mTLS).
@@ -46,13 +49,14 @@ impl State {
             .map_err(|e| Status::internal(format!("cannot sign a client certificate: {e}")))
     }
 
-    /// Plain text, 10-minute leases, 3 attempts, and 10 joins at once then 10 a minute per
+    /// Plain text, 10-minute leases, 3 attempts, 3 engine failures per query, and 10 joins at once then 10 a minute per
     /// address.
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
             lease_ttl: Duration::from_secs(600),
             max_attempts: 3,
+            max_engine_failures: 3,
             authority: None,
             require_client_cert: false,
             advertise_url: String::new(),

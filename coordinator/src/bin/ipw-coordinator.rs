@@ -36,6 +36,10 @@ struct Args {
     /// Leases a shard may run out of before it is failed (its reason shown by `ipw run status`).
     #[arg(long, env = "IPW_MAX_ATTEMPTS", default_value_t = 3)]
     max_attempts: u32,
+    /// Times the engine may fail one query (a crash, a refused connection: not an answer)
+    /// before the query is recorded as an error.
+    #[arg(long, env = "IPW_MAX_ENGINE_FAILURES", default_value_t = 3)]
+    max_engine_failures: u32,
     /// How long to wait, retrying with backoff, for a --database-url that is not up yet.
     #[arg(long, env = "IPW_DB_WAIT", default_value = "60s", value_parser = humantime::parse_duration)]
     db_wait: std::time::Duration,
@@ -111,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
         let state = State {
             lease_ttl: args.lease_ttl,
             max_attempts: args.max_attempts,
+            max_engine_failures: args.max_engine_failures.max(1),
             authority: authority.map(std::sync::Arc::new),
             require_client_cert: args.require_client_cert,
             advertise_url: args.advertise_url.clone().unwrap_or_else(|| default_advertise_url(&args)),

@@ -26,31 +26,125 @@ pub async fn renew(pool: &PgPool, agent_id: Uuid, ttl: Duration, shard_ids: &[Uu
     .await?)
 }
 
-/// Gives the named leases the agent holds back to the queue now. Returns how many.
-pub async fn release(pool: &PgPool, agent_id: Uuid, shard_ids: &[Uuid]) -> Result<u64> {
-    Ok(sqlx::query!(
+/// A query the engine failed (not the request): not an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineFailure {
+    /// The shard it was leased in.
+    pub shard_id: Uuid,
+    /// The query.
+    pub query_id: i64,
+    /// Which repetition.
+    pub repetition: i32,
+    /// What the engine did.
+    pub error: String,
+}
+
+/// What a release did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Leases given back.
+    pub leases: u64,
+    /// Queries that reached `failure_limit` and were recorded as errors.
+    pub recorded_as_errors: u64,
+}
+
+/// Gives the named leases the agent holds back to the queue now, and counts each engine
+/// failure of their queries. A query the engine has failed `failure_limit` times is recorded
+/// as a result with that error, so its run can finish. Failures of shards the agent does not
+/// hold are ignored.
+pub async fn release(
+    pool: &PgPool,
+    agent_id: Uuid,
+    shard_ids: &[Uuid],
+    failures: &[EngineFailure],
+    failure_limit: i32,
+) -> Result<Released> {
+    let mut tx = pool.begin().await?;
+    let recorded_as_errors =
+        if failures.is_empty() { 0 } else { count_engine_failures(&mut tx, agent_id, failures, failure_limit).await? };
+    sqlx::query!(
+        "UPDATE lease_attempts la SET released_at = now()
+         FROM shards s
+         WHERE s.id = la.shard_id AND la.attempt = s.attempts
+           AND s.lease_owner = $1 AND s.status = 'leased' AND s.id = ANY($2)",
+        agent_id,
+        shard_ids,
+    )
+    .execute(&mut *tx)
+    .await?;
+    let leases = sqlx::query!(
         "UPDATE shards SET lease_expires_at = now()
          WHERE lease_owner = $1 AND status = 'leased' AND id = ANY($2)",
         agent_id,
         shard_ids,
     )
-    .execute(pool)
+    .execute(&mut *tx)
     .await?
-    .rows_affected())
+    .rows_affected();
+    tx.commit().await?;
+    Ok(Released { leases, recorded_as_errors })
 }
 
-/// Fails shards whose leases ran out `max_attempts` times, with the reason, instead of letting
-/// them circulate; a run with nothing left open and a failed shard fails too.
+/// Counts engine failures; returns how many queries reached the limit and were recorded.
+async fn count_engine_failures(
+    tx: &mut Transaction<'_, Postgres>,
+    agent_id: Uuid,
+    failures: &[EngineFailure],
+    failure_limit: i32,
+) -> Result<u64> {
+    let shard_ids: Vec<Uuid> = failures.iter().map(|f| f.shard_id).collect();
+    let query_ids: Vec<i64> = failures.iter().map(|f| f.query_id).collect();
+    let repetitions: Vec<i32> = failures.iter().map(|f| f.repetition).collect();
+    let errors: Vec<String> = failures.iter().map(|f| f.error.clone()).collect();
+    let recorded = sqlx::query_scalar!(
+        r#"WITH counted AS (
+               INSERT INTO engine_failures (run_id, query_id, repetition, failures, last_error, last_agent)
+               SELECT DISTINCT ON (s.run_id, u.q, u.r) s.run_id, u.q, u.r, 1, u.e, $1
+               FROM UNNEST($2::uuid[], $3::bigint[], $4::int[], $5::text[]) AS u(shard, q, r, e)
+               JOIN shards s ON s.id = u.shard AND s.lease_owner = $1 AND s.status = 'leased'
+               JOIN run_queries rq ON rq.run_id = s.run_id AND rq.query_id = u.q AND rq.shard_id = s.id
+               ON CONFLICT (run_id, query_id, repetition) DO UPDATE
+                   SET failures = engine_failures.failures + 1, last_error = EXCLUDED.last_error,
+                       last_agent = EXCLUDED.last_agent, last_at = now()
+               RETURNING run_id, query_id, repetition, failures, last_error),
+           recorded AS (
+               INSERT INTO results (run_id, shard_id, query_id, repetition, agent_id, started_at, latency_s,
+                                    tokens_in, tokens_out, response, error, power_source, energy_null_reason)
+               SELECT c.run_id, rq.shard_id, c.query_id, c.repetition, $1, now(), 0, 0, 0, '',
+                      format('the engine failed on this query %s times; last: %s', c.failures, c.last_error),
+                      'none', 'not measured: the engine failed on this query'
+               FROM counted c JOIN run_queries rq ON rq.run_id = c.run_id AND rq.query_id = c.query_id
+               WHERE c.failures >= $6
+               ON CONFLICT (run_id, query_id, repetition) DO NOTHING
+               RETURNING id)
+           SELECT count(*) AS "recorded!" FROM recorded"#,
+        agent_id,
+        &shard_ids,
+        &query_ids,
+        &repetitions,
+        &errors,
+        failure_limit,
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(recorded as u64)
+}
+
+/// Fails shards whose leases ran out `max_attempts` times (leases given back on purpose do not
+/// count), with the reason, instead of letting them circulate; a run with nothing left open
+/// and a failed shard fails too.
 pub async fn fail_exhausted(tx: &mut Transaction<'_, Postgres>, max_attempts: u32) -> Result<()> {
     let failed_runs: Vec<Uuid> = sqlx::query_scalar!(
-        "UPDATE shards s
-         SET status = 'failed', lease_expires_at = NULL,
-             failure_reason = format('its lease ran out %s times without the shard completing (last agent: %s)',
-                                     s.attempts, a.name)
-         FROM agents a
-         WHERE a.id = s.lease_owner AND s.status = 'leased' AND s.lease_expires_at < now() AND s.attempts >= $1
-         RETURNING s.run_id",
-        max_attempts as i32
+        r#"UPDATE shards s
+           SET status = 'failed', lease_expires_at = NULL,
+               failure_reason = format('its lease ran out %s times without the shard completing (last agent: %s)',
+                                       (SELECT count(*) FROM lease_attempts la
+                                        WHERE la.shard_id = s.id AND la.released_at IS NULL), a.name)
+           FROM agents a
+           WHERE a.id = s.lease_owner AND s.status = 'leased' AND s.lease_expires_at < now()
+             AND (SELECT count(*) FROM lease_attempts la WHERE la.shard_id = s.id AND la.released_at IS NULL) >= $1
+           RETURNING s.run_id"#,
+        max_attempts as i64
     )
     .fetch_all(&mut **tx)
     .await?;
