@@ -142,6 +142,7 @@ async fn sigterm_stops_a_managed_agent_cleanly() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(http_ok(port, "/health").await, "the managed llama-server is up");
+    let mut rpc = client::connect(&other).await?;
     let pid = process.id().expect("running").to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status()?.success());
     let status = tokio::time::timeout(Duration::from_secs(60), process.wait()).await??;
@@ -149,7 +150,6 @@ async fn sigterm_stops_a_managed_agent_cleanly() -> anyhow::Result<()> {
     assert!(status.success(), "the agent exits 0 on SIGTERM, not {status}");
 
     // Its shard goes to the other agent at once.
-    let mut rpc = client::connect(&other).await?;
     let lease = rpc
         .acquire_lease(AcquireLeaseRequest { available_models: vec![SMOL.into()] })
         .await?

@@ -81,13 +81,30 @@ async fn the_last_two_shards_completed_at_once_complete_the_run() -> anyhow::Res
         };
         let done_a = complete(a.clone(), lease_a.shard_id.clone());
         let done_b = complete(b.clone(), lease_b.shard_id.clone());
-        tokio::time::sleep(Duration::from_millis(300)).await; // both calls are now waiting
+        wait_for_lock_waiters(&fleet.pool, 2).await?;
         holder.commit().await?;
         let (done_a, done_b) = (done_a.await??.into_inner(), done_b.await??.into_inner());
         assert_eq!(run_status(&mut fleet, &run.run_id).await?, "completed", "round {round}");
         assert!(done_a.run_completed ^ done_b.run_completed, "round {round}: exactly one call completed the run");
     }
     Ok(())
+}
+
+/// Waits until `n` database sessions are blocked on a lock (ten seconds at most).
+async fn wait_for_lock_waiters(pool: &sqlx::PgPool, n: i64) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+        )
+        .fetch_one(pool)
+        .await?;
+        if waiting >= n {
+            return Ok(());
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{waiting} of {n} calls waiting on the lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A one-off sweep over the fleet's agents, for runs that can be cancelled.
@@ -146,12 +163,12 @@ async fn an_agent_told_its_lease_is_lost_stops_and_drops_its_results() -> anyhow
     let token = fleet.token(2, true, Duration::from_secs(60)).await?;
     let loser = fleet.join(&token, "loser").await?;
     let taker = fleet.join(&token, "taker").await?;
-    let run = fleet.create_run("slice", 6, 6, 1, 48).await?;
+    let run = fleet.create_run("slice", 8, 8, 1, 64).await?;
     let run_id = Uuid::parse_str(&run.run_id)?;
 
     let spool = fleet.spool("loser");
     let mut opts = fleet.run_options();
-    opts.heartbeat_interval = Duration::from_millis(200);
+    opts.heartbeat_interval = Duration::from_millis(100);
     // The lease moves to the other agent, as if it had run out and been taken, once the agent
     // has measured something.
     let taker_id = Uuid::parse_str(&taker.agent_id)?;

@@ -102,9 +102,20 @@ impl Failure {
             openai::Error::Transport { .. } | openai::Error::BrokeOff(_) => {
                 Failure::Failed(FailedBy::Engine, e.to_string())
             }
+            // An error streamed by the engine: a server error (vLLM's dead engine, a 5xx code)
+            // is the engine's; anything else is about this request.
+            openai::Error::ErrorChunk(ref v) if server_side(v) => Failure::Failed(FailedBy::Engine, e.to_string()),
             e => Failure::Failed(FailedBy::Request, e.to_string()),
         }
     }
+}
+
+/// Whether an error the engine streamed is its own (a 5xx code, a server or unavailable
+/// type), not the request's.
+fn server_side(error: &serde_json::Value) -> bool {
+    let code = error.get("code").and_then(|c| c.as_u64().or_else(|| c.as_str().and_then(|s| s.parse().ok())));
+    let kind = error.get("type").and_then(|t| t.as_str()).unwrap_or_default().to_lowercase();
+    code.is_some_and(|c| c >= 500) || kind.contains("server") || kind.contains("unavailable") || kind.contains("dead")
 }
 
 /// A client for one engine.
@@ -234,7 +245,16 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use super::names_for;
+    use super::{names_for, server_side};
+
+    #[test]
+    fn streamed_server_errors_are_the_engines() {
+        assert!(server_side(&serde_json::json!({"code": 500, "message": "EngineDeadError"})));
+        assert!(server_side(&serde_json::json!({"type": "server_error", "message": "x"})));
+        assert!(server_side(&serde_json::json!({"code": "503"})));
+        let too_long = serde_json::json!({"code": 400, "type": "exceed_context_size_error"});
+        assert!(!server_side(&too_long));
+    }
 
     #[test]
     fn a_gguf_path_answers_to_its_file_names() {

@@ -59,6 +59,11 @@ impl HeldLease {
     pub fn is_lost(&self) -> bool {
         *self.lost.borrow()
     }
+
+    /// Stops naming the shard in heartbeats (it is being given back).
+    pub fn stop_naming(&self) {
+        self.held.0.lock().expect("not poisoned").remove(&self.shard_id);
+    }
 }
 
 impl Drop for HeldLease {

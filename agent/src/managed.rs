@@ -100,7 +100,19 @@ impl ManagedEngine {
             .args(&o.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group: a terminal's Ctrl-C reaches the agent, which stops the
+            // server once its queries are in, not the server mid-query.
+            .process_group(0)
             .kill_on_drop(true);
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            // If the agent dies without stopping it (kill -9, a second signal), so does the
+            // server: it never outlives the agent holding its port and memory.
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Some(nix::sys::signal::Signal::SIGKILL)).map_err(std::io::Error::from)
+            });
+        }
         let child = command.spawn().map_err(|e| format!("cannot start {}: {e}", o.server.display()))?;
         self.current = Some((file.clone(), child));
         self.wait_healthy(&file).await

@@ -55,6 +55,19 @@ pub struct RunOptions {
     pub shutdown_grace: Duration,
 }
 
+impl RunOptions {
+    /// How long to keep retrying the coordinator now: `retry_for`, or once a stop is asked
+    /// for, only a little past the grace period (what is not sent stays in the spool), so a
+    /// stop finishes before a service manager's timeout.
+    pub fn patience(&self) -> Duration {
+        if self.shutdown.is_requested() {
+            self.retry_for.min(self.shutdown_grace + Duration::from_secs(30))
+        } else {
+            self.retry_for
+        }
+    }
+}
+
 impl Default for RunOptions {
     fn default() -> Self {
         Self {
@@ -127,6 +140,7 @@ async fn lease_loop(
     summary.committed += committed;
     summary.duplicates += duplicates;
     let mut unready_since: Option<tokio::time::Instant> = None;
+    let mut engine_failed_in_a_row = 0;
     loop {
         if opts.shutdown.is_requested() {
             tracing::info!(shards = summary.shards, "stopped on request");
@@ -173,20 +187,42 @@ async fn lease_loop(
             opts.shutdown.sleep(opts.poll_interval).await;
             continue;
         };
-        if let Some(m) = managed.as_deref_mut() {
-            // Unhealthy servers fail here; the lease expires and another agent takes the shard.
-            m.ensure(&lease.model).await.map_err(|e| anyhow::anyhow!("managed engine: {e}"))?;
+        // Named in heartbeats from now on: starting an engine or hashing a model file may take
+        // longer than the lease.
+        let holding = held.hold(&lease.shard_id);
+        if opts.shutdown.is_requested() {
+            shard::give_back(coord, &lease, Vec::new(), opts).await;
+            continue;
+        }
+        if let Some(m) = managed.as_deref_mut()
+            && let Err(e) = m.ensure(&lease.model).await
+        {
+            shard::give_back(coord, &lease, Vec::new(), opts).await;
+            anyhow::bail!("managed engine: {e}");
         }
         if !reported.contains(&lease.run_id) && report_provenance(coord, engine, meter, &lease.run_id).await {
             reported.insert(lease.run_id.clone());
         }
-        let holding = held.hold(&lease.shard_id);
         let tools = shard::Tools { coord, engine, meter, spool };
         let outcome = shard::run(tools, &lease, &holding, opts).await?;
         summary.committed += outcome.committed;
         summary.duplicates += outcome.duplicates;
-        if outcome.end == End::Answered && complete_shard(coord, &lease.shard_id, opts).await {
-            summary.shards += 1;
+        match outcome.end {
+            End::Answered => {
+                engine_failed_in_a_row = 0;
+                if complete_shard(coord, &lease.shard_id, opts).await {
+                    summary.shards += 1;
+                }
+            }
+            // The engine failed: back off before the next lease, so an engine that answers
+            // its health check but fails requests does not burn through the failure limit.
+            End::EngineFailed => {
+                let wait = backoff(engine_failed_in_a_row);
+                engine_failed_in_a_row += 1;
+                tracing::warn!(wait_ms = wait.as_millis() as u64, "the engine failed; waiting before the next lease");
+                opts.shutdown.sleep(wait).await;
+            }
+            End::Lost | End::Stopped => {}
         }
     }
 }
@@ -225,7 +261,7 @@ async fn report_provenance(coord: &mut Coordinator, engine: &Engine, meter: &Met
 /// Marks a shard complete, retrying while the coordinator is away; returns whether it was.
 async fn complete_shard(coord: &mut Coordinator, shard_id: &str, opts: &RunOptions) -> bool {
     let complete = CompleteShardRequest { shard_id: shard_id.to_owned() };
-    match patiently("complete a shard", opts.retry_for, || {
+    match patiently("complete a shard", opts.patience(), || {
         let (mut c, r) = (coord.clone(), complete.clone());
         async move { c.complete_shard(r).await }
     })
@@ -306,7 +342,7 @@ pub(crate) async fn upload_patiently(
                 }
                 entries = rest;
             }
-            Err(UploadError::Failed(e)) if start.elapsed() < opts.retry_for => {
+            Err(UploadError::Failed(e)) if start.elapsed() < opts.patience() => {
                 let wait = backoff(attempt);
                 tracing::warn!(attempt, wait_ms = wait.as_millis() as u64, "upload failed ({e:#}); retrying");
                 tokio::time::sleep(wait).await;

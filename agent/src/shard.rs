@@ -40,8 +40,10 @@ pub enum End {
     Answered,
     /// The lease moved away; nothing of the shard was kept.
     Lost,
-    /// The engine failed, or the agent is stopping: the lease was given back.
-    Released,
+    /// The engine failed: the lease was given back with its failures.
+    EngineFailed,
+    /// The agent is stopping: the lease was given back.
+    Stopped,
 }
 
 /// What a shard is run with.
@@ -68,11 +70,18 @@ struct Measured {
 pub async fn run(t: Tools<'_>, lease: &Lease, holding: &HeldLease, opts: &RunOptions) -> anyhow::Result<Outcome> {
     tracing::info!(shard = %lease.shard_id, index = lease.shard_index, queries = lease.items.len(), concurrency = lease.concurrency, "running shard");
     let params = lease.params.unwrap_or_default();
-    // Warm-up queries run first and are not measured: caches and clocks settle.
+    // Warm-up queries run first and are not measured: caches and clocks settle. A stop cuts
+    // the warm-up and the idle baseline short.
     for item in lease.items.iter().take(lease.warmup as usize) {
-        t.engine.chat(&lease.model, &item.messages, &params).await;
+        tokio::select! {
+            _ = t.engine.chat(&lease.model, &item.messages, &params) => {}
+            () = opts.shutdown.requested() => break,
+        }
     }
-    let idle = t.meter.idle_baseline().await;
+    let idle = tokio::select! {
+        idle = t.meter.idle_baseline() => idle,
+        () = opts.shutdown.requested() => None,
+    };
     if let Some(i) = idle {
         tracing::info!(shard = %lease.shard_id, idle_w = i.power_w, seconds = i.seconds, "idle baseline");
     }
@@ -91,13 +100,17 @@ pub async fn run(t: Tools<'_>, lease: &Lease, holding: &HeldLease, opts: &RunOpt
         Ok(entries) => entries,
         Err(_) => m.results.iter().map(|r| (SpoolKey::of(r), r.clone())).collect(),
     };
+    if holding.is_lost() {
+        drop_lost(t.spool, lease, &m.results).await;
+        return Ok(Outcome { committed: 0, duplicates: 0, end: End::Lost });
+    }
     let (committed, duplicates) = upload_patiently(t.coord, t.spool, entries, opts).await?;
     if !m.windows.is_empty() {
         let from =
             idle.map(|i| i.from).unwrap_or_else(|| m.windows.iter().map(|w| w.start).fold(f64::INFINITY, f64::min));
         let to = m.windows.iter().map(|w| w.end).fold(from, f64::max);
         if let Some(telemetry) = t.meter.telemetry(&lease.shard_id, from, to, idle, active) {
-            patiently("upload the power series", opts.retry_for, || {
+            patiently("upload the power series", opts.patience(), || {
                 let (mut c, telemetry) = (t.coord.clone(), telemetry.clone());
                 async move { c.upload_shard_telemetry(telemetry).await }
             })
@@ -110,8 +123,11 @@ pub async fn run(t: Tools<'_>, lease: &Lease, holding: &HeldLease, opts: &RunOpt
     if answered_all {
         return Ok(Outcome { committed, duplicates, end: End::Answered });
     }
+    // No longer named in heartbeats: a heartbeat racing the release must not renew it.
+    holding.stop_naming();
+    let end = if m.engine_failures.is_empty() { End::Stopped } else { End::EngineFailed };
     give_back(t.coord, lease, std::mem::take(&mut m.engine_failures), opts).await;
-    Ok(Outcome { committed, duplicates, end: End::Released })
+    Ok(Outcome { committed, duplicates, end })
 }
 
 /// Runs the queries at the run's concurrency until all are answered, the lease is lost, the
@@ -145,9 +161,14 @@ async fn measure(t: &Tools<'_>, lease: &Lease, holding: &HeldLease, opts: &RunOp
         };
         let Some((item, completion)) = next else { break };
         if completion.failed_by == Some(FailedBy::Engine) {
+            stopping.store(true, Ordering::Relaxed);
+            // While stopping, the engine may be going down with the agent (a terminal's
+            // Ctrl-C reaches both): abandoned, not counted against the query.
+            if opts.shutdown.is_requested() {
+                continue;
+            }
             let error = completion.error.clone().unwrap_or_default();
             tracing::error!(shard = %lease.shard_id, query = item.query_id, %error, "the engine failed: not an answer; the query goes back to the queue");
-            stopping.store(true, Ordering::Relaxed);
             m.engine_failures.push(EngineFailure {
                 shard_id: lease.shard_id.clone(),
                 query_id: item.query_id,
@@ -170,9 +191,9 @@ async fn measure(t: &Tools<'_>, lease: &Lease, holding: &HeldLease, opts: &RunOp
 /// Gives the lease back at once, with the engine's failures, so the shard's unanswered queries
 /// are leased again without waiting for the lease to run out. If the coordinator cannot be
 /// told, the lease runs out as usual.
-async fn give_back(coord: &mut Coordinator, lease: &Lease, engine_failures: Vec<EngineFailure>, opts: &RunOptions) {
+pub async fn give_back(coord: &mut Coordinator, lease: &Lease, engine_failures: Vec<EngineFailure>, opts: &RunOptions) {
     let request = ReleaseLeasesRequest { shard_ids: vec![lease.shard_id.clone()], engine_failures };
-    let released = patiently("give a lease back", opts.retry_for, || {
+    let released = patiently("give a lease back", opts.patience(), || {
         let (mut c, r) = (coord.clone(), request.clone());
         async move { c.release_leases(r).await }
     })

@@ -390,8 +390,9 @@ impl Client {
 async fn send(builder: reqwest::RequestBuilder, request: &str) -> Result<reqwest::Response, Error> {
     let resp = builder.send().await.map_err(|cause| {
         let request = request.to_owned();
-        // Connect and send errors happen before the endpoint sees the request.
-        if cause.is_connect() || cause.is_request() {
+        // Connect and send errors happen before the endpoint sees the request; a timeout may
+        // not have (the request may be running), so it is never resent.
+        if (cause.is_connect() || cause.is_request()) && !cause.is_timeout() {
             Error::NotSent { request, cause }
         } else {
             Error::Transport { request, cause }

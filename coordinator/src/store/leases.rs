@@ -1,7 +1,7 @@
 //! `shards` and `lease_attempts`: handing shards out, renewing, completing.
 
 use super::{Error, Result, stored};
-use ipw_proto::kinds::ShardStatus;
+use ipw_proto::kinds::{RunStatus, ShardStatus};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -60,8 +60,11 @@ pub async fn release(
     failure_limit: i32,
 ) -> Result<Released> {
     let mut tx = pool.begin().await?;
-    let recorded_as_errors =
-        if failures.is_empty() { 0 } else { count_engine_failures(&mut tx, agent_id, failures, failure_limit).await? };
+    let recorded_as_errors = if failures.is_empty() {
+        0
+    } else {
+        count_engine_failures(&mut tx, agent_id, shard_ids, failures, failure_limit).await?
+    };
     sqlx::query!(
         "UPDATE lease_attempts la SET released_at = now()
          FROM shards s
@@ -72,8 +75,10 @@ pub async fn release(
     )
     .execute(&mut *tx)
     .await?;
+    // Back to the queue: pending and unowned, so no heartbeat can renew it and a retried
+    // release changes nothing.
     let leases = sqlx::query!(
-        "UPDATE shards SET lease_expires_at = now()
+        "UPDATE shards SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL
          WHERE lease_owner = $1 AND status = 'leased' AND id = ANY($2)",
         agent_id,
         shard_ids,
@@ -89,6 +94,7 @@ pub async fn release(
 async fn count_engine_failures(
     tx: &mut Transaction<'_, Postgres>,
     agent_id: Uuid,
+    named: &[Uuid],
     failures: &[EngineFailure],
     failure_limit: i32,
 ) -> Result<u64> {
@@ -101,7 +107,8 @@ async fn count_engine_failures(
                INSERT INTO engine_failures (run_id, query_id, repetition, failures, last_error, last_agent)
                SELECT DISTINCT ON (s.run_id, u.q, u.r) s.run_id, u.q, u.r, 1, u.e, $1
                FROM UNNEST($2::uuid[], $3::bigint[], $4::int[], $5::text[]) AS u(shard, q, r, e)
-               JOIN shards s ON s.id = u.shard AND s.lease_owner = $1 AND s.status = 'leased'
+               JOIN shards s ON s.id = u.shard AND s.lease_owner = $1 AND s.status = 'leased' AND s.id = ANY($7)
+               JOIN runs r ON r.id = s.run_id AND u.r >= 0 AND u.r < r.repetitions
                JOIN run_queries rq ON rq.run_id = s.run_id AND rq.query_id = u.q AND rq.shard_id = s.id
                ON CONFLICT (run_id, query_id, repetition) DO UPDATE
                    SET failures = engine_failures.failures + 1, last_error = EXCLUDED.last_error,
@@ -124,6 +131,7 @@ async fn count_engine_failures(
         &repetitions,
         &errors,
         failure_limit,
+        named,
     )
     .fetch_one(&mut **tx)
     .await?;
@@ -134,31 +142,60 @@ async fn count_engine_failures(
 /// count), with the reason, instead of letting them circulate; a run with nothing left open
 /// and a failed shard fails too.
 pub async fn fail_exhausted(tx: &mut Transaction<'_, Postgres>, max_attempts: u32) -> Result<()> {
-    let failed_runs: Vec<Uuid> = sqlx::query_scalar!(
+    // Runs are locked before their shards, in the same order as `complete`, so the two never
+    // deadlock.
+    let runs: Vec<Uuid> = sqlx::query_scalar!(
+        r#"SELECT r.id FROM runs r
+           WHERE r.id IN (SELECT s.run_id FROM shards s
+                          WHERE s.status = 'leased' AND s.lease_expires_at < now()
+                            AND (SELECT count(*) FROM lease_attempts la
+                                 WHERE la.shard_id = s.id AND la.released_at IS NULL) >= $1)
+           ORDER BY r.id
+           FOR UPDATE"#,
+        max_attempts as i64
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    if runs.is_empty() {
+        return Ok(());
+    }
+    sqlx::query!(
         r#"UPDATE shards s
            SET status = 'failed', lease_expires_at = NULL,
                failure_reason = format('its lease ran out %s times without the shard completing (last agent: %s)',
                                        (SELECT count(*) FROM lease_attempts la
                                         WHERE la.shard_id = s.id AND la.released_at IS NULL), a.name)
            FROM agents a
-           WHERE a.id = s.lease_owner AND s.status = 'leased' AND s.lease_expires_at < now()
-             AND (SELECT count(*) FROM lease_attempts la WHERE la.shard_id = s.id AND la.released_at IS NULL) >= $1
-           RETURNING s.run_id"#,
-        max_attempts as i64
+           WHERE a.id = s.lease_owner AND s.run_id = ANY($2) AND s.status = 'leased' AND s.lease_expires_at < now()
+             AND (SELECT count(*) FROM lease_attempts la WHERE la.shard_id = s.id AND la.released_at IS NULL) >= $1"#,
+        max_attempts as i64,
+        &runs
     )
-    .fetch_all(&mut **tx)
+    .execute(&mut **tx)
     .await?;
-    if !failed_runs.is_empty() {
-        sqlx::query!(
-            "UPDATE runs r SET status = 'failed', completed_at = now()
-             WHERE r.id = ANY($1) AND r.status IN ('pending', 'running')
-               AND NOT EXISTS (SELECT 1 FROM shards o WHERE o.run_id = r.id AND o.status IN ('pending', 'leased'))",
-            &failed_runs
-        )
-        .execute(&mut **tx)
-        .await?;
+    for run_id in runs {
+        finish_run(tx, run_id).await?;
     }
     Ok(())
+}
+
+/// Ends a run (locked by the caller) once none of its shards is pending or leased: `failed`
+/// if a shard failed, else `completed`. Only a run still going ends: a cancelled run keeps its
+/// status. Returns the status it ended with, if it did.
+async fn finish_run(conn: &mut PgConnection, run_id: Uuid) -> Result<Option<RunStatus>> {
+    let ended: Option<String> = sqlx::query_scalar!(
+        "UPDATE runs r
+         SET status = CASE WHEN EXISTS (SELECT 1 FROM shards WHERE run_id = r.id AND status = 'failed')
+                           THEN 'failed' ELSE 'completed' END,
+             completed_at = now()
+         WHERE r.id = $1 AND r.status IN ('pending', 'running')
+           AND NOT EXISTS (SELECT 1 FROM shards WHERE run_id = r.id AND status IN ('pending', 'leased'))
+         RETURNING r.status",
+        run_id
+    )
+    .fetch_optional(conn)
+    .await?;
+    ended.map(|s| stored(&s)).transpose()
 }
 
 /// A shard just leased.
@@ -364,18 +401,9 @@ pub async fn complete(pool: &PgPool, shard_id: Uuid, agent_id: Uuid) -> Result<b
         .execute(&mut *tx)
         .await?;
     }
-    // Only a run still going completes: a cancelled (or failed) run keeps its status.
-    let run_completed = sqlx::query!(
-        "UPDATE runs SET status = 'completed', completed_at = now()
-         WHERE id = $1 AND status IN ('pending', 'running')
-           AND NOT EXISTS (SELECT 1 FROM shards WHERE run_id = $1 AND status <> 'completed')",
-        run_id
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        > 0;
+    let ended = finish_run(&mut tx, run_id).await?;
     tx.commit().await?;
+    let run_completed = ended == Some(RunStatus::Completed);
     if run_completed {
         tracing::info!(run = %run_id, "run completed");
     }
