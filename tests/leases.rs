@@ -267,3 +267,28 @@ async fn a_restarted_agent_lets_its_earlier_lifes_lease_run_out() -> anyhow::Res
     assert_eq!((rows, distinct), (QUERIES, QUERIES), "every query once");
     Ok(())
 }
+
+/// One shard fails for good while another is still being worked on: when that one
+/// completes, the run ends `failed`, with nothing left open. Before, it stayed `running`.
+#[tokio::test]
+async fn a_run_whose_shard_failed_ends_when_its_last_shard_completes() -> anyhow::Result<()> {
+    use ipw_coordinator::api::State;
+    use ipw_coordinator::infra::pool::connect_and_migrate;
+    let pool = connect_and_migrate(ipw_e2e::fresh_database().await?).await?;
+    let state = State { lease_ttl: Duration::from_millis(300), max_attempts: 1, ..State::new(pool) };
+    let mut fleet = Fleet::start_with(state).await?;
+    let lines = [r#"{"id": "1", "prompt": "hi", "answer": "a"}"#, r#"{"id": "2", "prompt": "yo", "answer": "b"}"#];
+    fleet.import_lines("two", &lines).await?;
+    let run = fleet.create_run("two", 2, 1, 1, 8).await?;
+    let token = fleet.token(2, true, Duration::from_secs(60)).await?;
+    let mut quitter = client::connect(&fleet.join(&token, "quitter").await?).await?;
+    let mut finisher = client::connect(&fleet.join(&token, "finisher").await?).await?;
+    lease(&mut quitter).await?; // and never heard from again
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let shard = lease(&mut finisher).await?; // the other shard; the quitter's now fails
+    assert_eq!(run_status(&mut fleet, &run.run_id).await?, "running", "a shard is still leased");
+    upload_all(&mut finisher, &shard).await?;
+    finisher.complete_shard(CompleteShardRequest { shard_id: shard.shard_id.clone() }).await?;
+    assert_eq!(run_status(&mut fleet, &run.run_id).await?, "failed");
+    Ok(())
+}
