@@ -67,10 +67,6 @@ pub struct ValidResult {
 /// Checks one result on its own (ownership and membership are checked against the database).
 /// The error names the field.
 pub fn validate(r: &QueryResult) -> Result<ValidResult, Invalid> {
-    validate_fields(r).map_err(Invalid)
-}
-
-fn validate_fields(r: &QueryResult) -> Result<ValidResult, String> {
     let uuid = |field: &str, s: &str| Uuid::parse_str(s).map_err(|_| format!("{field} \"{s}\" is not a UUID"));
     let finite_nonneg = |field: &str, v: f64| {
         if v.is_finite() && v >= 0.0 { Ok(v) } else { Err(format!("{field} must be a finite number >= 0, got {v}")) }
@@ -90,20 +86,20 @@ fn validate_fields(r: &QueryResult) -> Result<ValidResult, String> {
     let latency_s = finite_nonneg("latency_s", r.latency_s)?;
     let ttft_s = r.ttft_s.map(|v| finite_nonneg("ttft_s", v)).transpose()?;
     if ttft_s.is_some_and(|t| t > latency_s) {
-        return Err(format!("ttft_s {} exceeds latency_s {latency_s}", ttft_s.unwrap_or_default()));
+        return Err(format!("ttft_s {} exceeds latency_s {latency_s}", ttft_s.unwrap_or_default()).into());
     }
     let mean_itl_s = r.mean_itl_s.map(|v| finite_nonneg("mean_itl_s", v)).transpose()?;
     let tokens = |field: &str, v: u32| i32::try_from(v).map_err(|_| format!("{field} out of range"));
     if r.response.len() > MAX_RESPONSE_BYTES {
-        return Err(format!("response is longer than {MAX_RESPONSE_BYTES} bytes"));
+        return Err(format!("response is longer than {MAX_RESPONSE_BYTES} bytes").into());
     }
     let energy = r.energy.clone().unwrap_or_default();
     let power_source = if energy.source.is_empty() { "none".to_owned() } else { energy.source.clone() };
     if parse_power_sources(&power_source).is_err() {
-        return Err(format!(
+        return Err(Invalid(format!(
             "unknown power source \"{power_source}\"; expected none, or one or more of {} joined with '+'",
             PowerKind::NAMES.join(", ")
-        ));
+        )));
     }
     let energy_attribution = if energy.attribution.is_empty() {
         Attribution::TimeShare
@@ -113,7 +109,7 @@ fn validate_fields(r: &QueryResult) -> Result<ValidResult, String> {
     let energy_j = energy.energy_j.map(|v| finite_nonneg("energy_j", v)).transpose()?;
     let dynamic_energy_j = match energy.dynamic_energy_j {
         Some(v) if !v.is_finite() => {
-            return Err(format!("dynamic_energy_j must be finite, got {v}"));
+            return Err(format!("dynamic_energy_j must be finite, got {v}").into());
         }
         v => v,
     };

@@ -9,6 +9,7 @@
 //! The first record fixes the format; every later line must match it. Parsing is pure so it
 //! can be tested and fuzzed without a database.
 
+use crate::domain::Invalid;
 use crate::domain::prompt::CHOICE_LETTERS;
 use crate::domain::scoring::Scorer;
 use serde::Deserialize;
@@ -177,7 +178,7 @@ impl Parser {
             Format::MmluPro => mmlu_pro_query(value, line_no),
             Format::Generic => generic_query(value, line_no),
         }
-        .map_err(err)?;
+        .map_err(|e| err(e.0))?;
         // JSON may spell NUL as \u0000; PostgreSQL text cannot hold it.
         let texts = [Some(&query.external_id), Some(&query.prompt), Some(&query.answer), query.category.as_ref()];
         if texts.into_iter().flatten().chain(query.choices.iter().flatten()).any(|t| t.contains('\0')) {
@@ -197,7 +198,7 @@ impl Parser {
 }
 
 /// An MMLU-Pro record as a query; the error says what is wrong with it.
-fn mmlu_pro_query(value: serde_json::Value, line_no: u64) -> Result<NewQuery, String> {
+fn mmlu_pro_query(value: serde_json::Value, line_no: u64) -> Result<NewQuery, Invalid> {
     let r: MmluProRecord = serde_json::from_value(value).map_err(|e| e.to_string())?;
     check_choices(&r.options, &r.answer)?;
     Ok(NewQuery {
@@ -214,7 +215,7 @@ fn mmlu_pro_query(value: serde_json::Value, line_no: u64) -> Result<NewQuery, St
 
 /// A generic record as a query: its scorer (given, or mcq with choices, else exact) and what
 /// that scorer needs.
-fn generic_query(value: serde_json::Value, line_no: u64) -> Result<NewQuery, String> {
+fn generic_query(value: serde_json::Value, line_no: u64) -> Result<NewQuery, Invalid> {
     let r: GenericRecord = serde_json::from_value(value).map_err(|e| e.to_string())?;
     let scorer = match r.scorer.as_deref() {
         None if r.choices.is_some() => Scorer::Mcq,
@@ -228,7 +229,7 @@ fn generic_query(value: serde_json::Value, line_no: u64) -> Result<NewQuery, Str
         return Err("`tolerance` must be a number >= 0, and only goes with scorer numeric".into());
     }
     if scorer == Scorer::Numeric && crate::domain::scoring::numeric::parse_reference(&r.answer).is_none() {
-        return Err(format!("scorer numeric needs a numeric answer, got \"{}\"", r.answer));
+        return Err(format!("scorer numeric needs a numeric answer, got \"{}\"", r.answer).into());
     }
     if scorer == Scorer::Mcq {
         let choices = r.choices.as_deref().ok_or_else(|| "scorer mcq needs `choices`".to_owned())?;
@@ -254,19 +255,19 @@ fn letter_index(answer: &str) -> Option<i64> {
     }
 }
 
-fn check_choices(choices: &[String], answer: &str) -> Result<(), String> {
+fn check_choices(choices: &[String], answer: &str) -> Result<(), Invalid> {
     if choices.len() < 2 {
-        return Err(format!("{} options; a multiple-choice question needs at least 2", choices.len()));
+        return Err(format!("{} options; a multiple-choice question needs at least 2", choices.len()).into());
     }
     if choices.len() > CHOICE_LETTERS.len() {
-        return Err(format!("{} options; at most {} are supported", choices.len(), CHOICE_LETTERS.len()));
+        return Err(format!("{} options; at most {} are supported", choices.len(), CHOICE_LETTERS.len()).into());
     }
     match letter_index(answer) {
         Some(i) if (i as usize) < choices.len() => Ok(()),
-        _ => Err(format!(
+        _ => Err(Invalid(format!(
             "answer \"{answer}\" is not one of the option letters A-{}",
             CHOICE_LETTERS[choices.len() - 1] as char
-        )),
+        ))),
     }
 }
 

@@ -128,11 +128,7 @@ impl Judge {
 
     /// One call, retried with backoff on transient failures.
     async fn ask(&self, question: &str, first: &str, second: &str) -> Result<String, JudgeError> {
-        self.ask_once_or_retry(question, first, second).await.map_err(JudgeError::Endpoint)
-    }
-
-    /// [`Self::ask`]'s attempts; the error says what the last one met.
-    async fn ask_once_or_retry(&self, question: &str, first: &str, second: &str) -> Result<String, String> {
+        let fail = |m: String| Err::<String, _>(JudgeError::Endpoint(m));
         let content = PROMPT.replace("{question}", question).replace("{first}", first).replace("{second}", second);
         let request = ChatRequest {
             model: self.config.model.clone(),
@@ -147,7 +143,9 @@ impl Judge {
                 tokio::time::sleep(ipw_proto::retry::backoff(attempt - 1)).await;
             }
             match self.client.chat(&request).await {
-                Ok(reply) => return reply.content().ok_or_else(|| "judge reply has no message".to_owned()),
+                Ok(reply) => {
+                    return reply.content().ok_or_else(|| JudgeError::Endpoint("judge reply has no message".into()));
+                }
                 // Connection errors, timeouts, 429 and 5xx pass: tried again.
                 Err(e) if e.is_transient() => {
                     last_error = match e {
@@ -156,15 +154,15 @@ impl Judge {
                     };
                 }
                 Err(openai::Error::Status { status, body, .. }) => {
-                    return Err(format!("judge answered {status}: {}", body.chars().take(300).collect::<String>()));
+                    return fail(format!("judge answered {status}: {}", body.chars().take(300).collect::<String>()));
                 }
                 Err(openai::Error::Decode { cause, .. }) => {
-                    return Err(format!("judge reply is not a chat completion: {cause}"));
+                    return fail(format!("judge reply is not a chat completion: {cause}"));
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return fail(e.to_string()),
             }
         }
-        Err(format!("{last_error} (after {} attempts)", self.config.max_attempts.max(1)))
+        fail(format!("{last_error} (after {} attempts)", self.config.max_attempts.max(1)))
     }
 }
 
