@@ -292,3 +292,35 @@ async fn a_run_whose_shard_failed_ends_when_its_last_shard_completes() -> anyhow
     assert_eq!(run_status(&mut fleet, &run.run_id).await?, "failed");
     Ok(())
 }
+
+/// An agent that gives a shard back and leases it again keeps each attempt's telemetry: the
+/// second idle baseline and series are not dropped as a repeat of the first.
+#[tokio::test]
+async fn each_lease_attempt_keeps_its_own_telemetry() -> anyhow::Result<()> {
+    use ipw_proto::v1::{PowerSourceInfo, ReleaseLeasesRequest, ShardTelemetry};
+    let mut fleet = Fleet::start().await?;
+    fleet.import_lines("one", &[r#"{"id": "1", "prompt": "hi", "answer": "a"}"#]).await?;
+    fleet.create_run("one", 1, 1, 1, 8).await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let mut agent = client::connect(&fleet.join(&token, "twice").await?).await?;
+    for idle_w in [10.0, 12.0] {
+        let shard = lease(&mut agent).await?;
+        let telemetry = ShardTelemetry {
+            shard_id: shard.shard_id.clone(),
+            idle_power_w: Some(idle_w),
+            idle_seconds: 10.0,
+            sample_hz: 20.0,
+            attribution: "time-share".into(),
+            sources: vec![PowerSourceInfo { kind: "rapl".into(), scope: "cpu-package".into(), ..Default::default() }],
+            clock_zero_unix_us: chrono::Utc::now().timestamp_micros(),
+            ..Default::default()
+        };
+        agent.upload_shard_telemetry(telemetry).await?;
+        agent.release_leases(ReleaseLeasesRequest { shard_ids: vec![shard.shard_id], ..Default::default() }).await?;
+    }
+    let idle: Vec<(i32, f64)> = sqlx::query_as("SELECT attempt, idle_power_w FROM shard_telemetry ORDER BY attempt")
+        .fetch_all(&fleet.pool)
+        .await?;
+    assert_eq!(idle, [(1, 10.0), (2, 12.0)]);
+    Ok(())
+}

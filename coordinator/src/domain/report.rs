@@ -158,5 +158,11 @@ mod tests {
         assert_eq!(names.last(), Some(&"scoring_id"));
         assert_eq!(row.cells().iter().map(|c| c.0).collect::<Vec<_>>(), names);
         assert!(SummaryRow::from_wire(2, "{").unwrap_err().0.starts_with("report row 2"));
+        // Figures come back bit for bit (serde_json's default float parsing is off by one ULP
+        // for some values, such as 5/24).
+        for v in [5.0 / 24.0, 0.1 + 0.2, 1.0 / 3.0, 2.0f64.sqrt(), f64::MIN_POSITIVE, 1e300 / 7.0] {
+            let row = SummaryRow { accuracy: Some(v), ..Default::default() };
+            assert_eq!(SummaryRow::from_wire(0, &row.to_wire()).unwrap().accuracy.map(f64::to_bits), Some(v.to_bits()));
+        }
     }
 }

@@ -6,8 +6,9 @@ use ipw_proto::v1::ShardTelemetry;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// Stores one shard's telemetry from one agent. A retry finds the first upload in place and
-/// changes nothing. `t` must have passed `domain::telemetry::validate`.
+/// Stores one shard's telemetry from one agent, for the agent's latest lease attempt on it. A
+/// retry finds the first upload in place and changes nothing. `t` must have passed
+/// `domain::telemetry::validate`.
 pub async fn insert(conn: &mut PgConnection, shard_id: Uuid, agent_id: Uuid, t: &ShardTelemetry) -> Result<()> {
     let sources: Vec<serde_json::Value> = t
         .sources
@@ -21,11 +22,18 @@ pub async fn insert(conn: &mut PgConnection, shard_id: Uuid, agent_id: Uuid, t: 
         .collect();
     let clock_zero = chrono::DateTime::from_timestamp_micros(t.clock_zero_unix_us)
         .ok_or_else(|| Error::Invalid("clock_zero_unix_us is not a valid time".into()))?;
+    let attempt = sqlx::query_scalar!(
+        r#"SELECT max(attempt) AS "attempt!" FROM lease_attempts WHERE shard_id = $1 AND agent_id = $2"#,
+        shard_id,
+        agent_id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
     let fresh = sqlx::query!(
-        "INSERT INTO shard_telemetry (shard_id, agent_id, idle_power_w, idle_seconds, sample_hz, attribution,
+        "INSERT INTO shard_telemetry (shard_id, agent_id, attempt, idle_power_w, idle_seconds, sample_hz, attribution,
                                       sources, clock_zero, active_energy_j)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (shard_id, agent_id) DO NOTHING",
+         VALUES ($1, $2, $10, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (shard_id, agent_id, attempt) DO NOTHING",
         shard_id,
         agent_id,
         t.idle_power_w,
@@ -35,6 +43,7 @@ pub async fn insert(conn: &mut PgConnection, shard_id: Uuid, agent_id: Uuid, t: 
         serde_json::Value::Array(sources),
         clock_zero,
         t.active_energy_j,
+        attempt,
     )
     .execute(&mut *conn)
     .await?
@@ -45,14 +54,15 @@ pub async fn insert(conn: &mut PgConnection, shard_id: Uuid, agent_id: Uuid, t: 
     }
     for c in &t.chunks {
         sqlx::query!(
-            "INSERT INTO power_series (shard_id, agent_id, source_index, chunk_index, t_s, energy_j)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO power_series (shard_id, agent_id, attempt, source_index, chunk_index, t_s, energy_j)
+             VALUES ($1, $2, $7, $3, $4, $5, $6)",
             shard_id,
             agent_id,
             c.source_index as i32,
             c.chunk_index as i32,
             &c.t_s,
-            &c.energy_j
+            &c.energy_j,
+            attempt
         )
         .execute(&mut *conn)
         .await
