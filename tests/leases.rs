@@ -4,10 +4,9 @@
 
 use ipw_agent::client::{self, Coordinator};
 use ipw_agent::runner;
-use ipw_e2e::Fleet;
+use ipw_e2e::{Fleet, made_up_result};
 use ipw_proto::v1::{
-    AcquireLeaseRequest, CompleteShardRequest, Energy, Lease, QueryResult, ResultBatch, RunStatusRequest, SweepSpec,
-    SweepStatusRequest,
+    AcquireLeaseRequest, CompleteShardRequest, Lease, ResultBatch, RunStatusRequest, SweepSpec, SweepStatusRequest,
 };
 use std::time::Duration;
 use uuid::Uuid;
@@ -23,22 +22,7 @@ async fn lease(agent: &mut Coordinator) -> anyhow::Result<Lease> {
 /// Uploads a made-up answer for every item of the lease (the answers' content does not matter
 /// to leasing) and waits for the acknowledgement.
 async fn upload_all(agent: &mut Coordinator, lease: &Lease) -> anyhow::Result<()> {
-    let results = lease
-        .items
-        .iter()
-        .map(|item| QueryResult {
-            shard_id: lease.shard_id.clone(),
-            run_id: lease.run_id.clone(),
-            query_id: item.query_id,
-            repetition: item.repetition,
-            started_unix_us: chrono::Utc::now().timestamp_micros(),
-            latency_s: 0.5,
-            response: "a".into(),
-            finish_reason: "stop".into(),
-            energy: Some(Energy { source: "none".into(), null_reason: "test".into(), ..Default::default() }),
-            ..Default::default()
-        })
-        .collect();
+    let results = lease.items.iter().map(|item| made_up_result(lease, item)).collect();
     let batch = ResultBatch { batch_seq: 1, results };
     let mut acks = agent.upload_results(tokio_stream::iter(vec![batch])).await?.into_inner();
     let ack = acks.message().await?.expect("an ack");

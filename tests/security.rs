@@ -8,7 +8,7 @@ use ipw_coordinator::api::State;
 use ipw_coordinator::infra::rate_limit::RateLimiter;
 use ipw_e2e::{Fleet, fresh_database};
 use ipw_proto::v1::{
-    AcquireLeaseRequest, Energy, HeartbeatRequest, ListTokensRequest, QueryResult, ResultBatch, RevokeRequest,
+    AcquireLeaseRequest, HeartbeatRequest, ListTokensRequest, QueryResult, ResultBatch, RevokeRequest,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -189,17 +189,7 @@ async fn a_truncated_result_stream_commits_nothing_of_the_cut_batch() -> anyhow:
         .into_inner()
         .lease
         .expect("the shard");
-    let result = |i: usize| QueryResult {
-        shard_id: lease.shard_id.clone(),
-        run_id: lease.run_id.clone(),
-        query_id: lease.items[i].query_id,
-        started_unix_us: chrono::Utc::now().timestamp_micros(),
-        latency_s: 0.5,
-        response: "a".into(),
-        finish_reason: "stop".into(),
-        energy: Some(Energy { source: "none".into(), null_reason: "test".into(), ..Default::default() }),
-        ..Default::default()
-    };
+    let result = |i: usize| ipw_e2e::made_up_result(&lease, &lease.items[i]);
     // gRPC framing: 1 byte "compressed", 4 bytes length, then the message.
     let frame = |seq: u64, r: QueryResult| -> Bytes {
         let body = ResultBatch { batch_seq: seq, results: vec![r] }.encode_to_vec();

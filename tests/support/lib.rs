@@ -472,3 +472,20 @@ pub async fn http_ok(port: u16, path: &str) -> bool {
     let mut head = [0u8; 12];
     s.read_exact(&mut head).await.is_ok() && head.ends_with(b"200")
 }
+
+/// A result for `item` of `lease` whose content does not matter to the test (leasing,
+/// ingest): a fixed answer, half a second, no power source.
+pub fn made_up_result(lease: &ipw_proto::v1::Lease, item: &ipw_proto::v1::WorkItem) -> ipw_proto::v1::QueryResult {
+    ipw_proto::v1::QueryResult {
+        shard_id: lease.shard_id.clone(),
+        run_id: lease.run_id.clone(),
+        query_id: item.query_id,
+        repetition: item.repetition,
+        started_unix_us: chrono::Utc::now().timestamp_micros(),
+        latency_s: 0.5,
+        response: "a".into(),
+        finish_reason: "stop".into(),
+        energy: Some(ipw_proto::v1::Energy { source: "none".into(), null_reason: "test".into(), ..Default::default() }),
+        ..Default::default()
+    }
+}

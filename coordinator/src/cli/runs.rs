@@ -106,9 +106,21 @@ async fn watch_run(admin: &mut Admin, url: &str, run: &str) -> anyhow::Result<()
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} results · {msg} · ETA {eta}")
             .expect("valid template"),
     );
+    let mut failed_in_a_row = 0;
     loop {
         let request = RunStatusRequest { run_id: run.to_owned() };
-        let st = admin.get_run_status(request).await.map_err(refused(url))?.into_inner();
+        let st = match admin.get_run_status(request).await {
+            Ok(st) => st.into_inner(),
+            // A coordinator restarting (or its database) does not end the watch.
+            Err(s) if s.code() == tonic::Code::Unavailable && failed_in_a_row < 10 => {
+                bar.set_message(format!("coordinator unavailable ({}); retrying", s.message()));
+                tokio::time::sleep(ipw_proto::retry::backoff(failed_in_a_row)).await;
+                failed_in_a_row += 1;
+                continue;
+            }
+            Err(s) => return Err(refused(url)(s)),
+        };
+        failed_in_a_row = 0;
         bar.set_length(st.expected_results);
         bar.set_position(st.results);
         bar.set_message(format!("{} errors, {} shards leased", st.errors, st.shards_leased));
