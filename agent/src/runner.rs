@@ -14,7 +14,7 @@ use crate::spool::{Spool, SpoolKey};
 use anyhow::Context;
 use futures::{Stream, StreamExt};
 use ipw_proto::retry::backoff;
-use ipw_proto::v1::{AcquireLeaseRequest, CompleteShardRequest, HeartbeatRequest, QueryResult, ResultBatch};
+use ipw_proto::v1::{AcquireLeaseRequest, CompleteShardRequest, HeartbeatRequest, Lease, QueryResult, ResultBatch};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -146,46 +146,27 @@ async fn lease_loop(
             tracing::info!(shards = summary.shards, "stopped on request");
             return Ok(summary);
         }
-        if let Some((problem, until)) = not_ready(engine, managed.is_some(), spool, opts).await? {
-            let since = *unready_since.get_or_insert_with(tokio::time::Instant::now);
-            if opts.exit_when_idle && since.elapsed() >= opts.engine_wait {
-                anyhow::bail!("{problem}; not taking work");
-            }
-            tracing::error!("{problem}; not taking work until {until}");
-            opts.shutdown.sleep(opts.poll_interval).await;
+        if !ready(engine, managed.is_some(), spool, opts, &mut unready_since).await? {
             continue;
         }
-        unready_since = None;
-        let mut available_models = match &managed {
-            Some(m) => m.model_names(),
-            None => engine.model_names().await,
-        };
-        available_models.extend(opts.model_aliases.iter().cloned());
-        let request = AcquireLeaseRequest { available_models };
-        let lease = match patiently("acquire a lease", opts.retry_for, || {
-            let (mut c, r) = (coord.clone(), request.clone());
-            async move { c.acquire_lease(r).await }
-        })
-        .await
-        {
-            Ok(r) => r.into_inner().lease,
-            Err(s) if s.code() == Code::PermissionDenied => {
-                tracing::warn!("{}", s.message());
+        let lease = match ask_for_lease(coord, engine, managed.as_deref(), opts).await? {
+            Asked::Granted(lease) => lease,
+            Asked::NotApproved(why) => {
+                tracing::warn!("{why}");
                 if opts.exit_when_idle {
-                    anyhow::bail!("{}", s.message());
+                    anyhow::bail!("{why}");
                 }
                 opts.shutdown.sleep(opts.poll_interval).await;
                 continue;
             }
-            Err(s) => return Err(anyhow::anyhow!("acquiring a lease failed: {}", s.message())),
-        };
-        let Some(lease) = lease else {
-            if opts.exit_when_idle {
+            Asked::NoWork if opts.exit_when_idle => {
                 tracing::info!(shards = summary.shards, "no work left; exiting");
                 return Ok(summary);
             }
-            opts.shutdown.sleep(opts.poll_interval).await;
-            continue;
+            Asked::NoWork => {
+                opts.shutdown.sleep(opts.poll_interval).await;
+                continue;
+            }
         };
         // Named in heartbeats from now on: starting an engine or hashing a model file may take
         // longer than the lease.
@@ -214,17 +195,78 @@ async fn lease_loop(
                     summary.shards += 1;
                 }
             }
-            // The engine failed: back off before the next lease, so an engine that answers
-            // its health check but fails requests does not burn through the failure limit.
-            End::EngineFailed => {
-                let wait = backoff(engine_failed_in_a_row);
-                engine_failed_in_a_row += 1;
-                tracing::warn!(wait_ms = wait.as_millis() as u64, "the engine failed; waiting before the next lease");
-                opts.shutdown.sleep(wait).await;
-            }
+            End::EngineFailed => back_off_after_engine_failure(&mut engine_failed_in_a_row, opts).await,
             End::Lost | End::Stopped => {}
         }
     }
+}
+
+/// Whether work may be taken now. If not, says why (or gives up, with `exit_when_idle`, once
+/// `engine_wait` has passed) and waits a poll interval. `unready_since` tracks the outage.
+async fn ready(
+    engine: &Engine,
+    managed: bool,
+    spool: &Spool,
+    opts: &RunOptions,
+    unready_since: &mut Option<tokio::time::Instant>,
+) -> anyhow::Result<bool> {
+    let Some((problem, until)) = not_ready(engine, managed, spool, opts).await? else {
+        *unready_since = None;
+        return Ok(true);
+    };
+    let since = *unready_since.get_or_insert_with(tokio::time::Instant::now);
+    if opts.exit_when_idle && since.elapsed() >= opts.engine_wait {
+        anyhow::bail!("{problem}; not taking work");
+    }
+    tracing::error!("{problem}; not taking work until {until}");
+    opts.shutdown.sleep(opts.poll_interval).await;
+    Ok(false)
+}
+
+/// What asking for a lease gave.
+enum Asked {
+    /// A shard.
+    Granted(Lease),
+    /// Nothing for this agent now.
+    NoWork,
+    /// The agent is not approved (yet); why.
+    NotApproved(String),
+}
+
+/// Asks for a shard of a run whose model the engine serves, retrying while the coordinator is
+/// away.
+async fn ask_for_lease(
+    coord: &mut Coordinator,
+    engine: &Engine,
+    managed: Option<&ManagedEngine>,
+    opts: &RunOptions,
+) -> anyhow::Result<Asked> {
+    let mut available_models = match managed {
+        Some(m) => m.model_names(),
+        None => engine.model_names().await,
+    };
+    available_models.extend(opts.model_aliases.iter().cloned());
+    let request = AcquireLeaseRequest { available_models };
+    let asked = patiently("acquire a lease", opts.retry_for, || {
+        let (mut c, r) = (coord.clone(), request.clone());
+        async move { c.acquire_lease(r).await }
+    })
+    .await;
+    match asked {
+        Ok(r) => Ok(r.into_inner().lease.map_or(Asked::NoWork, Asked::Granted)),
+        Err(s) if s.code() == Code::PermissionDenied => Ok(Asked::NotApproved(s.message().to_owned())),
+        Err(s) => Err(anyhow::anyhow!("acquiring a lease failed: {}", s.message())),
+    }
+}
+
+/// Backs off before the next lease after the engine failed (longer each time in a row), so
+/// an engine that answers its health check but fails requests does not burn through the
+/// queries' failure limit.
+async fn back_off_after_engine_failure(in_a_row: &mut u32, opts: &RunOptions) {
+    let wait = backoff(*in_a_row);
+    *in_a_row += 1;
+    tracing::warn!(wait_ms = wait.as_millis() as u64, "the engine failed; waiting before the next lease");
+    opts.shutdown.sleep(wait).await;
 }
 
 /// Why no work should be taken now, and until what: the engine is down (a shard run against
