@@ -86,10 +86,6 @@ pub async fn run(t: Tools<'_>, lease: &Lease, holding: &HeldLease, opts: &RunOpt
         tracing::info!(shard = %lease.shard_id, idle_w = i.power_w, seconds = i.seconds, "idle baseline");
     }
     let mut m = measure(&t, lease, holding, opts).await;
-    if holding.is_lost() {
-        drop_lost(t.spool, lease, &m.results).await;
-        return Ok(Outcome { committed: 0, duplicates: 0, end: End::Lost });
-    }
     let answered_all = m.results.len() == lease.items.len();
 
     let (energies, active) = t.meter.attribute(&m.windows, idle).await;
@@ -100,6 +96,8 @@ pub async fn run(t: Tools<'_>, lease: &Lease, holding: &HeldLease, opts: &RunOpt
         Ok(entries) => entries,
         Err(_) => m.results.iter().map(|r| (SpoolKey::of(r), r.clone())).collect(),
     };
+    // Checked once, last thing before the upload: a lease lost while measuring or while
+    // attributing energy keeps nothing.
     if holding.is_lost() {
         drop_lost(t.spool, lease, &m.results).await;
         return Ok(Outcome { committed: 0, duplicates: 0, end: End::Lost });

@@ -89,7 +89,7 @@ impl AgentService for AgentServiceImpl {
             .iter()
             .map(|f| {
                 let error =
-                    f.error.chars().take(results::MAX_SHORT_TEXT_BYTES / 4).collect::<String>().replace('\0', "");
+                    results::storable(&f.error.chars().take(results::MAX_SHORT_TEXT_BYTES / 4).collect::<String>());
                 Ok(leases::EngineFailure {
                     shard_id: parse_uuid("engine_failures.shard_id", &f.shard_id)?,
                     query_id: f.query_id,

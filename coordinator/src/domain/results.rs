@@ -15,7 +15,7 @@ pub const MAX_BATCH_RESULTS: usize = 10_000;
 
 /// Text as PostgreSQL can store it: a NUL (which a model may emit) becomes U+FFFD rather than
 /// costing the whole batch a database error. Nothing else changes.
-fn storable(s: &str) -> String {
+pub fn storable(s: &str) -> String {
     if s.contains('\0') { s.replace('\0', "\u{FFFD}") } else { s.to_owned() }
 }
 
