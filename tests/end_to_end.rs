@@ -3,7 +3,7 @@
 
 use ipw_agent::runner::{self, RunOptions};
 use ipw_coordinator::domain::report::Report;
-use ipw_e2e::{Fleet, mmlu_pro};
+use ipw_e2e::{Fleet, PowercapFixture, mmlu_pro};
 use ipw_proto::v1::{ApproveAgentRequest, ReportRequest, RunStatusRequest};
 use std::time::Duration;
 use uuid::Uuid;
@@ -197,71 +197,75 @@ async fn energy_from_a_powercap_counter_is_attributed_conserved_and_audited() ->
     let agent = fleet.join(&token, "metered").await?;
     let run = fleet.create_run("four", 4, 4, 2, 48).await?;
 
-    // A package zone whose counter grows by WATTS joules per second (and wraps like the real one).
-    let powercap = fleet.dir.path().join("powercap");
-    let zone = powercap.join("intel-rapl:0");
-    std::fs::create_dir_all(&zone)?;
-    std::fs::write(zone.join("name"), "package-0\n")?;
-    std::fs::write(zone.join("max_energy_range_uj"), "262143328850\n")?;
-    std::fs::write(zone.join("energy_uj"), "0\n")?;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (zone, stop) = (zone.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let start = std::time::Instant::now();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let uj = (start.elapsed().as_secs_f64() * WATTS * 1e6) as u64 % 262_143_328_850;
-                let tmp = zone.join("energy_uj.tmp");
-                std::fs::write(&tmp, format!("{uj}\n")).unwrap();
-                std::fs::rename(&tmp, zone.join("energy_uj")).unwrap();
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        })
-    };
-
+    let fixture = PowercapFixture::start(fleet.dir.path(), WATTS)?;
     let mut opts = fleet.run_options();
     opts.power.idle = Duration::from_secs(1);
-    opts.power.discovery.powercap_root = powercap;
+    opts.power.discovery.powercap_root = fixture.root.clone();
     let summary = runner::run(&agent, &fleet.spool("metered"), &opts).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.join().unwrap();
+    drop(fixture);
     assert_eq!(summary?.committed, 4);
     let run_id = Uuid::parse_str(&run.run_id)?;
 
-    // Every result carries energy with its provenance; none is missing.
-    let rows: Vec<(f64, f64, f64, String, String, f64, String)> = sqlx::query_as(
-        "SELECT energy_j, dynamic_energy_j, latency_s, power_source, power_scope, sample_hz, energy_attribution
+    // Every result carries energy with its provenance, split at its first token; none is missing.
+    type Row = (f64, f64, f64, f64, f64, String, String, f64, String);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT energy_j, dynamic_energy_j, prefill_energy_j, decode_energy_j, latency_s, power_source, power_scope,
+                sample_hz, energy_attribution
          FROM results WHERE run_id = $1",
     )
     .bind(run_id)
     .fetch_all(&fleet.pool)
     .await?;
     assert_eq!(rows.len(), 4);
-    for (energy, dynamic, latency, source, scope, hz, rule) in &rows {
+    for (energy, dynamic, prefill, decode, latency, source, scope, hz, rule) in &rows {
         assert_eq!((source.as_str(), scope.as_str(), *hz, rule.as_str()), ("rapl", "cpu-package", 20.0, "time-share"));
         // Concurrency 2 shares the time, so a query gets between half and all of WATTS x latency.
         assert!(*energy >= 0.45 * WATTS * latency && *energy <= 1.05 * WATTS * latency, "{energy} J over {latency} s");
         // Idle power equals load power here, so dynamic energy is about nothing.
         assert!(dynamic.abs() <= 0.1 * energy, "dynamic {dynamic} of raw {energy}");
+        assert!((prefill + decode - energy).abs() <= 1e-9 * energy, "prefill {prefill} + decode {decode} = {energy}");
+        assert!(*prefill > 0.0 && *decode > 0.0);
     }
 
-    // Conservation: the per-query energies add up to the shard's active energy (0.5%), which is
-    // WATTS over the time any query ran; the idle baseline is WATTS.
-    let (sum, active, idle, series_points, span): (f64, f64, f64, i64, f64) = sqlx::query_as(
+    // Conservation: the per-query energies add up (0.5%) to WATTS over the time any query ran,
+    // since the fixture draws a constant WATTS. The session stored its idle baseline (WATTS)
+    // and the series it sampled.
+    let windows: Vec<(f64, f64)> = sqlx::query_as(
+        "SELECT extract(epoch FROM started_at)::float8, latency_s FROM results WHERE run_id = $1 ORDER BY started_at",
+    )
+    .bind(run_id)
+    .fetch_all(&fleet.pool)
+    .await?;
+    // The union of the query windows: the time any query ran.
+    let (mut busy_s, mut reach) = (0.0, f64::NEG_INFINITY);
+    for (start, latency) in windows {
+        let end = start + latency;
+        busy_s += (end - start.max(reach)).max(0.0);
+        reach = reach.max(end);
+    }
+    let (sum, idle, series_points): (f64, f64, i64) = sqlx::query_as(
         "SELECT (SELECT sum(energy_j) FROM results WHERE run_id = $1),
-                t.active_energy_j, t.idle_power_w,
-                (SELECT sum(cardinality(t_s)) FROM power_series p WHERE p.shard_id = t.shard_id)::bigint,
-                (SELECT extract(epoch FROM max(started_at + make_interval(secs => latency_s)) - min(started_at))
-                 FROM results WHERE run_id = $1)::float8
-         FROM shard_telemetry t JOIN shards s ON s.id = t.shard_id WHERE s.run_id = $1",
+                (SELECT power_w FROM session_idle i JOIN measurement_sessions m ON m.id = i.session_id
+                 WHERE m.run_id = $1),
+                (SELECT sum(cardinality(t_s)) FROM session_power_series p
+                 JOIN measurement_sessions m ON m.id = p.session_id WHERE m.run_id = $1)::bigint",
     )
     .bind(run_id)
     .fetch_one(&fleet.pool)
     .await?;
-    assert!((sum - active).abs() <= 0.005 * active, "sum {sum} vs active {active}");
+    let active = WATTS * busy_s;
+    assert!((sum - active).abs() <= 0.005 * active, "sum {sum} J vs {active} J while queries ran");
     assert!((idle - WATTS).abs() <= 0.05 * WATTS, "idle {idle} W");
-    assert!(active <= WATTS * span * 1.02, "active {active} J over a {span} s span");
     assert!(series_points >= 20, "the audit series holds the samples ({series_points})");
+    let (coverage, stable, steady_s): (Option<f64>, Option<bool>, Option<f64>) =
+        sqlx::query_as("SELECT power_coverage, stable, steady_s FROM ipw_summary WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(&fleet.pool)
+            .await?;
+    assert!(coverage.is_some_and(|c| c > 0.99), "the fixture's samples cover the queries: {coverage:?}");
+    // Four short queries cannot hold a 20 s steady window: flagged, with its length.
+    assert_eq!(stable, Some(false));
+    assert!(steady_s.is_some_and(|s| s < 20.0));
 
     // The summary now has power and IPW.
     let report = fleet

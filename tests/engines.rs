@@ -151,7 +151,7 @@ async fn sigterm_stops_a_managed_agent_cleanly() -> anyhow::Result<()> {
 
     // Its shard goes to the other agent at once.
     let lease = rpc
-        .acquire_lease(AcquireLeaseRequest { available_models: vec![SMOL.into()] })
+        .acquire_lease(AcquireLeaseRequest { available_models: vec![SMOL.into()], ..Default::default() })
         .await?
         .into_inner()
         .lease
@@ -182,7 +182,7 @@ async fn a_query_the_engine_always_fails_is_recorded_as_an_error_at_the_limit() 
     let mut rpc = client::connect(&fleet.join(&token, "unlucky").await?).await?;
     for attempt in 1..=3 {
         let lease = rpc
-            .acquire_lease(AcquireLeaseRequest { available_models: vec![SMOL.into()] })
+            .acquire_lease(AcquireLeaseRequest { available_models: vec![SMOL.into()], ..Default::default() })
             .await?
             .into_inner()
             .lease
@@ -208,7 +208,7 @@ async fn a_query_the_engine_always_fails_is_recorded_as_an_error_at_the_limit() 
     );
     // The shard is then handed out with nothing left to measure, and completes the run.
     let lease = rpc
-        .acquire_lease(AcquireLeaseRequest { available_models: vec![SMOL.into()] })
+        .acquire_lease(AcquireLeaseRequest { available_models: vec![SMOL.into()], ..Default::default() })
         .await?
         .into_inner()
         .lease

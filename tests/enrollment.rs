@@ -104,7 +104,7 @@ async fn another_agents_lease_is_refused() -> anyhow::Result<()> {
     let mut intruder_rpc = client::connect(&intruder).await?;
     let models = vec!["SmolLM2-135M-Instruct".to_owned()];
     let lease = owner_rpc
-        .acquire_lease(AcquireLeaseRequest { available_models: models })
+        .acquire_lease(AcquireLeaseRequest { available_models: models, ..Default::default() })
         .await?
         .into_inner()
         .lease

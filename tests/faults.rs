@@ -1,7 +1,7 @@
 //! Faults the fleet must ride out without losing or duplicating a result.
 
 use ipw_agent::runner::{self, RunOptions};
-use ipw_e2e::{Fleet, wait_for_results};
+use ipw_e2e::{Fleet, PowercapFixture, metered_agent_process, wait_for_results};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -61,7 +61,7 @@ async fn a_shard_that_keeps_expiring_fails_with_its_reason() -> anyhow::Result<(
     let cfg = fleet.join(&token, "vanishing").await?;
     let run = fleet.create_run("one", 1, 1, 1, 8).await?;
     let mut coord = ipw_agent::client::connect(&cfg).await?;
-    let lease = || AcquireLeaseRequest { available_models: vec!["SmolLM2-135M-Instruct".into()] };
+    let lease = || AcquireLeaseRequest { available_models: vec!["SmolLM2-135M-Instruct".into()], ..Default::default() };
     for attempt in 1..=3 {
         let got = coord.acquire_lease(lease()).await?.into_inner().lease;
         assert!(got.is_some(), "attempt {attempt} gets the shard again");
@@ -77,76 +77,105 @@ async fn a_shard_that_keeps_expiring_fails_with_its_reason() -> anyhow::Result<(
     Ok(())
 }
 
-/// `kill -9` of a real agent process halfway through a shard. Another agent takes the shard
-/// once the lease runs out and finishes the run; the killed agent, restarted, re-sends what
-/// its spool kept. Every query has exactly one result, the re-sent measurements are counted
-/// as duplicate attempts, and the spool ends empty.
+/// `kill -9` of a real agent process mid-run, while it streams results and samples a fixture
+/// power counter. Another agent takes the shards once their leases run out and finishes the
+/// run; the killed agent, restarted, re-sends what its spool kept. Every query has exactly one
+/// result, and the killed agent lost energy only for the queries of its last seconds: what it
+/// measured earlier reached the coordinator with its energy, and its power series was
+/// persisted up to a few seconds before the kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_agent_killed_mid_shard_loses_nothing_and_duplicates_nothing() -> anyhow::Result<()> {
-    const QUERIES: usize = 8;
+async fn an_agent_killed_mid_run_loses_no_result_and_at_most_its_last_seconds_of_energy() -> anyhow::Result<()> {
+    const QUERIES: usize = 24;
+    // What a kill may lose: results not yet attributed (the ledger runs every second and waits
+    // for the sampler) and the series not yet uploaded (every five seconds).
+    const ENERGY_LAG_S: f64 = 3.0;
+    const SERIES_LAG_S: f64 = 7.0;
     let ttl = Duration::from_secs(3);
     let mut fleet = Fleet::start_with_lease_ttl(ttl).await?;
     fleet.import_mmlu_slice(200, "slice").await?;
     let token = fleet.token(2, true, Duration::from_secs(60)).await?;
     let doomed = fleet.join(&token, "doomed").await?;
     let rescuer = fleet.join(&token, "rescuer").await?;
-    let run = fleet.create_run("slice", QUERIES as u32, QUERIES as u32, 1, 24).await?;
+    let run = fleet.create_run("slice", QUERIES as u32, 6, 2, 24).await?;
     let run_id = Uuid::parse_str(&run.run_id)?;
+    let fixture = PowercapFixture::start(fleet.dir.path(), 25.0)?;
 
-    // Kill once at least 3 of the 8 results are spooled, before the shard's upload.
+    // Kill once results have been streaming for a while, well before the run ends.
+    let committed = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM results WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(&fleet.pool)
+            .await
+    };
     let doomed_spool = fleet.spool("doomed");
-    let mut child = fleet.agent_process(&doomed)?.spawn()?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while doomed_spool.len()? < 3 {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the agent spooled nothing in 2 minutes");
+    let mut child = metered_agent_process(fleet.dir.path(), &doomed, &fixture.root)?.spawn()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    while committed().await? < 8 {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the agent committed little in 3 minutes");
         anyhow::ensure!(child.try_wait()?.is_none(), "the agent exited before it was killed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     child.kill().await?; // SIGKILL: no cleanup, no flush
-    let spooled_at_kill = doomed_spool.len()?;
-    eprintln!("killed the agent with {spooled_at_kill} of {QUERIES} results spooled");
-    assert!(spooled_at_kill < QUERIES, "killed halfway, not after the shard");
-    let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM results WHERE run_id = $1")
-        .bind(run_id)
-        .fetch_one(&fleet.pool)
-        .await?;
-    assert_eq!(committed, 0, "nothing was uploaded before the kill");
+    let killed_at = chrono::Utc::now();
+    let (committed_at_kill, spooled_at_kill) = (committed().await?, doomed_spool.len()?);
+    eprintln!("killed the agent with {committed_at_kill} committed and {spooled_at_kill} spooled of {QUERIES}");
+    assert!((committed_at_kill as usize) < QUERIES, "killed mid-run, not after it");
 
-    // The rescuer gets the shard once the dead agent's lease has run out.
+    // The rescuer gets the rest once the dead agent's leases have run out.
     tokio::time::sleep(ttl + Duration::from_millis(500)).await;
-    let summary = runner::run(&rescuer, &fleet.spool("rescuer"), &fleet.run_options()).await?;
-    assert_eq!((summary.shards, summary.committed), (1, QUERIES as u64));
+    runner::run(&rescuer, &fleet.spool("rescuer"), &fleet.run_options()).await?;
 
     // The killed agent comes back: its spool goes first, then there is no work left.
-    let restarted = fleet.agent_process(&doomed)?.output().await?;
+    let restarted = metered_agent_process(fleet.dir.path(), &doomed, &fixture.root)?.output().await?;
     let stdout = String::from_utf8_lossy(&restarted.stdout);
     assert!(restarted.status.success(), "restart failed: {}", String::from_utf8_lossy(&restarted.stderr));
-    assert!(
-        stdout.contains(&format!("0 results committed, {spooled_at_kill} duplicates ignored")),
-        "restart said: {stdout}"
-    );
+    assert!(stdout.contains(&format!("{spooled_at_kill} duplicates ignored")), "restart said: {stdout}");
     assert!(doomed_spool.is_empty()?, "the spool ends empty");
+    drop(fixture);
 
-    let (rows, distinct, by_rescuer): (i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(DISTINCT (query_id, repetition)),
-                count(*) FILTER (WHERE agent_id = (SELECT id FROM agents WHERE name = 'rescuer'))
-         FROM results WHERE run_id = $1",
-    )
-    .bind(run_id)
-    .fetch_one(&fleet.pool)
-    .await?;
-    assert_eq!((rows, distinct, by_rescuer), (QUERIES as i64, QUERIES as i64, QUERIES as i64));
+    let (rows, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT (query_id, repetition)) FROM results WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(&fleet.pool)
+            .await?;
+    assert_eq!((rows, distinct), (QUERIES as i64, QUERIES as i64), "every query exactly once");
     let status =
         fleet.admin.get_run_status(ipw_proto::v1::RunStatusRequest { run_id: run.run_id.clone() }).await?.into_inner();
     assert_eq!(status.status, "completed");
-    assert_eq!(status.duplicate_attempts, spooled_at_kill as u64, "each re-sent measurement counted once");
-    let attempts: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM lease_attempts la JOIN shards s ON s.id = la.shard_id WHERE s.run_id = $1",
+
+    // Energy: every result of the killed agent that ended more than a few seconds before the
+    // kill has its energy; those without it say why.
+    let doomed_results: Vec<(Option<f64>, Option<String>, f64)> = sqlx::query_as(
+        "SELECT energy_j, energy_null_reason,
+                extract(epoch FROM $2 - (started_at + make_interval(secs => latency_s)))::float8
+         FROM results WHERE run_id = $1 AND agent_id = (SELECT id FROM agents WHERE name = 'doomed')",
     )
     .bind(run_id)
+    .bind(killed_at)
+    .fetch_all(&fleet.pool)
+    .await?;
+    assert!(doomed_results.iter().any(|r| r.0.is_some()), "energy reached the coordinator before the kill");
+    for (energy, reason, ended_before_kill_s) in &doomed_results {
+        if energy.is_none() {
+            assert!(
+                *ended_before_kill_s < ENERGY_LAG_S,
+                "energy lost for a query that ended {ended_before_kill_s} s before the kill"
+            );
+            assert!(reason.as_deref().is_some_and(|r| r.contains("stopped before")), "{reason:?}");
+        }
+    }
+    // The series reached the coordinator up to a few seconds before the kill.
+    let series_gap_s: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM $2 - (m.clock_zero + make_interval(secs => max(t)))::timestamptz)::float8
+         FROM measurement_sessions m JOIN session_power_series p ON p.session_id = m.id, unnest(p.t_s) t
+         WHERE m.run_id = $1 AND m.agent_id = (SELECT id FROM agents WHERE name = 'doomed')
+         GROUP BY m.id, m.clock_zero ORDER BY m.clock_zero LIMIT 1",
+    )
+    .bind(run_id)
+    .bind(killed_at)
     .fetch_one(&fleet.pool)
     .await?;
-    assert_eq!(attempts, 2, "leased to the killed agent, then to the rescuer");
+    assert!(series_gap_s < SERIES_LAG_S, "the persisted series ends {series_gap_s} s before the kill");
     Ok(())
 }
 
@@ -266,6 +295,7 @@ async fn a_killed_coordinator_process_comes_back_and_every_query_lands_once() ->
             shard_size: 2,
             repetitions: 1,
             params: Some(ipw_proto::v1::GenerationParams { max_tokens: 24, temperature: 0.0, top_p: 1.0 }),
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -15,7 +15,7 @@ const SMOL: &str = "SmolLM2-135M-Instruct";
 
 /// Leases a shard as `agent`; panics when there is none.
 async fn lease(agent: &mut Coordinator) -> anyhow::Result<Lease> {
-    let request = AcquireLeaseRequest { available_models: vec![SMOL.into()] };
+    let request = AcquireLeaseRequest { available_models: vec![SMOL.into()], ..Default::default() };
     Ok(agent.acquire_lease(request).await?.into_inner().lease.expect("a shard to lease"))
 }
 
@@ -131,7 +131,7 @@ async fn a_cancelled_run_stays_cancelled() -> anyhow::Result<()> {
     lease(&mut agent).await?;
     fleet.admin.set_sweep_status(cancel(abandoned.sweep_id.clone())).await?;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let request = AcquireLeaseRequest { available_models: vec![SMOL.into()] };
+    let request = AcquireLeaseRequest { available_models: vec![SMOL.into()], ..Default::default() };
     assert!(agent.acquire_lease(request).await?.into_inner().lease.is_none(), "a cancelled run hands out nothing");
     assert_eq!(run_status(&mut fleet, &abandoned.runs[0].run_id).await?, "cancelled", "not failed");
     Ok(())
@@ -139,7 +139,9 @@ async fn a_cancelled_run_stays_cancelled() -> anyhow::Result<()> {
 
 /// The coordinator moves an agent's lease away mid-shard (as when it ran out and another agent
 /// took it). The agent's next heartbeat is told so: it stops the shard's queries, drops what it
-/// measured, and never commits a result for that shard.
+/// measured since, and never completes the shard. Results it streamed while it held the lease
+/// stay: they were measured on a lease it held, and the first result of a query is the one
+/// that counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agent_told_its_lease_is_lost_stops_and_drops_its_results() -> anyhow::Result<()> {
     let mut fleet = Fleet::start().await?;
@@ -162,32 +164,37 @@ async fn an_agent_told_its_lease_is_lost_stops_and_drops_its_results() -> anyhow
             anyhow::ensure!(tokio::time::Instant::now() < deadline, "the agent measured nothing in 2 minutes");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        sqlx::query(
+        let moved_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
             "WITH moved AS (
                  UPDATE shards SET lease_owner = $2, attempts = attempts + 1,
                                    lease_expires_at = now() + interval '1 hour'
-                 WHERE run_id = $1 RETURNING id, attempts)
-             INSERT INTO lease_attempts (shard_id, attempt, agent_id) SELECT id, attempts, $2 FROM moved",
+                 WHERE run_id = $1 RETURNING id, attempts),
+             attempt AS (
+                 INSERT INTO lease_attempts (shard_id, attempt, agent_id) SELECT id, attempts, $2 FROM moved)
+             SELECT now()",
         )
         .bind(run_id)
         .bind(taker_id)
-        .execute(&fleet.pool)
+        .fetch_one(&fleet.pool)
         .await?;
-        anyhow::Ok(())
+        anyhow::Ok(moved_at)
     };
     let working = tokio::time::timeout(Duration::from_secs(120), runner::run(&loser, &spool, &opts));
-    let (summary, moved) = tokio::join!(working, move_lease);
-    moved?;
-    let summary = summary??;
-    assert_eq!((summary.shards, summary.committed), (0, 0), "nothing of the lost shard is committed");
-    let by_loser: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM results WHERE run_id = $1 AND agent_id = (SELECT id FROM agents WHERE name = 'loser')",
+    let (summary, moved_at) = tokio::join!(working, move_lease);
+    let (summary, moved_at) = (summary??, moved_at?);
+    assert_eq!(summary.shards, 0, "the lost shard is never completed");
+    let (by_loser, started_after_heard): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE started_at > $2 + interval '500 milliseconds')
+         FROM results WHERE run_id = $1 AND agent_id = (SELECT id FROM agents WHERE name = 'loser')",
     )
     .bind(run_id)
+    .bind(moved_at)
     .fetch_one(&fleet.pool)
     .await?;
-    assert_eq!(by_loser, 0, "the lost shard's results were dropped, not uploaded");
-    assert!(spool.is_empty()?, "and they are gone from the spool");
+    assert_eq!(by_loser as u64, summary.committed);
+    assert!(by_loser < 8, "the agent stopped: {by_loser} of 8 committed");
+    assert_eq!(started_after_heard, 0, "nothing started after the heartbeat said the lease was lost");
+    assert!(spool.is_empty()?, "and what it measured since is gone from the spool");
     Ok(())
 }
 

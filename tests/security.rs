@@ -90,7 +90,7 @@ async fn a_revoked_agent_is_refused_at_once_and_its_lease_goes_back() -> anyhow:
     fleet.one_query_run().await?;
     let token = fleet.token(2, true, Duration::from_secs(60)).await?;
     let (bad, good) = (fleet.join(&token, "stolen").await?, fleet.join(&token, "good").await?);
-    let models = || AcquireLeaseRequest { available_models: vec![SMOL.into()] };
+    let models = || AcquireLeaseRequest { available_models: vec![SMOL.into()], ..Default::default() };
 
     let mut bad_rpc = client::connect(&bad).await?;
     assert!(bad_rpc.acquire_lease(models()).await?.into_inner().lease.is_some());
@@ -184,7 +184,7 @@ async fn a_truncated_result_stream_commits_nothing_of_the_cut_batch() -> anyhow:
     let agent = fleet.join(&token, "cut").await?;
     let lease = client::connect(&agent)
         .await?
-        .acquire_lease(AcquireLeaseRequest { available_models: vec![SMOL.into()] })
+        .acquire_lease(AcquireLeaseRequest { available_models: vec![SMOL.into()], ..Default::default() })
         .await?
         .into_inner()
         .lease

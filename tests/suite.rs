@@ -11,6 +11,7 @@ mod engines;
 mod enrollment;
 mod faults;
 mod leases;
+mod load;
 mod schema;
 mod security;
 mod sweeps;

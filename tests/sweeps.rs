@@ -115,7 +115,12 @@ async fn an_agent_gets_only_work_it_can_do() -> anyhow::Result<()> {
         let models: Vec<String> = models.iter().map(|m| (*m).to_owned()).collect();
         async move {
             let mut c = client::connect(&cfg).await?;
-            anyhow::Ok(c.acquire_lease(AcquireLeaseRequest { available_models: models }).await?.into_inner().lease)
+            anyhow::Ok(
+                c.acquire_lease(AcquireLeaseRequest { available_models: models, ..Default::default() })
+                    .await?
+                    .into_inner()
+                    .lease,
+            )
         }
     };
     // Without the model on its engine: nothing.

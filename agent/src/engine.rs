@@ -4,6 +4,7 @@
 
 use ipw_proto::openai::{self, ChatRequest, Client, Message, StreamOptions};
 use ipw_proto::v1::{ChatMessage, GenerationParams};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// One completed (or failed) request, with its client-side timings.
@@ -19,6 +20,14 @@ pub struct Completion {
     pub ttft_s: Option<f64>,
     /// Mean gap between successive generated chunks, in seconds.
     pub mean_itl_s: Option<f64>,
+    /// Median and 95th percentile gap between successive generated chunks, in seconds.
+    pub itl_p50_s: Option<f64>,
+    /// See `itl_p50_s`.
+    pub itl_p95_s: Option<f64>,
+    /// Time per output token after the first: (latency - ttft) / (tokens_out - 1).
+    pub tpot_s: Option<f64>,
+    /// Monotonic time of the first generated text.
+    pub first_token: Option<Instant>,
     /// Prompt tokens, from the server's `usage`.
     pub tokens_in: u32,
     /// Completion tokens, from the server's `usage`.
@@ -165,6 +174,18 @@ impl Engine {
     /// Sends one chat request and measures it. Failures are recorded in the result, not
     /// returned: a failed query is still a measured outcome.
     pub async fn chat(&self, model: &str, messages: &[ChatMessage], params: &GenerationParams) -> Completion {
+        self.chat_observed(model, messages, params, &OnceLock::new()).await
+    }
+
+    /// [`Engine::chat`], also setting `first_token` the moment the first text arrives, so the
+    /// energy ledger can split a query still in flight at its first token.
+    pub async fn chat_observed(
+        &self,
+        model: &str,
+        messages: &[ChatMessage],
+        params: &GenerationParams,
+        first_token: &OnceLock<Instant>,
+    ) -> Completion {
         let request = ChatRequest {
             model: model.to_owned(),
             messages: messages.iter().map(Message::from).collect(),
@@ -180,7 +201,7 @@ impl Engine {
             let started_at = chrono::Utc::now();
             let started = Instant::now();
             let mut c = Completion { started_at, started: Some(started), ..Default::default() };
-            match self.stream_into(&request, started, &mut c).await {
+            match self.stream_into(&request, started, &mut c, first_token).await {
                 Ok(()) => {}
                 // The request never reached the engine, so nothing was measured: try again,
                 // timing afresh.
@@ -195,6 +216,9 @@ impl Engine {
             c.latency_s = started.elapsed().as_secs_f64();
             break c;
         };
+        if let Some(ttft) = c.ttft_s.filter(|_| c.tokens_out > 1) {
+            c.tpot_s = Some((c.latency_s - ttft).max(0.0) / f64::from(c.tokens_out - 1));
+        }
         if c.error.is_none() && c.tokens_out > 0 && c.ttft_s.is_none() {
             c.error = Some("the engine reported completion tokens but streamed no text".into());
             c.failed_by = Some(FailedBy::Request);
@@ -203,7 +227,13 @@ impl Engine {
     }
 
     /// Streams one request into `c`, timing each chunk of text as it arrives.
-    async fn stream_into(&self, request: &ChatRequest, started: Instant, c: &mut Completion) -> Result<(), Failure> {
+    async fn stream_into(
+        &self,
+        request: &ChatRequest,
+        started: Instant,
+        c: &mut Completion,
+        first_token: &OnceLock<Instant>,
+    ) -> Result<(), Failure> {
         let mut chunk_times: Vec<Instant> = Vec::new();
         let mut usage_seen = false;
         let streamed = self
@@ -215,6 +245,8 @@ impl Engine {
                     if !text.is_empty() {
                         let now = Instant::now();
                         if c.ttft_s.is_none() {
+                            let _ = first_token.set(now);
+                            c.first_token = Some(now);
                             c.ttft_s = Some((now - started).as_secs_f64());
                         }
                         chunk_times.push(now);
@@ -235,6 +267,9 @@ impl Engine {
         if chunk_times.len() >= 2 {
             let span = (*chunk_times.last().expect("non-empty") - chunk_times[0]).as_secs_f64();
             c.mean_itl_s = Some(span / (chunk_times.len() - 1) as f64);
+            let mut gaps: Vec<f64> = chunk_times.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+            gaps.sort_by(f64::total_cmp);
+            (c.itl_p50_s, c.itl_p95_s) = (Some(percentile(&gaps, 0.5)), Some(percentile(&gaps, 0.95)));
         }
         if !usage_seen {
             return Err("the engine sent no `usage` (stream_options.include_usage unsupported?)".into());
@@ -243,9 +278,25 @@ impl Engine {
     }
 }
 
+/// The `p` quantile of sorted values, interpolated linearly as PostgreSQL's
+/// `percentile_cont` does, so agent and database agree.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = p * (sorted.len().saturating_sub(1)) as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{names_for, server_side};
+    use super::{names_for, percentile, server_side};
+
+    #[test]
+    fn percentiles_interpolate_like_postgres() {
+        // SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY x) FROM unnest('{1,2,3,4,10}') x → 8.8
+        assert!((percentile(&[1.0, 2.0, 3.0, 4.0, 10.0], 0.95) - 8.8).abs() < 1e-12);
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 0.5), 2.5);
+        assert_eq!(percentile(&[7.0], 0.95), 7.0);
+    }
 
     #[test]
     fn streamed_server_errors_are_the_engines() {

@@ -60,6 +60,11 @@ impl HeldLease {
         *self.lost.borrow()
     }
 
+    /// The shard this lease is for.
+    pub fn shard_id(&self) -> &str {
+        &self.shard_id
+    }
+
     /// Stops naming the shard in heartbeats (it is being given back).
     pub fn stop_naming(&self) {
         self.held.0.lock().expect("not poisoned").remove(&self.shard_id);

@@ -4,11 +4,13 @@
 
 pub mod attribution;
 pub mod client;
+pub mod commit;
 pub mod config;
 pub mod engine;
 pub mod hardware;
 pub mod join;
 pub mod leases;
+pub mod ledger;
 pub mod managed;
 pub mod meter;
 pub mod pin;
@@ -16,9 +18,10 @@ pub mod power;
 pub mod provenance;
 pub mod runner;
 pub mod sampler;
-pub mod shard;
+pub mod session;
 pub mod shutdown;
 pub mod spool;
+pub mod steady;
 
 /// The agent's version, recorded with every join.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -112,9 +112,13 @@ struct RunArgs {
     /// for a model an engine serves under another id.
     #[arg(long = "model-alias")]
     model_aliases: Vec<String>,
-    /// Idle power measurement before each shard (0s to skip).
+    /// Idle power measurement on the warm engine, once per run session (0s to skip).
     #[arg(long, env = "IPW_IDLE", default_value = "10s", value_parser = humantime::parse_duration)]
     idle: Duration,
+    /// Measure idle power again after this long (pausing new requests), and whenever the
+    /// model or engine changes.
+    #[arg(long, env = "IPW_IDLE_EVERY", default_value = "30m", value_parser = humantime::parse_duration)]
+    idle_every: Duration,
     /// How concurrent queries share an interval's energy: time-share or token-share.
     #[arg(long, value_enum, default_value = "time-share")]
     attribution: Rule,
@@ -239,6 +243,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 poll_interval,
                 request_timeout,
                 idle,
+                idle_every,
                 attribution,
                 power,
                 model_aliases,
@@ -255,7 +260,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 exit_when_idle,
                 poll_interval,
                 request_timeout,
-                power: PowerOptions { hz: power.power_hz, idle, rule: attribution, discovery: power.discovery() },
+                power: PowerOptions {
+                    hz: power.power_hz,
+                    idle,
+                    idle_every,
+                    rule: attribution,
+                    discovery: power.discovery(),
+                },
                 model_aliases,
                 retry_for,
                 heartbeat_interval,

@@ -1,15 +1,16 @@
 //! The agent's energy meter: discovery, the sampler, the idle baseline, per-query attribution
 //! and the shard's telemetry record.
 
-use crate::attribution::{self, Rule, Window};
+use crate::attribution::{self, Rule};
+use crate::ledger::QueryEnergy;
 use crate::power::{self, DiscoveryOptions, NoPower};
 use crate::sampler::{DEFAULT_HZ, Sampler};
-use ipw_proto::v1::{Energy, PowerSourceInfo, SeriesChunk, ShardTelemetry};
+use ipw_proto::v1::{Energy, PowerSourceInfo, SeriesChunk, SessionTelemetry};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Samples per uploaded series chunk.
+/// Samples per uploaded series chunk, at most.
 const CHUNK_SAMPLES: usize = 4096;
-/// How long the ring buffer reaches back: a whole shard must fit.
+/// How long the ring buffer reaches back: a session's steady window is measured on it.
 const RING_SECONDS: f64 = 4.0 * 3600.0;
 
 /// How energy is measured.
@@ -17,8 +18,10 @@ const RING_SECONDS: f64 = 4.0 * 3600.0;
 pub struct PowerOptions {
     /// Samples per second.
     pub hz: f64,
-    /// Idle measurement before each shard.
+    /// Idle measurement, once per session on the warm engine.
     pub idle: Duration,
+    /// How often the idle measurement is repeated within a long session (`--idle-every`).
+    pub idle_every: Duration,
     /// How concurrent queries share energy.
     pub rule: Rule,
     /// Where to look for sources.
@@ -30,13 +33,14 @@ impl Default for PowerOptions {
         Self {
             hz: DEFAULT_HZ,
             idle: Duration::from_secs(10),
+            idle_every: Duration::from_secs(30 * 60),
             rule: Rule::TimeShare,
             discovery: DiscoveryOptions::default(),
         }
     }
 }
 
-/// The idle baseline measured before a shard.
+/// An idle baseline, measured on the warm engine with nothing in flight.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Idle {
     /// Mean power while idle, in watts.
@@ -50,6 +54,8 @@ pub struct Idle {
 /// Discovery plus a running sampler, or the reason there is none.
 pub struct Meter {
     sampler: Option<Sampler>,
+    /// The clock's zero without a sampler: load and steady windows are timed all the same.
+    epoch: Instant,
     null_reason: String,
     rule: Rule,
     idle: Duration,
@@ -75,7 +81,7 @@ impl Meter {
                 tracing::warn!(reason = %null_reason, "no readable power source: energy will be recorded as unknown")
             }
         }
-        Self { sampler, null_reason, rule: opts.rule, idle: opts.idle }
+        Self { sampler, epoch: Instant::now(), null_reason, rule: opts.rule, idle: opts.idle }
     }
 
     /// Whether anything is being measured.
@@ -92,9 +98,13 @@ impl Meter {
             .collect()
     }
 
-    /// The sampler clock reading of an instant (0 without a sampler).
+    /// Seconds on the sampler clock for an instant (on a clock of the meter's own without a
+    /// sampler, so load and steady windows are timed all the same).
     pub fn clock(&self, at: Instant) -> f64 {
-        self.sampler.as_ref().map(|s| s.clock(at)).unwrap_or(0.0)
+        match &self.sampler {
+            Some(s) => s.clock(at),
+            None => at.saturating_duration_since(self.epoch).as_secs_f64(),
+        }
     }
 
     /// Measures idle power for the configured time. `None` without a source or with an idle
@@ -109,47 +119,53 @@ impl Meter {
         Some(Idle { power_w: (joules / (to - from)).max(0.0), from, seconds: to - from })
     }
 
-    /// Each window's energy record, in order, and the shard's active energy.
-    pub async fn attribute(&self, windows: &[Window], idle: Option<Idle>) -> (Vec<Energy>, Option<f64>) {
-        let unknown = |reason: String| NoPower::new(reason).energy_record(self.rule);
+    /// The newest sample's time: how far the series reaches. `None` without a sampler.
+    pub fn newest(&self) -> Option<f64> {
+        self.sampler.as_ref().and_then(Sampler::newest)
+    }
+
+    /// The summed cumulative series `(t, J)` around `[from, to]` (empty without a sampler).
+    pub fn series(&self, from: f64, to: f64) -> Vec<(f64, f64)> {
+        self.sampler.as_ref().map(|s| s.total_series(from, to)).unwrap_or_default()
+    }
+
+    /// Energy measured between two instants on the sampler clock.
+    pub fn energy_between(&self, from: f64, to: f64) -> Option<f64> {
+        attribution::energy_between(&self.series(from, to), from, to)
+    }
+
+    /// The energy record of a query: its attributed energy, or `None` with the reason (the
+    /// meter's own reason when there is no source).
+    pub fn energy_record(&self, energy: Result<QueryEnergy, String>) -> Energy {
         let Some(s) = &self.sampler else {
-            return (vec![unknown(self.null_reason.clone()); windows.len()], None);
+            return NoPower::new(self.null_reason.clone()).energy_record(self.rule);
         };
-        if windows.is_empty() {
-            return (Vec::new(), Some(0.0));
+        let e = match energy {
+            Ok(e) => e,
+            Err(reason) => return NoPower::new(reason).energy_record(self.rule),
+        };
+        let (source, scope) = self.provenance();
+        Energy {
+            energy_j: Some(e.raw_j()),
+            dynamic_energy_j: e.dynamic_j,
+            source,
+            scope,
+            sample_hz: s.hz(),
+            attribution: self.rule.as_str().into(),
+            null_reason: String::new(),
+            prefill_energy_j: Some(e.prefill_j),
+            decode_energy_j: Some(e.decode_j),
         }
-        let lo = windows.iter().map(|w| w.start).fold(f64::INFINITY, f64::min);
-        let hi = windows.iter().map(|w| w.end).fold(f64::NEG_INFINITY, f64::max);
-        s.wait_past(hi).await;
-        let series = s.total_series(lo, hi);
-        let slowest = s.sources().iter().map(|i| i.update_period).max().unwrap_or_default();
-        let short = windows.iter().filter(|w| w.end - w.start < slowest.as_secs_f64()).count();
-        if short > 0 {
-            tracing::warn!(
-                short,
-                update_period_ms = slowest.as_millis() as u64,
-                "queries shorter than the power source's update period: their energy is interpolated, not resolved"
-            );
-        }
-        match attribution::attribute(&series, windows, self.rule, idle.map(|i| i.power_w)) {
-            Ok(shares) => {
-                let (source, scope) = self.provenance();
-                let records = shares
-                    .iter()
-                    .map(|a| Energy {
-                        energy_j: Some(a.raw_j),
-                        dynamic_energy_j: a.dynamic_j,
-                        source: source.clone(),
-                        scope: scope.clone(),
-                        sample_hz: s.hz(),
-                        attribution: self.rule.as_str().into(),
-                        null_reason: String::new(),
-                    })
-                    .collect();
-                (records, attribution::active_energy(&series, windows))
-            }
-            Err(e) => (vec![unknown(format!("energy attribution failed: {e}")); windows.len()], None),
-        }
+    }
+
+    /// How concurrent queries share energy.
+    pub fn rule(&self) -> Rule {
+        self.rule
+    }
+
+    /// Why there is no energy, when there is no sampler.
+    pub fn null_reason(&self) -> Option<&str> {
+        self.sampler.is_none().then_some(self.null_reason.as_str())
     }
 
     /// `kind+kind`, `scope+scope`: every source that went into the totals.
@@ -167,49 +183,50 @@ impl Meter {
         (kinds.join("+"), scopes.join("+"))
     }
 
-    /// The shard's telemetry: idle baseline and the raw series from the idle start (or first
-    /// query) to the last query's end. `None` without a sampler.
-    pub fn telemetry(
+    /// A session's telemetry record with the series' samples after `after` up to `upto`, cut
+    /// into chunks numbered from `first_chunk` (per source). Without a sampler it carries the
+    /// reason there is no energy.
+    pub fn session_telemetry(
         &self,
-        shard_id: &str,
-        from: f64,
-        to: f64,
-        idle: Option<Idle>,
-        active: Option<f64>,
-    ) -> Option<ShardTelemetry> {
-        let s = self.sampler.as_ref()?;
-        let samples = s.samples(from, to);
-        let mut chunks = Vec::new();
+        session_id: &str,
+        run_id: &str,
+        after: f64,
+        upto: f64,
+        first_chunk: u32,
+    ) -> SessionTelemetry {
+        let mut t = SessionTelemetry {
+            session_id: session_id.to_owned(),
+            run_id: run_id.to_owned(),
+            attribution: self.rule.as_str().into(),
+            null_reason: self.null_reason.clone(),
+            ..Default::default()
+        };
+        let Some(s) = &self.sampler else { return t };
+        t.null_reason.clear();
+        let samples: Vec<_> = s.samples(after, upto).into_iter().filter(|x| x.t > after && x.t <= upto).collect();
         for (source_index, _) in s.sources().iter().enumerate() {
-            for (chunk_index, part) in samples.chunks(CHUNK_SAMPLES).enumerate() {
-                chunks.push(SeriesChunk {
+            for (i, part) in samples.chunks(CHUNK_SAMPLES).enumerate() {
+                t.chunks.push(SeriesChunk {
                     source_index: source_index as u32,
-                    chunk_index: chunk_index as u32,
+                    chunk_index: first_chunk + i as u32,
                     t_s: part.iter().map(|x| x.t).collect(),
                     energy_j: part.iter().map(|x| x.cumulative_j[source_index]).collect(),
                 });
             }
         }
-        let zero_us = s.epoch_wall().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
-        Some(ShardTelemetry {
-            shard_id: shard_id.to_owned(),
-            idle_power_w: idle.map(|i| i.power_w),
-            idle_seconds: idle.map(|i| i.seconds).unwrap_or(0.0),
-            sample_hz: s.hz(),
-            attribution: self.rule.as_str().into(),
-            sources: s
-                .sources()
-                .iter()
-                .map(|i| PowerSourceInfo {
-                    kind: i.kind.as_str().into(),
-                    scope: i.scope.into(),
-                    name: i.name.clone(),
-                    details_json: i.details.to_string(),
-                })
-                .collect(),
-            clock_zero_unix_us: zero_us,
-            chunks,
-            active_energy_j: active,
-        })
+        t.clock_zero_unix_us =
+            s.epoch_wall().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+        t.sample_hz = s.hz();
+        t.sources = s
+            .sources()
+            .iter()
+            .map(|i| PowerSourceInfo {
+                kind: i.kind.as_str().into(),
+                scope: i.scope.into(),
+                name: i.name.clone(),
+                details_json: i.details.to_string(),
+            })
+            .collect();
+        t
     }
 }

@@ -1,6 +1,8 @@
-//! `ipw-agent run`: lease, execute, upload, repeat.
+//! `ipw-agent run`: lease a shard, run a measurement session on its run (see
+//! [`crate::session`]), repeat.
 
 use crate::client::{self, Coordinator};
+use crate::commit;
 use crate::config::AgentConfig;
 use crate::engine::Engine;
 use crate::leases::Held;
@@ -8,7 +10,7 @@ use crate::managed::{ManagedEngine, ManagedOptions};
 use crate::meter::{Meter, PowerOptions};
 use crate::power::NoPower;
 use crate::provenance;
-use crate::shard::{self, End};
+use crate::session::{self, End};
 use crate::shutdown::Shutdown;
 use crate::spool::{Spool, SpoolKey};
 use anyhow::Context;
@@ -141,6 +143,7 @@ async fn lease_loop(
     summary.duplicates += duplicates;
     let mut unready_since: Option<tokio::time::Instant> = None;
     let mut engine_failed_in_a_row = 0;
+    let mut last_idle = None;
     loop {
         if opts.shutdown.is_requested() {
             tracing::info!(shards = summary.shards, "stopped on request");
@@ -172,31 +175,29 @@ async fn lease_loop(
         // longer than the lease.
         let holding = held.hold(&lease.shard_id);
         if opts.shutdown.is_requested() {
-            shard::give_back(coord, &lease, Vec::new(), opts).await;
+            holding.stop_naming();
+            commit::give_back(coord, vec![lease.shard_id.clone()], Vec::new(), opts).await;
             continue;
         }
         if let Some(m) = managed.as_deref_mut()
             && let Err(e) = m.ensure(&lease.model).await
         {
-            shard::give_back(coord, &lease, Vec::new(), opts).await;
+            holding.stop_naming();
+            commit::give_back(coord, vec![lease.shard_id.clone()], Vec::new(), opts).await;
             anyhow::bail!("managed engine: {e}");
         }
         if !reported.contains(&lease.run_id) && report_provenance(coord, engine, meter, &lease.run_id).await {
             reported.insert(lease.run_id.clone());
         }
-        let tools = shard::Tools { coord, engine, meter, spool };
-        let outcome = shard::run(tools, &lease, &holding, opts).await?;
-        summary.committed += outcome.committed;
-        summary.duplicates += outcome.duplicates;
+        let tools = session::Tools { coord, engine, meter, spool, held };
+        let outcome = session::run(tools, lease, holding, &mut last_idle, opts).await?;
+        summary.committed += outcome.committed.committed;
+        summary.duplicates += outcome.committed.duplicates;
+        summary.shards += outcome.committed.shards;
         match outcome.end {
-            End::Answered => {
-                engine_failed_in_a_row = 0;
-                if complete_shard(coord, &lease.shard_id, opts).await {
-                    summary.shards += 1;
-                }
-            }
+            End::RanOut => engine_failed_in_a_row = 0,
             End::EngineFailed => back_off_after_engine_failure(&mut engine_failed_in_a_row, opts).await,
-            End::Lost | End::Stopped => {}
+            End::Stopped => {}
         }
     }
 }
@@ -246,7 +247,7 @@ async fn ask_for_lease(
         None => engine.model_names().await,
     };
     available_models.extend(opts.model_aliases.iter().cloned());
-    let request = AcquireLeaseRequest { available_models };
+    let request = AcquireLeaseRequest { available_models, run_id: String::new() };
     let asked = patiently("acquire a lease", opts.retry_for, || {
         let (mut c, r) = (coord.clone(), request.clone());
         async move { c.acquire_lease(r).await }
@@ -301,7 +302,7 @@ async fn report_provenance(coord: &mut Coordinator, engine: &Engine, meter: &Met
 }
 
 /// Marks a shard complete, retrying while the coordinator is away; returns whether it was.
-async fn complete_shard(coord: &mut Coordinator, shard_id: &str, opts: &RunOptions) -> bool {
+pub(crate) async fn complete_shard(coord: &mut Coordinator, shard_id: &str, opts: &RunOptions) -> bool {
     let complete = CompleteShardRequest { shard_id: shard_id.to_owned() };
     match patiently("complete a shard", opts.patience(), || {
         let (mut c, r) = (coord.clone(), complete.clone());

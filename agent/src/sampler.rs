@@ -168,6 +168,11 @@ impl Sampler {
         at.saturating_duration_since(self.epoch).as_secs_f64()
     }
 
+    /// The newest sample's time.
+    pub fn newest(&self) -> Option<f64> {
+        self.shared.ring.lock().expect("not poisoned").back().map(|s| s.t)
+    }
+
     /// Samples from the last one at or before `from` to the first one at or after `to`.
     pub fn samples(&self, from: f64, to: f64) -> Vec<Sample> {
         let ring = self.shared.ring.lock().expect("not poisoned");

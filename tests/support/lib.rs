@@ -230,6 +230,7 @@ impl Fleet {
             shard_size,
             repetitions: 1,
             params: Some(GenerationParams { max_tokens, temperature: 0.0, top_p: 1.0 }),
+            ..Default::default()
         };
         Ok(self.admin.create_run(request).await?.into_inner())
     }
@@ -388,6 +389,27 @@ pub fn agent_service_process_on(
     agent: &AgentConfig,
     engine_url: &str,
 ) -> anyhow::Result<tokio::process::Command> {
+    agent_command(dir, agent, engine_url, &dir.join("no-powercap"))
+}
+
+/// Like [`agent_process`], but sampling the RAPL zones under `powercap` (a
+/// [`PowercapFixture`]'s root).
+pub fn metered_agent_process(
+    dir: &Path,
+    agent: &AgentConfig,
+    powercap: &Path,
+) -> anyhow::Result<tokio::process::Command> {
+    let mut cmd = agent_command(dir, agent, &engine_url(), powercap)?;
+    cmd.arg("--exit-when-idle");
+    Ok(cmd)
+}
+
+fn agent_command(
+    dir: &Path,
+    agent: &AgentConfig,
+    engine_url: &str,
+    powercap: &Path,
+) -> anyhow::Result<tokio::process::Command> {
     let config = dir.join(format!("{}.json", agent.name));
     agent.save(&config)?;
     let mut cmd = tokio::process::Command::new(binary("ipw-agent"));
@@ -396,10 +418,60 @@ pub fn agent_service_process_on(
     cmd.arg("--spool-dir").arg(agent_spool(dir, &agent.name).dir());
     cmd.args(["--idle", "0s", "--poll-interval", "200ms", "--heartbeat-interval", "1s"]);
     cmd.args(["--retry-for", "60s", "--gpus="]);
-    cmd.arg("--powercap-root").arg(dir.join("no-powercap"));
+    cmd.arg("--powercap-root").arg(powercap);
     cmd.arg("--drm-root").arg(dir.join("no-drm"));
     cmd.env("RUST_LOG", "warn").kill_on_drop(true);
     Ok(cmd)
+}
+
+/// A RAPL package zone in the kernel's sysfs format (`energy_uj`, `max_energy_range_uj`,
+/// `name`) whose counter a thread advances at a known power, wrapping like the real one. A
+/// FIXTURE for the energy path on machines without a power source: its figures are never a
+/// measurement. Stops when dropped.
+pub struct PowercapFixture {
+    /// The powercap root to point an agent at (`--powercap-root`).
+    pub root: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PowercapFixture {
+    /// The counter's wrap point, in µJ, as a real package zone reports it.
+    pub const WRAP_UJ: u64 = 262_143_328_850;
+
+    /// Starts a zone under `dir/powercap` drawing `watts`.
+    pub fn start(dir: &Path, watts: f64) -> anyhow::Result<Self> {
+        let root = dir.join("powercap");
+        let zone = root.join("intel-rapl:0");
+        std::fs::create_dir_all(&zone)?;
+        std::fs::write(zone.join("name"), "package-0\n")?;
+        std::fs::write(zone.join("max_energy_range_uj"), format!("{}\n", Self::WRAP_UJ))?;
+        std::fs::write(zone.join("energy_uj"), "0\n")?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let start = std::time::Instant::now();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let uj = (start.elapsed().as_secs_f64() * watts * 1e6) as u64 % Self::WRAP_UJ;
+                    let tmp = zone.join("energy_uj.tmp");
+                    std::fs::write(&tmp, format!("{uj}\n")).expect("fixture counter written");
+                    std::fs::rename(&tmp, zone.join("energy_uj")).expect("fixture counter renamed");
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        };
+        Ok(Self { root, stop, writer: Some(writer) })
+    }
+}
+
+impl Drop for PowercapFixture {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
 }
 
 /// A llama-server of the test's own, serving SmolLM2 on a fixed port, which the test may kill

@@ -24,6 +24,8 @@ impl NoPower {
             sample_hz: 0.0,
             attribution: attribution.as_str().into(),
             null_reason: self.reason.clone(),
+            prefill_energy_j: None,
+            decode_energy_j: None,
         }
     }
 }

@@ -11,8 +11,9 @@ use ipw_proto::kinds::AgentStatus;
 use ipw_proto::v1::agent_service_server::AgentService;
 use ipw_proto::v1::{
     AcquireLeaseRequest, AcquireLeaseResponse, BatchAck, CompleteShardRequest, CompleteShardResponse, GenerationParams,
-    HeartbeatRequest, HeartbeatResponse, Lease, Provenance, ProvenanceAck, ReleaseLeasesRequest, ReleaseLeasesResponse,
-    ResultBatch, RotateCredentialRequest, RotateCredentialResponse, ShardTelemetry, ShardTelemetryAck, WorkItem,
+    HeartbeatRequest, HeartbeatResponse, Lease, LoadPattern, Provenance, ProvenanceAck, ReleaseLeasesRequest,
+    ReleaseLeasesResponse, ResultBatch, RotateCredentialRequest, RotateCredentialResponse, SessionTelemetry,
+    SessionTelemetryAck, ShardTelemetry, ShardTelemetryAck, WorkItem,
 };
 use std::pin::Pin;
 use tokio_stream::wrappers::ReceiverStream;
@@ -126,8 +127,12 @@ impl AgentService for AgentServiceImpl {
             )));
         }
         // Only runs of models this agent's engine serves: it could not run the others.
-        let available_models = request.into_inner().available_models;
-        let lease = acquire(&self.state, caller, &available_models).await?;
+        let request = request.into_inner();
+        let only_run = (!request.run_id.is_empty())
+            .then(|| Uuid::parse_str(&request.run_id))
+            .transpose()
+            .map_err(|_| Status::invalid_argument(format!("run_id \"{}\" is not a UUID", request.run_id)))?;
+        let lease = acquire(&self.state, caller, &request.available_models, only_run).await?;
         Ok(Response::new(AcquireLeaseResponse { lease }))
     }
 
@@ -188,6 +193,21 @@ impl AgentService for AgentServiceImpl {
         Ok(Response::new(ShardTelemetryAck {}))
     }
 
+    async fn upload_session_telemetry(
+        &self,
+        request: Request<SessionTelemetry>,
+    ) -> Result<Response<SessionTelemetryAck>, Status> {
+        let caller = authenticate(&self.state, &request).await?;
+        let t = request.into_inner();
+        let session = telemetry::validate_session(&t)
+            .map_err(|e| Status::invalid_argument(format!("telemetry of session {}: {e}", t.session_id)))?;
+        if !leases::ever_leased_run(&self.state.pool, session.run_id, caller.id).await? {
+            return Err(Status::permission_denied(format!("run {} was never leased to this agent", session.run_id)));
+        }
+        store::sessions::upsert(&self.state.pool, caller.id, &session, &t).await?;
+        Ok(Response::new(SessionTelemetryAck {}))
+    }
+
     async fn report_provenance(&self, request: Request<Provenance>) -> Result<Response<ProvenanceAck>, Status> {
         let caller = authenticate(&self.state, &request).await?;
         let p = request.into_inner();
@@ -224,10 +244,15 @@ fn shard_ids(ids: &[String]) -> Result<Vec<Uuid>, Status> {
 
 /// Leases the next shard this agent may run, if any, with its work items: each query's
 /// prompt for every repetition not yet committed.
-async fn acquire(state: &State, caller: Caller, available_models: &[String]) -> store::Result<Option<Lease>> {
+async fn acquire(
+    state: &State,
+    caller: Caller,
+    available_models: &[String],
+    only_run: Option<Uuid>,
+) -> store::Result<Option<Lease>> {
     let mut tx = state.pool.begin().await?;
     leases::fail_exhausted(&mut tx, state.max_attempts).await?;
-    let Some(shard) = leases::lease_next(&mut tx, caller.id, state.lease_ttl, available_models).await? else {
+    let Some(shard) = leases::lease_next(&mut tx, caller.id, state.lease_ttl, available_models, only_run).await? else {
         agents::touch(&mut tx, caller.id).await?;
         tx.commit().await?;
         return Ok(None);
@@ -261,6 +286,11 @@ async fn acquire(state: &State, caller: Caller, available_models: &[String]) -> 
             top_p: run.top_p,
         }),
         items,
+        load: Some(LoadPattern {
+            kind: run.load_pattern,
+            rate_per_s: run.rate_per_s.unwrap_or(0.0),
+            seed: run.arrival_seed as u64,
+        }),
     }))
 }
 

@@ -4,15 +4,16 @@ use super::render::table::render_status;
 use super::{Admin, refused};
 use clap::Subcommand;
 use ipw_proto::kinds::RunStatus;
-use ipw_proto::v1::{CreateRunRequest, GenerationParams, RunStatusRequest};
+use ipw_proto::v1::{CreateRunRequest, GenerationParams, LoadPattern, RunStatusRequest};
 use std::time::Duration;
 
 /// Engine settings and sharding, shared by `ipw run create` and `ipw sweep create`.
 #[derive(clap::Args, Debug)]
 pub struct EngineSettings {
-    /// Queries in flight at once on an agent.
-    #[arg(long, default_value_t = 1)]
-    pub concurrency: u32,
+    /// Queries in flight at once on an agent. A list (`1,4,16,64`) makes one run per level
+    /// (`ipw run create` only), so energy per query against batch size is one query.
+    #[arg(long, default_value = "1", value_delimiter = ',', num_args = 1..)]
+    pub concurrency: Vec<u32>,
     /// Queries per shard (the unit of leasing).
     #[arg(long, default_value_t = 50)]
     pub shard_size: u32,
@@ -30,7 +31,67 @@ pub struct EngineSettings {
     pub top_p: f32,
 }
 
+/// How requests are started and what counts as good: `ipw run create`.
+#[derive(clap::Args, Debug)]
+pub struct LoadFlags {
+    /// Open-loop arrivals at this rate (`5/s`, `300/min`) instead of a fixed concurrency.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Open-loop arrival process.
+    #[arg(long, default_value = "poisson", value_parser = ["poisson", "constant"])]
+    pub arrival: String,
+    /// Goodput SLOs: `ttft=2s,tpot=100ms` (either or both).
+    #[arg(long, value_parser = parse_slo)]
+    pub slo: Option<(f64, f64)>,
+}
+
+impl LoadFlags {
+    /// The load pattern these flags ask for (`None`: closed loop).
+    fn pattern(&self, seed: i64) -> Option<LoadPattern> {
+        self.rate.map(|rate_per_s| LoadPattern { kind: self.arrival.clone(), rate_per_s, seed: seed as u64 })
+    }
+}
+
+/// `5/s`, `5`, `300/min`: arrivals per second.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let (n, per) = s.split_once('/').unwrap_or((s, "s"));
+    let n: f64 = n.trim().parse().map_err(|_| format!("\"{s}\" is not a rate such as 5/s"))?;
+    let seconds = match per.trim() {
+        "s" | "sec" => 1.0,
+        "min" | "m" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown rate unit \"{other}\"; use /s, /min or /h")),
+    };
+    if !(n.is_finite() && n > 0.0) {
+        return Err(format!("the rate must be positive, got \"{s}\""));
+    }
+    Ok(n / seconds)
+}
+
+/// `ttft=2s,tpot=100ms` → (ttft, tpot) in seconds, 0 for an SLO not given.
+fn parse_slo(s: &str) -> Result<(f64, f64), String> {
+    let (mut ttft, mut tpot) = (0.0, 0.0);
+    for part in s.split(',') {
+        let (name, value) = part.split_once('=').ok_or_else(|| format!("\"{part}\" is not name=duration"))?;
+        let d = humantime::parse_duration(value.trim()).map_err(|e| format!("SLO {name}: {e}"))?.as_secs_f64();
+        match name.trim() {
+            "ttft" => ttft = d,
+            "tpot" => tpot = d,
+            other => return Err(format!("unknown SLO \"{other}\"; expected ttft or tpot")),
+        }
+    }
+    Ok((ttft, tpot))
+}
+
 impl EngineSettings {
+    /// The one concurrency of a sweep: a list is for `ipw run create`.
+    pub fn single_concurrency(&self) -> anyhow::Result<u32> {
+        match self.concurrency.as_slice() {
+            [c] => Ok(*c),
+            _ => anyhow::bail!("--concurrency takes one value for a sweep; a list is for `ipw run create`"),
+        }
+    }
+
     /// The generation parameters these flags set.
     pub fn params(&self) -> GenerationParams {
         GenerationParams { max_tokens: self.max_tokens, temperature: self.temperature, top_p: self.top_p }
@@ -57,6 +118,9 @@ pub enum RunCmd {
         /// Engine settings and sharding.
         #[command(flatten)]
         engine: EngineSettings,
+        /// Load pattern and SLOs.
+        #[command(flatten)]
+        load: LoadFlags,
     },
     /// Shows a run's progress.
     Status {
@@ -71,22 +135,33 @@ pub enum RunCmd {
 /// Runs one `ipw run` command.
 pub async fn run(admin: &mut Admin, url: &str, cmd: RunCmd) -> anyhow::Result<()> {
     match cmd {
-        RunCmd::Create { workload, model, sample, seed, engine } => {
-            let request = CreateRunRequest {
-                workload,
-                model,
-                sample,
-                seed,
-                concurrency: engine.concurrency,
-                shard_size: engine.shard_size,
-                repetitions: engine.repetitions,
-                params: Some(engine.params()),
-            };
-            let r = admin.create_run(request).await.map_err(refused(url))?.into_inner();
-            println!(
-                "run {}: {} queries of \"{}\" on {} in {} shards",
-                r.run_id, r.queries, r.workload, r.model, r.shards
-            );
+        RunCmd::Create { workload, model, sample, seed, engine, load } => {
+            let (slo_ttft_s, slo_tpot_s) = load.slo.unwrap_or_default();
+            // One run per concurrency level, all on the same seeded sample.
+            for &concurrency in &engine.concurrency {
+                let request = CreateRunRequest {
+                    workload: workload.clone(),
+                    model: model.clone(),
+                    sample,
+                    seed,
+                    concurrency,
+                    shard_size: engine.shard_size,
+                    repetitions: engine.repetitions,
+                    params: Some(engine.params()),
+                    load: load.pattern(seed),
+                    slo_ttft_s,
+                    slo_tpot_s,
+                };
+                let r = admin.create_run(request).await.map_err(refused(url))?.into_inner();
+                let how = match load.rate {
+                    Some(rate) => format!("{} arrivals at {rate}/s", load.arrival),
+                    None => format!("concurrency {concurrency}"),
+                };
+                println!(
+                    "run {}: {} queries of \"{}\" on {} in {} shards, {how}",
+                    r.run_id, r.queries, r.workload, r.model, r.shards
+                );
+            }
         }
         RunCmd::Status { run, watch } => {
             if watch {

@@ -84,8 +84,8 @@ pub struct CreateSweep {
 
 impl CreateSweep {
     /// The sweep definition these flags describe.
-    fn into_spec(self) -> SweepSpec {
-        SweepSpec {
+    fn into_spec(self) -> anyhow::Result<SweepSpec> {
+        Ok(SweepSpec {
             name: self.name,
             workload: self.workload,
             models: self.models,
@@ -94,7 +94,7 @@ impl CreateSweep {
             stratify: self.stratify,
             labels: self.labels.into_iter().collect(),
             accelerator: self.accelerator,
-            concurrency: self.engine.concurrency,
+            concurrency: self.engine.single_concurrency()?,
             shard_size: self.engine.shard_size,
             repetitions: self.engine.repetitions,
             warmup: self.warmup,
@@ -103,7 +103,7 @@ impl CreateSweep {
             timezone: if self.cron.is_empty() { String::new() } else { self.timezone },
             cron: self.cron,
             missed_policy: self.missed.as_str().to_owned(),
-        }
+        })
     }
 }
 
@@ -111,7 +111,7 @@ impl CreateSweep {
 pub async fn run(admin: &mut Admin, url: &str, cmd: SweepCmd) -> anyhow::Result<()> {
     let set = |sweep_id: String, to: SweepStatus| SweepStatusRequest { sweep_id, status: to.as_str().into() };
     let info = match cmd {
-        SweepCmd::Create(c) => admin.create_sweep(c.into_spec()).await,
+        SweepCmd::Create(c) => admin.create_sweep(c.into_spec()?).await,
         SweepCmd::List => {
             let sweeps = admin.list_sweeps(ListSweepsRequest {}).await.map_err(refused(url))?.into_inner().sweeps;
             print!("{}", list(sweeps));

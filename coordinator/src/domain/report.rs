@@ -128,6 +128,48 @@ summary_row! {
         pub energy_null_reason: Option<String>,
         /// The scoring whose verdicts the accuracy rests on.
         pub scoring_id: Option<Uuid>,
+        /// Mean energy per query from send to first token, J.
+        pub prefill_joules_per_query: Option<f64>,
+        /// Mean energy per query from first token to end, J.
+        pub decode_joules_per_query: Option<f64>,
+        /// Mean time per output token after the first, s.
+        pub tpot_mean_s: Option<f64>,
+        /// Median over queries of each query's median inter-token latency, s.
+        pub itl_p50_s: Option<f64>,
+        /// Median over queries of each query's 95th percentile inter-token latency, s.
+        pub itl_p95_s: Option<f64>,
+        /// Requests per second that met the run's SLOs (all requests without SLOs).
+        pub goodput_per_s: Option<f64>,
+        /// Share of requests that met the run's SLOs.
+        pub slo_attainment: Option<f64>,
+        /// Queries wholly inside their session's steady-state window.
+        pub steady_queries: i64,
+        /// Their attributed energy over their output tokens, J/token.
+        pub steady_joules_per_output_token: Option<f64>,
+        /// IPW over the queries inside the steady-state window.
+        pub steady_ipw: Option<f64>,
+        /// closed, poisson or constant.
+        pub load_pattern: Option<String>,
+        /// Requests in flight (closed loop) or arrivals per second (open loop) asked for.
+        pub load_target: Option<f64>,
+        /// Length of the steady-state windows, less pauses, summed over sessions, s.
+        pub steady_s: Option<f64>,
+        /// Idle re-measurements cut out of the windows, s.
+        pub paused_s: Option<f64>,
+        /// Time-weighted load over the windows.
+        pub steady_load_mean: Option<f64>,
+        /// Power over the windows, W.
+        pub steady_power_w: Option<f64>,
+        /// Output tokens per second over the windows.
+        pub steady_output_tokens_per_s: Option<f64>,
+        /// Share of query time covered by power samples.
+        pub power_coverage: Option<f64>,
+        /// Open loop: requests that started late.
+        pub late_starts: Option<i64>,
+        /// Whether the run passed the stability rules (NULL: no session recorded).
+        pub stable: Option<bool>,
+        /// Why it did not.
+        pub instability: Option<String>,
     }
 }
 
@@ -155,7 +197,7 @@ mod tests {
         assert_eq!(back.ipw, None);
         let names = SummaryRow::COLUMNS;
         assert_eq!(names.first(), Some(&"run_id"));
-        assert_eq!(names.last(), Some(&"scoring_id"));
+        assert_eq!(names.last(), Some(&"instability"));
         assert_eq!(row.cells().iter().map(|c| c.0).collect::<Vec<_>>(), names);
         assert!(SummaryRow::from_wire(2, "{").unwrap_err().0.starts_with("report row 2"));
         // Figures come back bit for bit (serde_json's default float parsing is off by one ULP

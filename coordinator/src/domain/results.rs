@@ -62,6 +62,22 @@ pub struct ValidResult {
     pub energy_attribution: Attribution,
     /// Why energy is missing.
     pub energy_null_reason: Option<String>,
+    /// Energy from send to first token, J.
+    pub prefill_energy_j: Option<f64>,
+    /// Energy from first token to end, J.
+    pub decode_energy_j: Option<f64>,
+    /// Median inter-token latency, s.
+    pub itl_p50_s: Option<f64>,
+    /// 95th percentile inter-token latency, s.
+    pub itl_p95_s: Option<f64>,
+    /// Time per output token after the first, s.
+    pub tpot_s: Option<f64>,
+    /// The measurement session.
+    pub session_id: Option<Uuid>,
+    /// Whether the query ran wholly inside its session's steady-state window.
+    pub in_steady_window: bool,
+    /// Open loop: how late the request started.
+    pub start_delay_s: Option<f64>,
 }
 
 /// Checks one result on its own (ownership and membership are checked against the database).
@@ -118,6 +134,15 @@ pub fn validate(r: &QueryResult) -> Result<ValidResult, Invalid> {
         (None, _, true) => return Err("energy_j is missing and no null_reason says why".into()),
         _ => {}
     }
+    let optional = |field: &str, v: Option<f64>| v.map(|v| finite_nonneg(field, v)).transpose();
+    let prefill_energy_j = optional("energy.prefill_energy_j", energy.prefill_energy_j)?;
+    let decode_energy_j = optional("energy.decode_energy_j", energy.decode_energy_j)?;
+    if let (Some(e), Some(p), Some(d)) = (energy_j, prefill_energy_j, decode_energy_j)
+        && (p + d - e).abs() > 1e-6 * e.max(1.0)
+    {
+        return Err(format!("prefill ({p} J) and decode ({d} J) energy do not sum to energy_j ({e} J)").into());
+    }
+    let session_id = (!r.session_id.is_empty()).then(|| uuid("session_id", &r.session_id)).transpose()?;
     Ok(ValidResult {
         run_id,
         shard_id,
@@ -139,6 +164,14 @@ pub fn validate(r: &QueryResult) -> Result<ValidResult, Invalid> {
         sample_hz: finite_nonneg("energy.sample_hz", energy.sample_hz)?,
         energy_attribution,
         energy_null_reason: energy_j.is_none().then(|| short("energy.null_reason", &energy.null_reason)).transpose()?,
+        prefill_energy_j: prefill_energy_j.filter(|_| energy_j.is_some()),
+        decode_energy_j: decode_energy_j.filter(|_| energy_j.is_some()),
+        itl_p50_s: optional("itl_p50_s", r.itl_p50_s)?,
+        itl_p95_s: optional("itl_p95_s", r.itl_p95_s)?,
+        tpot_s: optional("tpot_s", r.tpot_s)?,
+        session_id,
+        in_steady_window: r.in_steady_window,
+        start_delay_s: optional("start_delay_s", r.start_delay_s)?,
     })
 }
 
@@ -163,6 +196,7 @@ mod tests {
             finish_reason: "stop".into(),
             error: String::new(),
             energy: Some(Energy { source: "none".into(), null_reason: "no power source".into(), ..Default::default() }),
+            ..Default::default()
         }
     }
 

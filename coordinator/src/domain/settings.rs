@@ -1,7 +1,7 @@
 //! Engine settings and sharding shared by every run of a request or a sweep.
 
 use super::Invalid;
-use ipw_proto::v1::GenerationParams;
+use ipw_proto::v1::{GenerationParams, LoadPattern};
 
 /// Default completion budget when a run does not set one.
 pub const DEFAULT_MAX_TOKENS: u32 = 1024;
@@ -25,6 +25,16 @@ pub struct Settings {
     pub warmup: i32,
     /// Memory a model needs; agents with less are not given it.
     pub model_memory_bytes: Option<i64>,
+    /// closed (concurrency), poisson or constant (arrivals at `rate_per_s`).
+    pub load_pattern: String,
+    /// Open loop: arrivals per second.
+    pub rate_per_s: Option<f64>,
+    /// Seeds Poisson arrivals.
+    pub arrival_seed: i64,
+    /// Goodput SLO on time to first token, s.
+    pub slo_ttft_s: Option<f64>,
+    /// Goodput SLO on time per output token, s.
+    pub slo_tpot_s: Option<f64>,
 }
 
 impl Settings {
@@ -67,7 +77,50 @@ impl Settings {
                 .then(|| i64::try_from(model_memory_bytes))
                 .transpose()
                 .map_err(|_| Invalid::new("the model memory is too large"))?,
+            load_pattern: "closed".into(),
+            rate_per_s: None,
+            arrival_seed: 0,
+            slo_ttft_s: None,
+            slo_tpot_s: None,
         })
+    }
+
+    /// Sets the load pattern (none or `closed`: today's concurrency) and the goodput SLOs
+    /// (0: none).
+    pub fn with_load(mut self, load: Option<LoadPattern>, slo_ttft_s: f64, slo_tpot_s: f64) -> Result<Self, Invalid> {
+        let load = load.unwrap_or_default();
+        match load.kind.as_str() {
+            "" | "closed" if load.rate_per_s == 0.0 => {}
+            "" | "closed" => return Err(Invalid::new("a rate needs an open-loop pattern: poisson or constant")),
+            "poisson" | "constant" if load.rate_per_s.is_finite() && load.rate_per_s > 0.0 => {
+                self.load_pattern = load.kind.clone();
+                self.rate_per_s = Some(load.rate_per_s);
+                self.arrival_seed = load.seed as i64;
+            }
+            "poisson" | "constant" => {
+                return Err(Invalid::new("the arrival rate must be a positive number per second"));
+            }
+            other => {
+                return Err(Invalid(format!("unknown load pattern \"{other}\"; expected closed, poisson or constant")));
+            }
+        }
+        let slo = |v: f64, what: &str| match v {
+            0.0 => Ok(None),
+            v if v.is_finite() && v > 0.0 => Ok(Some(v)),
+            _ => Err(Invalid(format!("the {what} SLO must be a positive number of seconds"))),
+        };
+        self.slo_ttft_s = slo(slo_ttft_s, "ttft")?;
+        self.slo_tpot_s = slo(slo_tpot_s, "tpot")?;
+        Ok(self)
+    }
+
+    /// The load pattern as a lease carries it.
+    pub fn load(&self) -> LoadPattern {
+        LoadPattern {
+            kind: self.load_pattern.clone(),
+            rate_per_s: self.rate_per_s.unwrap_or(0.0),
+            seed: self.arrival_seed as u64,
+        }
     }
 }
 
@@ -82,5 +135,22 @@ mod tests {
         assert!(Settings::from_request(2, 0, 1, 0, None, 0).unwrap_err().0.contains("shard size"));
         assert!(Settings::from_request(0, 1, 1, 0, None, 0).unwrap_err().0.contains("concurrency"));
         assert!(Settings::from_request(1, 1, 101, 0, None, 0).unwrap_err().0.contains("repetitions"));
+    }
+
+    #[test]
+    fn load_patterns_and_slos_are_checked() {
+        let base = Settings::from_request(2, 10, 1, 0, None, 0).unwrap();
+        let open = |kind: &str, rate: f64| Some(LoadPattern { kind: kind.into(), rate_per_s: rate, seed: 7 });
+        let s = base.clone().with_load(open("poisson", 5.0), 2.0, 0.1).unwrap();
+        assert_eq!(
+            (s.load_pattern.as_str(), s.rate_per_s, s.slo_ttft_s, s.slo_tpot_s),
+            ("poisson", Some(5.0), Some(2.0), Some(0.1))
+        );
+        assert_eq!(s.load().seed, 7);
+        assert_eq!(base.clone().with_load(None, 0.0, 0.0).unwrap(), base);
+        assert!(base.clone().with_load(open("poisson", 0.0), 0.0, 0.0).unwrap_err().0.contains("positive"));
+        assert!(base.clone().with_load(open("closed", 3.0), 0.0, 0.0).unwrap_err().0.contains("open-loop"));
+        assert!(base.clone().with_load(open("burst", 3.0), 0.0, 0.0).unwrap_err().0.contains("unknown load pattern"));
+        assert!(base.with_load(None, -1.0, 0.0).unwrap_err().0.contains("ttft"));
     }
 }

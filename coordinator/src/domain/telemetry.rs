@@ -1,8 +1,10 @@
-//! A shard's power telemetry, checked on its own before anything is stored.
+//! Power telemetry (a shard's, from older agents; a session's), checked on its own before
+//! anything is stored.
 
 use super::Invalid;
 use ipw_proto::kinds::{Attribution, PowerKind};
-use ipw_proto::v1::ShardTelemetry;
+use ipw_proto::v1::{LoadSummary, PowerSourceInfo, SeriesChunk, SessionTelemetry, ShardTelemetry};
+use uuid::Uuid;
 
 /// Most power sources one shard's telemetry may name.
 pub const MAX_TELEMETRY_SOURCES: usize = 64;
@@ -10,9 +12,6 @@ pub const MAX_TELEMETRY_SOURCES: usize = 64;
 /// Checks a telemetry upload on its own; the error names what is wrong.
 pub fn validate(t: &ShardTelemetry) -> Result<(), Invalid> {
     let finite_nonneg = |v: f64| v.is_finite() && v >= 0.0;
-    if t.sources.len() > MAX_TELEMETRY_SOURCES {
-        return Err(Invalid(format!("{} sources; at most {MAX_TELEMETRY_SOURCES}", t.sources.len())));
-    }
     if !(t.sample_hz.is_finite() && t.sample_hz > 0.0) {
         return Err(Invalid(format!("sample_hz must be > 0, got {}", t.sample_hz)));
     }
@@ -25,20 +24,28 @@ pub fn validate(t: &ShardTelemetry) -> Result<(), Invalid> {
     if t.attribution.parse::<Attribution>().is_err() {
         return Err(Invalid(format!("unknown attribution \"{}\"", t.attribution)));
     }
-    for s in &t.sources {
+    check_series(&t.sources, &t.chunks)
+}
+
+/// Checks the sources and the series chunks that index them.
+fn check_series(sources: &[PowerSourceInfo], chunks: &[SeriesChunk]) -> Result<(), Invalid> {
+    if sources.len() > MAX_TELEMETRY_SOURCES {
+        return Err(Invalid(format!("{} sources; at most {MAX_TELEMETRY_SOURCES}", sources.len())));
+    }
+    for s in sources {
         if s.kind.parse::<PowerKind>().is_err() {
             return Err(Invalid(format!("unknown power source \"{}\"", s.kind)));
         }
         serde_json::from_str::<serde_json::Value>(if s.details_json.is_empty() { "null" } else { &s.details_json })
             .map_err(|e| Invalid(format!("details of {} are not JSON: {e}", s.name)))?;
     }
-    for c in &t.chunks {
-        if c.source_index as usize >= t.sources.len() {
+    for c in chunks {
+        if c.source_index as usize >= sources.len() {
             return Err(Invalid(format!(
                 "chunk {} names source {} of {}",
                 c.chunk_index,
                 c.source_index,
-                t.sources.len()
+                sources.len()
             )));
         }
         if c.t_s.len() != c.energy_j.len() {
@@ -54,6 +61,60 @@ pub fn validate(t: &ShardTelemetry) -> Result<(), Invalid> {
         }
     }
     Ok(())
+}
+
+/// A session's telemetry, checked: its ids, and the load summary in database types.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidSession {
+    /// The session.
+    pub session_id: Uuid,
+    /// Its run.
+    pub run_id: Uuid,
+    /// Wall-clock time of the sampler clock's zero, when there is a sampler.
+    pub clock_zero: Option<chrono::DateTime<chrono::Utc>>,
+    /// The load summary (all figures finite, durations >= 0).
+    pub load: LoadSummary,
+}
+
+/// Checks a session's telemetry on its own; the error names what is wrong.
+pub fn validate_session(t: &SessionTelemetry) -> Result<ValidSession, Invalid> {
+    let uuid = |field: &str, s: &str| Uuid::parse_str(s).map_err(|_| Invalid(format!("{field} \"{s}\" is not a UUID")));
+    let (session_id, run_id) = (uuid("session_id", &t.session_id)?, uuid("run_id", &t.run_id)?);
+    if t.attribution.parse::<Attribution>().is_err() {
+        return Err(Invalid(format!("unknown attribution \"{}\"", t.attribution)));
+    }
+    check_series(&t.sources, &t.chunks)?;
+    if !(t.sources.is_empty() || t.sample_hz.is_finite() && t.sample_hz > 0.0) {
+        return Err(Invalid(format!("sample_hz must be > 0, got {}", t.sample_hz)));
+    }
+    if t.sources.is_empty() && t.null_reason.trim().is_empty() {
+        return Err("a session without power sources must say why (null_reason)".into());
+    }
+    if t.null_reason.len() > super::results::MAX_SHORT_TEXT_BYTES {
+        return Err("null_reason is too long".into());
+    }
+    if let Some(i) = t.idle.iter().find(|i| !(i.from_s.is_finite() && i.seconds > 0.0 && i.power_w >= 0.0)) {
+        return Err(Invalid(format!("idle baseline at {} s: seconds must be > 0 and power >= 0", i.from_s)));
+    }
+    let load = t.load.clone().ok_or_else(|| Invalid::new("the load summary is missing"))?;
+    if !matches!(load.pattern.as_str(), "closed" | "poisson" | "constant") {
+        return Err(Invalid(format!("unknown load pattern \"{}\"", load.pattern)));
+    }
+    let nonneg = [load.paused_s, load.query_time_s, load.covered_time_s, load.steady_load_mean.unwrap_or(0.0)];
+    if !(load.target.is_finite() && load.target > 0.0) || nonneg.iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
+        return Err("the load summary's target must be > 0 and its durations and load finite and >= 0".into());
+    }
+    if let (Some(a), Some(b)) = (load.steady_from_s, load.steady_to_s)
+        && !(a.is_finite() && b.is_finite() && b >= a)
+    {
+        return Err(Invalid(format!("the steady window {a}..{b} ends before it starts")));
+    }
+    if load.covered_time_s > load.query_time_s * (1.0 + 1e-9) + 1e-9 {
+        return Err("covered time exceeds query time".into());
+    }
+    let clock_zero =
+        (!t.sources.is_empty()).then(|| chrono::DateTime::from_timestamp_micros(t.clock_zero_unix_us)).flatten();
+    Ok(ValidSession { session_id, run_id, clock_zero, load })
 }
 
 /// A provenance record, checked on its own: text lengths, the model hash, the power limit

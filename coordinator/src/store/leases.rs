@@ -214,14 +214,16 @@ pub struct Leased {
 }
 
 /// Leases the next pending shard, or one whose lease ran out, of the oldest active run this
-/// agent may run: its hardware class, labels and memory match, and its engine serves the
-/// run's model. SKIP LOCKED lets many agents (and replicas) take different shards at once
-/// without waiting. Records the attempt.
+/// agent may run (only of `only_run`, when given: a session leasing ahead): its hardware
+/// class, labels and memory match, and its engine serves the run's model. SKIP LOCKED lets
+/// many agents (and replicas) take different shards at once without waiting. Records the
+/// attempt.
 pub async fn lease_next(
     tx: &mut Transaction<'_, Postgres>,
     agent_id: Uuid,
     ttl: Duration,
     available_models: &[String],
+    only_run: Option<Uuid>,
 ) -> Result<Option<Leased>> {
     let shard = sqlx::query_as!(
         Leased,
@@ -243,6 +245,7 @@ pub async fn lease_next(
                AND m.name = ANY($3::text[])
                AND (r.model_memory_bytes IS NULL OR r.model_memory_bytes <= me.capacity)
                AND (s.status = 'pending' OR (s.status = 'leased' AND s.lease_expires_at < now()))
+               AND ($4::uuid IS NULL OR r.id = $4)
              ORDER BY r.created_at, s.shard_index
              LIMIT 1
              FOR UPDATE OF s SKIP LOCKED)
@@ -254,6 +257,7 @@ pub async fn lease_next(
         agent_id,
         ttl.as_secs_f64(),
         available_models,
+        only_run,
     )
     .fetch_optional(&mut **tx)
     .await?;
@@ -287,6 +291,12 @@ pub struct RunSettings {
     pub repetitions: i32,
     /// Unmeasured queries first.
     pub warmup: i32,
+    /// closed, poisson or constant.
+    pub load_pattern: String,
+    /// Open loop: arrivals per second.
+    pub rate_per_s: Option<f64>,
+    /// Seeds Poisson arrivals.
+    pub arrival_seed: i64,
 }
 
 /// Marks the run running (the first lease starts it) and returns its settings.
@@ -295,7 +305,8 @@ pub async fn start_run(conn: &mut PgConnection, run_id: Uuid) -> Result<RunSetti
         RunSettings,
         "UPDATE runs r SET status = 'running', started_at = coalesce(r.started_at, now())
          FROM models m WHERE r.id = $1 AND m.id = r.model_id
-         RETURNING m.name AS model, r.concurrency, r.max_tokens, r.temperature, r.top_p, r.repetitions, r.warmup",
+         RETURNING m.name AS model, r.concurrency, r.max_tokens, r.temperature, r.top_p, r.repetitions, r.warmup,
+                   r.load_pattern, r.rate_per_s, r.arrival_seed",
         run_id
     )
     .fetch_one(conn)

@@ -8,6 +8,7 @@ pub mod provenance;
 pub mod reports;
 pub mod results;
 pub mod runs;
+pub mod sessions;
 pub mod sweeps;
 pub mod telemetry;
 pub mod tokens;

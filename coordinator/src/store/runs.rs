@@ -112,8 +112,8 @@ pub async fn create(
     sqlx::query!(
         "INSERT INTO runs (id, workload_id, model_id, sample_size, seed, concurrency, shard_size, repetitions,
                            max_tokens, temperature, top_p, warmup, model_memory_bytes, hardware_class, sweep_id,
-                           label_selector)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                           label_selector, load_pattern, rate_per_s, arrival_seed, slo_ttft_s, slo_tpot_s)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
         run_id,
         workload.id,
         model_id,
@@ -130,6 +130,11 @@ pub async fn create(
         hardware_class,
         sweep_id,
         label_selector,
+        settings.load_pattern,
+        settings.rate_per_s,
+        settings.arrival_seed,
+        settings.slo_ttft_s,
+        settings.slo_tpot_s,
     )
     .execute(&mut **tx)
     .await?;

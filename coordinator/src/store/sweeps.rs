@@ -133,6 +133,11 @@ pub async fn instantiate(
         top_p: d.top_p,
         warmup: d.warmup,
         model_memory_bytes: d.model_memory_bytes,
+        load_pattern: "closed".into(),
+        rate_per_s: None,
+        arrival_seed: 0,
+        slo_ttft_s: None,
+        slo_tpot_s: None,
     };
     for model in &d.models {
         for class in &classes {

@@ -7,13 +7,13 @@ use std::fmt::Write as _;
 /// The main columns of every row.
 pub fn report(rows: &[SummaryRow]) -> String {
     let mut s = String::from(
-        "| model | hardware class | n | accuracy (95% CI) | J/query | mean W | IPW | IPJ | p50 latency (s) |\n\
-         |---|---|---:|---|---:|---:|---:|---:|---:|\n",
+        "| model | hardware class | n | accuracy (95% CI) | J/query | mean W | IPW | IPJ | p50 latency (s) | steady W | steady IPW | stable |\n\
+         |---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} ({}–{}) | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} ({}–{}) | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.model,
             r.hardware_class,
             r.queries,
@@ -25,6 +25,13 @@ pub fn report(rows: &[SummaryRow]) -> String {
             opt(r.ipw, "", 5),
             opt(r.ipj, "", 5),
             opt(r.latency_p50_s, "", 2),
+            opt(r.steady_power_w, "", 2),
+            opt(r.steady_ipw, "", 5),
+            match r.stable {
+                Some(true) => "yes".to_owned(),
+                Some(false) => format!("no: {}", r.instability.as_deref().unwrap_or("")),
+                None => "n/a".to_owned(),
+            },
         );
     }
     s

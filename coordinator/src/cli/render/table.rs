@@ -66,6 +66,7 @@ pub fn report(rows: &[SummaryRow]) -> String {
         if r.joules_per_query.is_none() {
             lines.push(("energy n/a because", r.energy_null_reason.clone().unwrap_or_default()));
         }
+        lines.extend(operating_point(r));
         let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         s.push('\n');
         for (k, v) in lines {
@@ -73,6 +74,58 @@ pub fn report(rows: &[SummaryRow]) -> String {
         }
     }
     s
+}
+
+/// The engine's operating point: per-token latencies, the load, the steady-state window and
+/// its figures, coverage, goodput and whether the run passed the stability rules.
+fn operating_point(r: &SummaryRow) -> Vec<(&'static str, String)> {
+    let ms = |v: Option<f64>| opt(v.map(|v| v * 1e3), " ms", 1);
+    let load = match (r.load_pattern.as_deref(), r.load_target) {
+        (Some("closed"), Some(t)) => format!("closed loop, {t} in flight"),
+        (Some(p), Some(t)) => format!("{p} arrivals at {t}/s, {} late starts", r.late_starts.unwrap_or(0)),
+        _ => "n/a".into(),
+    };
+    vec![
+        ("ITL p50 / p95, TPOT", format!("{} / {}, {}", ms(r.itl_p50_s), ms(r.itl_p95_s), ms(r.tpot_mean_s))),
+        (
+            "energy per query (prefill / decode)",
+            format!("{} / {}", opt(r.prefill_joules_per_query, " J", 2), opt(r.decode_joules_per_query, " J", 2)),
+        ),
+        ("load", load),
+        (
+            "steady window",
+            format!(
+                "{} ({} paused), mean load {}, {} queries inside",
+                opt(r.steady_s, " s", 1),
+                opt(r.paused_s, " s", 1),
+                opt(r.steady_load_mean, "", 2),
+                r.steady_queries
+            ),
+        ),
+        (
+            "steady power / J per output token / IPW",
+            format!(
+                "{} / {} / {}",
+                opt(r.steady_power_w, " W", 2),
+                opt(r.steady_joules_per_output_token, " J", 4),
+                opt(r.steady_ipw, "", 5)
+            ),
+        ),
+        ("steady output tokens/s", opt(r.steady_output_tokens_per_s, "", 1)),
+        ("power coverage", opt(r.power_coverage.map(|c| c * 100.0), "%", 1)),
+        (
+            "goodput (SLO attainment)",
+            format!("{} ({})", opt(r.goodput_per_s, "/s", 2), opt(r.slo_attainment.map(|a| a * 100.0), "%", 1)),
+        ),
+        (
+            "stability",
+            match (r.stable, &r.instability) {
+                (Some(true), _) => "stable".into(),
+                (Some(false), why) => format!("UNSTABLE: {}", why.as_deref().unwrap_or("")),
+                (None, _) => "n/a (no session recorded)".into(),
+            },
+        ),
+    ]
 }
 
 /// A plain table: a header row, then one row per item, columns padded to fit.

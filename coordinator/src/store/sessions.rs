@@ -1,0 +1,105 @@
+//! `measurement_sessions`, `session_idle` and `session_power_series`: what an agent measured
+//! while working on a run, uploaded every few seconds as it goes.
+
+use super::{Error, Result};
+use crate::domain::telemetry::ValidSession;
+use ipw_proto::v1::SessionTelemetry;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Records a session's telemetry: the session (its load figures replaced by the latest), its
+/// idle baselines and its series chunks. Repeating an upload changes nothing; a chunk sent
+/// again replaces the earlier copy. Another agent's session is refused.
+pub async fn upsert(pool: &PgPool, agent_id: Uuid, s: &ValidSession, t: &SessionTelemetry) -> Result<()> {
+    let sources: Vec<serde_json::Value> = t
+        .sources
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "kind": s.kind, "scope": s.scope, "name": s.name,
+                "details": serde_json::from_str::<serde_json::Value>(&s.details_json).unwrap_or(serde_json::Value::Null),
+            })
+        })
+        .collect();
+    let l = &s.load;
+    let mut tx = pool.begin().await?;
+    let mine = sqlx::query_scalar!(
+        r#"INSERT INTO measurement_sessions AS m
+               (id, run_id, agent_id, clock_zero, sample_hz, attribution, sources, null_reason, load_pattern, target,
+                steady_from_s, steady_to_s, steady_load_mean, paused_s, steady_energy_j, steady_tokens_out,
+                query_time_s, covered_time_s, late_starts, arrivals, warmup_queries, finished)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, nullif($8, ''), $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+                   $20, $21, $22)
+           ON CONFLICT (id) DO UPDATE SET
+               steady_from_s = EXCLUDED.steady_from_s, steady_to_s = EXCLUDED.steady_to_s,
+               steady_load_mean = EXCLUDED.steady_load_mean, paused_s = EXCLUDED.paused_s,
+               steady_energy_j = EXCLUDED.steady_energy_j, steady_tokens_out = EXCLUDED.steady_tokens_out,
+               query_time_s = EXCLUDED.query_time_s, covered_time_s = EXCLUDED.covered_time_s,
+               late_starts = EXCLUDED.late_starts, arrivals = EXCLUDED.arrivals,
+               warmup_queries = EXCLUDED.warmup_queries, finished = m.finished OR EXCLUDED.finished,
+               updated_at = now()
+           WHERE m.agent_id = EXCLUDED.agent_id AND m.run_id = EXCLUDED.run_id AND NOT m.finished
+           RETURNING 1 AS "one!""#,
+        s.session_id,
+        s.run_id,
+        agent_id,
+        s.clock_zero,
+        t.sample_hz,
+        t.attribution,
+        serde_json::Value::Array(sources),
+        t.null_reason,
+        l.pattern,
+        l.target,
+        l.steady_from_s,
+        l.steady_to_s,
+        l.steady_load_mean,
+        l.paused_s,
+        l.steady_energy_j,
+        l.steady_tokens_out as i64,
+        l.query_time_s,
+        l.covered_time_s,
+        l.late_starts as i64,
+        l.arrivals as i64,
+        l.warmup_queries as i32,
+        t.finished,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if mine.is_none() {
+        let owner = sqlx::query_scalar!("SELECT agent_id FROM measurement_sessions WHERE id = $1", s.session_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if owner != agent_id {
+            return Err(Error::Forbidden(format!("session {} belongs to another agent", s.session_id)));
+        }
+        return Ok(()); // already finished: a repeated final upload
+    }
+    for i in &t.idle {
+        sqlx::query!(
+            "INSERT INTO session_idle (session_id, from_s, seconds, power_w) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+            s.session_id,
+            i.from_s,
+            i.seconds,
+            i.power_w
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    for c in &t.chunks {
+        sqlx::query!(
+            "INSERT INTO session_power_series (session_id, source_index, chunk_index, t_s, energy_j)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (session_id, source_index, chunk_index) DO UPDATE SET t_s = EXCLUDED.t_s, energy_j = EXCLUDED.energy_j",
+            s.session_id,
+            c.source_index as i32,
+            c.chunk_index as i32,
+            &c.t_s,
+            &c.energy_j
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
