@@ -117,7 +117,8 @@ impl Admin for AdminService {
     async fn create_run(&self, request: Request<CreateRunRequest>) -> Result<Response<RunInfo>, Status> {
         let req = request.into_inner();
         let settings = Settings::from_request(req.concurrency, req.shard_size, req.repetitions, 0, req.params, 0)?
-            .with_load(req.load.clone(), req.slo_ttft_s, req.slo_tpot_s)?;
+            .with_load(req.load.clone(), req.slo_ttft_s, req.slo_tpot_s)?
+            .with_repeats(req.repeat_until_cv, req.max_repeats)?;
         let mut tx = self.state.pool.begin().await.map_err(store::Error::from)?;
         let workload = workloads::find(&mut tx, &req.workload).await?;
         let sample = runs::sample(&mut tx, &workload, req.sample, req.seed, false).await?;

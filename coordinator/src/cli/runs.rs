@@ -43,6 +43,22 @@ pub struct LoadFlags {
     /// Goodput SLOs: `ttft=2s,tpot=100ms` (either or both).
     #[arg(long, value_parser = parse_slo)]
     pub slo: Option<(f64, f64)>,
+    /// Repeat the run (same sample) until the steady-state IPW's coefficient of variation
+    /// across repeats is at most this (`2%` or `0.02`).
+    #[arg(long, value_parser = parse_fraction)]
+    pub repeat_until_cv: Option<f64>,
+    /// Runs in all, at most, with --repeat-until-cv (default 5).
+    #[arg(long, requires = "repeat_until_cv")]
+    pub max_repeats: Option<u32>,
+}
+
+/// `2%` or `0.02`.
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let (n, scale) = match s.strip_suffix('%') {
+        Some(n) => (n, 100.0),
+        None => (s, 1.0),
+    };
+    n.trim().parse::<f64>().map(|v| v / scale).map_err(|_| format!("\"{s}\" is not a share such as 2% or 0.02"))
 }
 
 impl LoadFlags {
@@ -151,6 +167,8 @@ pub async fn run(admin: &mut Admin, url: &str, cmd: RunCmd) -> anyhow::Result<()
                     load: load.pattern(seed),
                     slo_ttft_s,
                     slo_tpot_s,
+                    repeat_until_cv: load.repeat_until_cv.unwrap_or(0.0),
+                    max_repeats: load.max_repeats.unwrap_or(0),
                 };
                 let r = admin.create_run(request).await.map_err(refused(url))?.into_inner();
                 let how = match load.rate {

@@ -170,6 +170,14 @@ summary_row! {
         pub stable: Option<bool>,
         /// Why it did not.
         pub instability: Option<String>,
+        /// The first run of its group of repeats (`--repeat-until-cv`).
+        pub repeat_group: Option<Uuid>,
+        /// Runs in the group so far.
+        pub repeats: Option<i64>,
+        /// Coefficient of variation of the group's figure across its completed runs.
+        pub repeat_cv: Option<f64>,
+        /// Which figure the CV is taken over.
+        pub repeat_cv_metric: Option<String>,
     }
 }
 
@@ -197,7 +205,7 @@ mod tests {
         assert_eq!(back.ipw, None);
         let names = SummaryRow::COLUMNS;
         assert_eq!(names.first(), Some(&"run_id"));
-        assert_eq!(names.last(), Some(&"instability"));
+        assert_eq!(names.last(), Some(&"repeat_cv_metric"));
         assert_eq!(row.cells().iter().map(|c| c.0).collect::<Vec<_>>(), names);
         assert!(SummaryRow::from_wire(2, "{").unwrap_err().0.starts_with("report row 2"));
         // Figures come back bit for bit (serde_json's default float parsing is off by one ULP

@@ -35,6 +35,10 @@ pub struct Settings {
     pub slo_ttft_s: Option<f64>,
     /// Goodput SLO on time per output token, s.
     pub slo_tpot_s: Option<f64>,
+    /// Repeat until the steady-state figure's coefficient of variation is at most this.
+    pub repeat_until_cv: Option<f64>,
+    /// Runs in all, at most, when repeating.
+    pub max_repeats: Option<i32>,
 }
 
 impl Settings {
@@ -82,7 +86,30 @@ impl Settings {
             arrival_seed: 0,
             slo_ttft_s: None,
             slo_tpot_s: None,
+            repeat_until_cv: None,
+            max_repeats: None,
         })
+    }
+
+    /// Repeats the run until the coefficient of variation is at most `cv` (0: once), with
+    /// `max_repeats` runs in all (0: 5).
+    pub fn with_repeats(mut self, cv: f64, max_repeats: u32) -> Result<Self, Invalid> {
+        if cv == 0.0 {
+            return if max_repeats == 0 {
+                Ok(self)
+            } else {
+                Err(Invalid::new("--max-repeats needs --repeat-until-cv"))
+            };
+        }
+        if !(cv.is_finite() && cv > 0.0 && cv < 1.0) {
+            return Err(Invalid(format!("the target coefficient of variation must be between 0 and 100%, got {cv}")));
+        }
+        let max = if max_repeats == 0 { 5 } else { max_repeats };
+        if !(2..=100).contains(&max) {
+            return Err(Invalid::new("the maximum repeats must be between 2 and 100"));
+        }
+        (self.repeat_until_cv, self.max_repeats) = (Some(cv), Some(max as i32));
+        Ok(self)
     }
 
     /// Sets the load pattern (none or `closed`: today's concurrency) and the goodput SLOs
@@ -151,6 +178,11 @@ mod tests {
         assert!(base.clone().with_load(open("poisson", 0.0), 0.0, 0.0).unwrap_err().0.contains("positive"));
         assert!(base.clone().with_load(open("closed", 3.0), 0.0, 0.0).unwrap_err().0.contains("open-loop"));
         assert!(base.clone().with_load(open("burst", 3.0), 0.0, 0.0).unwrap_err().0.contains("unknown load pattern"));
-        assert!(base.with_load(None, -1.0, 0.0).unwrap_err().0.contains("ttft"));
+        assert!(base.clone().with_load(None, -1.0, 0.0).unwrap_err().0.contains("ttft"));
+        let r = base.clone().with_repeats(0.02, 0).unwrap();
+        assert_eq!((r.repeat_until_cv, r.max_repeats), (Some(0.02), Some(5)));
+        assert!(base.clone().with_repeats(0.0, 3).unwrap_err().0.contains("--repeat-until-cv"));
+        assert!(base.clone().with_repeats(2.0, 3).unwrap_err().0.contains("between 0 and 100%"));
+        assert!(base.with_repeats(0.02, 1).unwrap_err().0.contains("between 2 and 100"));
     }
 }

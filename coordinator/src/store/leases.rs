@@ -181,7 +181,8 @@ pub async fn fail_exhausted(tx: &mut Transaction<'_, Postgres>, max_attempts: u3
 
 /// Ends a run (locked by the caller) once none of its shards is pending or leased: `failed`
 /// if a shard failed, else `completed`. Only a run still going ends: a cancelled run keeps its
-/// status. Returns the status it ended with, if it did.
+/// status. A completed run repeated until its figure settles may start its next repeat
+/// (`repeat_if_unsettled`). Returns the status it ended with, if it did.
 async fn finish_run(conn: &mut PgConnection, run_id: Uuid) -> Result<Option<RunStatus>> {
     let ended: Option<String> = sqlx::query_scalar!(
         "UPDATE runs r
@@ -193,9 +194,15 @@ async fn finish_run(conn: &mut PgConnection, run_id: Uuid) -> Result<Option<RunS
          RETURNING r.status",
         run_id
     )
-    .fetch_optional(conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    ended.map(|s| stored(&s)).transpose()
+    let ended = ended.map(|s| stored(&s)).transpose()?;
+    if ended == Some(RunStatus::Completed)
+        && let Some(next) = sqlx::query_scalar!("SELECT repeat_if_unsettled($1)", run_id).fetch_one(conn).await?
+    {
+        tracing::info!(run = %run_id, repeat = %next, "the run's figure has not settled: repeating it");
+    }
+    Ok(ended)
 }
 
 /// A shard just leased.

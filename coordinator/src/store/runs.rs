@@ -112,8 +112,10 @@ pub async fn create(
     sqlx::query!(
         "INSERT INTO runs (id, workload_id, model_id, sample_size, seed, concurrency, shard_size, repetitions,
                            max_tokens, temperature, top_p, warmup, model_memory_bytes, hardware_class, sweep_id,
-                           label_selector, load_pattern, rate_per_s, arrival_seed, slo_ttft_s, slo_tpot_s)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+                           label_selector, load_pattern, rate_per_s, arrival_seed, slo_ttft_s, slo_tpot_s,
+                           repeat_until_cv, max_repeats)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
+                 $22, $23)",
         run_id,
         workload.id,
         model_id,
@@ -135,6 +137,8 @@ pub async fn create(
         settings.arrival_seed,
         settings.slo_ttft_s,
         settings.slo_tpot_s,
+        settings.repeat_until_cv,
+        settings.max_repeats,
     )
     .execute(&mut **tx)
     .await?;

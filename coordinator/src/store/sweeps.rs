@@ -138,6 +138,8 @@ pub async fn instantiate(
         arrival_seed: 0,
         slo_ttft_s: None,
         slo_tpot_s: None,
+        repeat_until_cv: None,
+        max_repeats: None,
     };
     for model in &d.models {
         for class in &classes {

@@ -109,18 +109,20 @@ fn null_reason(rows: &[&ReportRow]) -> String {
     format!("No energy was measured, so this figure is empty: {}", reasons.first().copied().unwrap_or("no results"))
 }
 
-/// IPW by (model, hardware class), one bar each.
+/// IPW by (model, hardware class): the whole run's bar, and beside it, lighter, the IPW of
+/// the queries inside the steady-state window.
 fn ipw_bars(report: &Report, path: &Path) -> PlotResult {
-    const TITLE: &str = "IPW by model and hardware class";
+    const TITLE: &str = "IPW by model and hardware class (whole run | steady state)";
     let rows: Vec<&ReportRow> = report.rows.iter().collect();
-    let bars: Vec<(String, f64)> = rows.iter().filter_map(|r| r.ipw.map(|v| (label(r), v))).collect();
+    let bars: Vec<(String, f64, Option<f64>)> =
+        rows.iter().filter_map(|r| r.ipw.map(|v| (label(r), v, r.steady_ipw))).collect();
     if bars.is_empty() {
         return unavailable(path, TITLE, &null_reason(&rows), &provenance(&rows));
     }
-    let top = axis_top(bars.iter().map(|(_, v)| *v));
+    let top = axis_top(bars.iter().flat_map(|(_, v, s)| [Some(*v), *s]).flatten());
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     let mut chart = frame(&root, TITLE, &rows, 0.0..bars.len() as f64, 0.0..top)?;
-    let names: Vec<String> = bars.iter().map(|(n, _)| n.clone()).collect();
+    let names: Vec<String> = bars.iter().map(|(n, _, _)| n.clone()).collect();
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -132,9 +134,20 @@ fn ipw_bars(report: &Report, path: &Path) -> PlotResult {
         .x_desc("model @ hardware class")
         .y_desc("IPW (accuracy per watt, 1/W)")
         .draw()?;
-    chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
-        Rectangle::new([(i as f64 + 0.15, 0.0), (i as f64 + 0.85, *v)], PALETTE[i % PALETTE.len()].filled())
-    }))?;
+    chart
+        .draw_series(bars.iter().enumerate().map(|(i, (_, v, _))| {
+            Rectangle::new([(i as f64 + 0.1, 0.0), (i as f64 + 0.5, *v)], PALETTE[i % PALETTE.len()].filled())
+        }))?
+        .label("whole run")
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], PALETTE[0].filled()));
+    chart
+        .draw_series(bars.iter().enumerate().filter_map(|(i, (_, _, steady))| {
+            let colour = PALETTE[i % PALETTE.len()].mix(0.45);
+            steady.map(|s| Rectangle::new([(i as f64 + 0.5, 0.0), (i as f64 + 0.9, s)], colour.filled()))
+        }))?
+        .label("steady-state window")
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], PALETTE[0].mix(0.45).filled()));
+    chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
     root.present()?;
     Ok(())
 }

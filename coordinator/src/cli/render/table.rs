@@ -118,6 +118,17 @@ fn operating_point(r: &SummaryRow) -> Vec<(&'static str, String)> {
             format!("{} ({})", opt(r.goodput_per_s, "/s", 2), opt(r.slo_attainment.map(|a| a * 100.0), "%", 1)),
         ),
         (
+            "repeats (CV reached)",
+            match (r.repeats, r.repeat_cv) {
+                (Some(n), cv) => format!(
+                    "{n} runs, CV {} of {}",
+                    opt(cv.map(|c| c * 100.0), "%", 2),
+                    r.repeat_cv_metric.as_deref().unwrap_or("")
+                ),
+                (None, _) => "run once".into(),
+            },
+        ),
+        (
             "stability",
             match (r.stable, &r.instability) {
                 (Some(true), _) => "stable".into(),
