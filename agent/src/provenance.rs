@@ -79,13 +79,41 @@ pub async fn probe_engine(engine: &Engine) -> EngineInfo {
 type FileIdentity = (PathBuf, u64, SystemTime);
 static HASHES: LazyLock<Mutex<HashMap<FileIdentity, String>>> = LazyLock::new(Mutex::default);
 
-/// The sha256 of a file, hex.
-pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+/// The sha256 of a file, hex. With `cache` (a JSON file in the agent's state), a hash also
+/// survives the agent's restarts: a 70 GB model is not read again for every process.
+pub fn file_sha256(path: &Path, cache: Option<&Path>) -> std::io::Result<String> {
     let meta = std::fs::metadata(path)?;
     let key = (path.to_owned(), meta.len(), meta.modified()?);
     if let Some(h) = HASHES.lock().expect("not poisoned").get(&key) {
         return Ok(h.clone());
     }
+    let stamp = format!(
+        "{}|{}|{}",
+        path.display(),
+        meta.len(),
+        key.2.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    );
+    let mut stored: HashMap<String, String> =
+        cache.and_then(|c| std::fs::read(c).ok()).and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let hex = match stored.get(&stamp) {
+        Some(h) => h.clone(),
+        None => {
+            let hex = hash_file(path)?;
+            stored.insert(stamp, hex.clone());
+            if let Some(c) = cache {
+                // Written whole or not at all; a cache that cannot be written only costs a re-hash.
+                let tmp = c.with_extension("tmp");
+                let _ = std::fs::write(&tmp, serde_json::to_vec(&stored).unwrap_or_default())
+                    .and_then(|()| std::fs::rename(&tmp, c));
+            }
+            hex
+        }
+    };
+    HASHES.lock().expect("not poisoned").insert(key, hex.clone());
+    Ok(hex)
+}
+
+fn hash_file(path: &Path) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -96,19 +124,24 @@ pub fn file_sha256(path: &Path) -> std::io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    let hex = hex::encode(hasher.finalize());
-    HASHES.lock().expect("not poisoned").insert(key, hex.clone());
-    Ok(hex)
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// The provenance record for `run_id`. `power_details` are the power sources' own details
-/// (NVML power limits and clocks, RAPL zones, ...).
-pub async fn collect(run_id: &str, engine: &Engine, power_details: Vec<serde_json::Value>) -> Provenance {
+/// (NVML power limits and clocks, RAPL zones, ...); `hash_cache` keeps model hashes across
+/// restarts (see [`file_sha256`]).
+pub async fn collect(
+    run_id: &str,
+    engine: &Engine,
+    power_details: Vec<serde_json::Value>,
+    hash_cache: Option<PathBuf>,
+) -> Provenance {
     let info = probe_engine(engine).await;
     let model_sha256 = match &info.model_path {
         Some(path) => {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || file_sha256(&path)).await.ok().and_then(|r| r.ok()).unwrap_or_default()
+            let hashed = tokio::task::spawn_blocking(move || file_sha256(&path, hash_cache.as_deref())).await;
+            hashed.ok().and_then(|r| r.ok()).unwrap_or_default()
         }
         None => String::new(),
     };
@@ -166,7 +199,12 @@ mod tests {
         let f = dir.path().join("m.gguf");
         std::fs::write(&f, b"abc").unwrap();
         let want = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-        assert_eq!(file_sha256(&f).unwrap(), want);
-        assert_eq!(file_sha256(&f).unwrap(), want);
+        let cache = dir.path().join("hashes.json");
+        assert_eq!(file_sha256(&f, Some(&cache)).unwrap(), want);
+        assert_eq!(file_sha256(&f, None).unwrap(), want);
+        // A later process finds it in the cache file, keyed by path, length and mtime.
+        let stored: HashMap<String, String> = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+        assert_eq!(stored.values().collect::<Vec<_>>(), [want]);
+        assert!(stored.keys().all(|k| k.starts_with(&format!("{}|3|", f.display()))));
     }
 }

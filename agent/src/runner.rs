@@ -14,7 +14,7 @@ use crate::session::{self, End};
 use crate::shutdown::Shutdown;
 use crate::spool::{Spool, SpoolKey};
 use anyhow::Context;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use ipw_proto::retry::backoff;
 use ipw_proto::v1::{AcquireLeaseRequest, CompleteShardRequest, HeartbeatRequest, Lease, QueryResult, ResultBatch};
 use std::collections::BTreeMap;
@@ -33,7 +33,7 @@ pub struct RunOptions {
     pub poll_interval: Duration,
     /// Stop when the coordinator has no work (demos, tests) instead of waiting for more.
     pub exit_when_idle: bool,
-    /// Results per upload batch.
+    /// Results per upload batch, at most (a batch is one transaction on the coordinator).
     pub upload_batch: usize,
     /// Heartbeat period; heartbeats renew leases.
     pub heartbeat_interval: Duration,
@@ -77,7 +77,7 @@ impl Default for RunOptions {
             request_timeout: Duration::from_secs(600),
             poll_interval: Duration::from_secs(5),
             exit_when_idle: false,
-            upload_batch: 64,
+            upload_batch: 1000,
             heartbeat_interval: Duration::from_secs(30),
             power: PowerOptions::default(),
             model_aliases: Vec::new(),
@@ -186,7 +186,7 @@ async fn lease_loop(
             commit::give_back(coord, vec![lease.shard_id.clone()], Vec::new(), opts).await;
             anyhow::bail!("managed engine: {e}");
         }
-        if !reported.contains(&lease.run_id) && report_provenance(coord, engine, meter, &lease.run_id).await {
+        if !reported.contains(&lease.run_id) && report_provenance(coord, engine, meter, spool, &lease.run_id).await {
             reported.insert(lease.run_id.clone());
         }
         let tools = session::Tools { coord, engine, meter, spool, held };
@@ -288,10 +288,20 @@ async fn not_ready(
     Ok(checked.err().map(|problem| (problem.to_string(), "it is fixed")))
 }
 
+/// Where, in the spool directory (the agent's durable state), model-file hashes are kept.
+const MODEL_HASHES: &str = "model-sha256.json";
+
 /// Sends the run's provenance record; returns whether the coordinator took it (if not, it is
 /// tried again with the run's next shard).
-async fn report_provenance(coord: &mut Coordinator, engine: &Engine, meter: &Meter, run_id: &str) -> bool {
-    let record = provenance::collect(run_id, engine, meter.source_details()).await;
+async fn report_provenance(
+    coord: &mut Coordinator,
+    engine: &Engine,
+    meter: &Meter,
+    spool: &Spool,
+    run_id: &str,
+) -> bool {
+    let hashes = Some(spool.dir().join(MODEL_HASHES));
+    let record = provenance::collect(run_id, engine, meter.source_details(), hashes).await;
     match coord.report_provenance(record).await {
         Ok(_) => true,
         Err(s) => {
@@ -372,12 +382,12 @@ pub(crate) async fn upload_patiently(
     let start = std::time::Instant::now();
     let mut attempt = 0;
     loop {
-        match upload(coord, spool, tokio_stream::iter(entries.clone()), opts.upload_batch).await {
+        match upload(coord, spool, entries.clone(), opts.upload_batch).await {
             Ok(counts) => return Ok(counts),
             Err(UploadError::Refused { keys, .. }) => {
                 let (suspects, mut rest): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(k, _)| keys.contains(k));
                 for entry in suspects {
-                    match upload(coord, spool, tokio_stream::iter(vec![entry.clone()]), 1).await {
+                    match upload(coord, spool, vec![entry.clone()], 1).await {
                         Ok(_) => {}
                         Err(UploadError::Refused { status, .. }) => set_aside(spool, entry, status.message()).await?,
                         Err(UploadError::Failed(_)) => rest.push(entry),
@@ -454,22 +464,38 @@ pub enum UploadError {
     Failed(#[from] anyhow::Error),
 }
 
-/// Streams results in batches; each acknowledged batch is removed from the spool. Returns
-/// (committed, duplicates).
-pub async fn upload<S>(
+/// Most bytes of results in one batch: a batch is one message and one transaction.
+const BATCH_BYTES: usize = 4 << 20;
+
+/// Streams results in batches of at most `batch` results and [`BATCH_BYTES`]; each
+/// acknowledged batch is removed from the spool. Returns (committed, duplicates).
+pub async fn upload(
     coord: &mut Coordinator,
     spool: &Spool,
-    results: S,
+    results: Vec<(SpoolKey, QueryResult)>,
     batch: usize,
-) -> Result<(u64, u64), UploadError>
-where
-    S: Stream<Item = (SpoolKey, QueryResult)> + Send + 'static,
-{
+) -> Result<(u64, u64), UploadError> {
+    use prost::Message as _;
     let in_flight: Arc<Mutex<BTreeMap<u64, Vec<SpoolKey>>>> = Arc::default();
+    let mut chunks: Vec<Vec<(SpoolKey, QueryResult)>> = Vec::new();
+    let mut bytes = 0;
+    for entry in results {
+        let size = entry.1.encoded_len();
+        match chunks.last_mut() {
+            Some(last) if last.len() < batch.max(1) && bytes + size <= BATCH_BYTES => {
+                last.push(entry);
+                bytes += size;
+            }
+            _ => {
+                chunks.push(vec![entry]);
+                bytes = size;
+            }
+        }
+    }
     let batches = {
         let in_flight = in_flight.clone();
         let mut seq = 0u64;
-        tokio_stream::StreamExt::chunks_timeout(results, batch.max(1), Duration::from_millis(500)).map(move |chunk| {
+        tokio_stream::iter(chunks).map(move |chunk| {
             seq += 1;
             let (keys, results): (Vec<SpoolKey>, Vec<QueryResult>) = chunk.into_iter().unzip();
             in_flight.lock().expect("not poisoned").insert(seq, keys);

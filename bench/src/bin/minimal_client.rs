@@ -127,7 +127,16 @@ struct Usage {
 /// Sends one streamed request and reads it to `[DONE]`; returns the output tokens (from
 /// `usage`, or the content chunks counted where the engine sends no usage).
 async fn stream_one(client: &reqwest::Client, endpoint: &str, body: &Value) -> anyhow::Result<u64> {
-    let response = client.post(endpoint).json(body).send().await?.error_for_status()?;
+    // A request that never reached the engine (a kept-alive connection it had just closed) is
+    // sent again: nothing was measured, and dropping it would make the baseline do less work.
+    let mut attempt = 0;
+    let response = loop {
+        attempt += 1;
+        match client.post(endpoint).json(body).send().await {
+            Err(e) if (e.is_connect() || e.is_request()) && !e.is_timeout() && attempt < 3 => continue,
+            sent => break sent?.error_for_status()?,
+        }
+    };
     let mut stream = response.bytes_stream();
     let (mut buf, mut chunks, mut usage_tokens) = (Vec::new(), 0u64, None);
     while let Some(bytes) = stream.next().await {
@@ -209,7 +218,11 @@ async fn run(args: Args) -> anyhow::Result<Value> {
     };
     let concurrency = args.concurrency.max(1);
     let job = Arc::new(Job {
-        client: reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?,
+        // Idle connections go before llama.cpp's 5 s keep-alive closes them, as the agent does.
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency)
+            .pool_idle_timeout(std::time::Duration::from_secs(2))
+            .build()?,
         endpoint: format!("{}/v1/chat/completions", args.url.trim_end_matches('/')),
         model: args.model,
         max_tokens: args.max_tokens,
