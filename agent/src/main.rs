@@ -112,6 +112,13 @@ struct RunArgs {
     /// for a model an engine serves under another id.
     #[arg(long = "model-alias")]
     model_aliases: Vec<String>,
+    #[command(flatten)]
+    measure: MeasureArgs,
+}
+
+/// How energy is measured while running: the idle baseline, attribution, and the sources.
+#[derive(clap::Args, Debug)]
+struct MeasureArgs {
     /// Idle power measurement on the warm engine, once per run session (0s to skip).
     #[arg(long, env = "IPW_IDLE", default_value = "10s", value_parser = humantime::parse_duration)]
     idle: Duration,
@@ -124,6 +131,18 @@ struct RunArgs {
     attribution: Rule,
     #[command(flatten)]
     power: PowerArgs,
+}
+
+impl MeasureArgs {
+    fn options(&self) -> PowerOptions {
+        PowerOptions {
+            hz: self.power.power_hz,
+            idle: self.idle,
+            idle_every: self.idle_every,
+            rule: self.attribution,
+            discovery: self.power.discovery(),
+        }
+    }
 }
 
 /// Managed engine mode: the agent runs llama-server itself.
@@ -242,10 +261,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 exit_when_idle,
                 poll_interval,
                 request_timeout,
-                idle,
-                idle_every,
-                attribution,
-                power,
+                measure,
                 model_aliases,
                 engine,
                 managed,
@@ -260,13 +276,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 exit_when_idle,
                 poll_interval,
                 request_timeout,
-                power: PowerOptions {
-                    hz: power.power_hz,
-                    idle,
-                    idle_every,
-                    rule: attribution,
-                    discovery: power.discovery(),
-                },
+                power: measure.options(),
                 model_aliases,
                 retry_for,
                 heartbeat_interval,

@@ -134,14 +134,8 @@ pub fn validate(r: &QueryResult) -> Result<ValidResult, Invalid> {
         (None, _, true) => return Err("energy_j is missing and no null_reason says why".into()),
         _ => {}
     }
+    let (prefill_energy_j, decode_energy_j) = phases(&energy, energy_j)?;
     let optional = |field: &str, v: Option<f64>| v.map(|v| finite_nonneg(field, v)).transpose();
-    let prefill_energy_j = optional("energy.prefill_energy_j", energy.prefill_energy_j)?;
-    let decode_energy_j = optional("energy.decode_energy_j", energy.decode_energy_j)?;
-    if let (Some(e), Some(p), Some(d)) = (energy_j, prefill_energy_j, decode_energy_j)
-        && (p + d - e).abs() > 1e-6 * e.max(1.0)
-    {
-        return Err(format!("prefill ({p} J) and decode ({d} J) energy do not sum to energy_j ({e} J)").into());
-    }
     let session_id = (!r.session_id.is_empty()).then(|| uuid("session_id", &r.session_id)).transpose()?;
     Ok(ValidResult {
         run_id,
@@ -164,8 +158,8 @@ pub fn validate(r: &QueryResult) -> Result<ValidResult, Invalid> {
         sample_hz: finite_nonneg("energy.sample_hz", energy.sample_hz)?,
         energy_attribution,
         energy_null_reason: energy_j.is_none().then(|| short("energy.null_reason", &energy.null_reason)).transpose()?,
-        prefill_energy_j: prefill_energy_j.filter(|_| energy_j.is_some()),
-        decode_energy_j: decode_energy_j.filter(|_| energy_j.is_some()),
+        prefill_energy_j,
+        decode_energy_j,
         itl_p50_s: optional("itl_p50_s", r.itl_p50_s)?,
         itl_p95_s: optional("itl_p95_s", r.itl_p95_s)?,
         tpot_s: optional("tpot_s", r.tpot_s)?,
@@ -173,6 +167,25 @@ pub fn validate(r: &QueryResult) -> Result<ValidResult, Invalid> {
         in_steady_window: r.in_steady_window,
         start_delay_s: optional("start_delay_s", r.start_delay_s)?,
     })
+}
+
+/// The energy's prefill and decode parts (kept only beside a measured energy), which must be
+/// finite, >= 0 and sum to it.
+fn phases(energy: &ipw_proto::v1::Energy, energy_j: Option<f64>) -> Result<(Option<f64>, Option<f64>), Invalid> {
+    let part = |field: &str, v: Option<f64>| match v {
+        Some(v) if !(v.is_finite() && v >= 0.0) => {
+            Err(Invalid(format!("{field} must be a finite number >= 0, got {v}")))
+        }
+        v => Ok(v.filter(|_| energy_j.is_some())),
+    };
+    let prefill = part("energy.prefill_energy_j", energy.prefill_energy_j)?;
+    let decode = part("energy.decode_energy_j", energy.decode_energy_j)?;
+    if let (Some(e), Some(p), Some(d)) = (energy_j, prefill, decode)
+        && (p + d - e).abs() > 1e-6 * e.max(1.0)
+    {
+        return Err(Invalid(format!("prefill ({p} J) and decode ({d} J) energy do not sum to energy_j ({e} J)")));
+    }
+    Ok((prefill, decode))
 }
 
 #[cfg(test)]

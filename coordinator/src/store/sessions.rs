@@ -4,7 +4,7 @@
 use super::{Error, Result};
 use crate::domain::telemetry::ValidSession;
 use ipw_proto::v1::SessionTelemetry;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 /// Records a session's telemetry: the session (its load figures replaced by the latest), its
@@ -74,16 +74,23 @@ pub async fn upsert(pool: &PgPool, agent_id: Uuid, s: &ValidSession, t: &Session
         }
         return Ok(()); // already finished: a repeated final upload
     }
+    insert_series(&mut tx, s.session_id, t).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The session's idle baselines and series chunks; a chunk sent again replaces the earlier copy.
+async fn insert_series(tx: &mut Transaction<'_, Postgres>, session_id: Uuid, t: &SessionTelemetry) -> Result<()> {
     for i in &t.idle {
         sqlx::query!(
             "INSERT INTO session_idle (session_id, from_s, seconds, power_w) VALUES ($1, $2, $3, $4)
              ON CONFLICT DO NOTHING",
-            s.session_id,
+            session_id,
             i.from_s,
             i.seconds,
             i.power_w
         )
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
     for c in &t.chunks {
@@ -91,15 +98,14 @@ pub async fn upsert(pool: &PgPool, agent_id: Uuid, s: &ValidSession, t: &Session
             "INSERT INTO session_power_series (session_id, source_index, chunk_index, t_s, energy_j)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (session_id, source_index, chunk_index) DO UPDATE SET t_s = EXCLUDED.t_s, energy_j = EXCLUDED.energy_j",
-            s.session_id,
+            session_id,
             c.source_index as i32,
             c.chunk_index as i32,
             &c.t_s,
             &c.energy_j
         )
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
