@@ -129,9 +129,11 @@ impl Meter {
         self.sampler.as_ref().map(|s| s.total_series(from, to)).unwrap_or_default()
     }
 
-    /// Energy measured between two instants on the sampler clock.
+    /// Energy measured between two instants on the sampler clock, from the samples around each
+    /// (not the whole series between: a steady window may span hours).
     pub fn energy_between(&self, from: f64, to: f64) -> Option<f64> {
-        attribution::energy_between(&self.series(from, to), from, to)
+        let at = |t: f64| attribution::energy_at(&self.series(t, t), t);
+        Some(at(to)? - at(from)?)
     }
 
     /// The energy record of a query: its attributed energy, or `None` with the reason (the

@@ -11,16 +11,6 @@ use uuid::Uuid;
 /// idle baselines and its series chunks. Repeating an upload changes nothing; a chunk sent
 /// again replaces the earlier copy. Another agent's session is refused.
 pub async fn upsert(pool: &PgPool, agent_id: Uuid, s: &ValidSession, t: &SessionTelemetry) -> Result<()> {
-    let sources: Vec<serde_json::Value> = t
-        .sources
-        .iter()
-        .map(|s| {
-            serde_json::json!({
-                "kind": s.kind, "scope": s.scope, "name": s.name,
-                "details": serde_json::from_str::<serde_json::Value>(&s.details_json).unwrap_or(serde_json::Value::Null),
-            })
-        })
-        .collect();
     let l = &s.load;
     let mut tx = pool.begin().await?;
     let mine = sqlx::query_scalar!(
@@ -46,7 +36,7 @@ pub async fn upsert(pool: &PgPool, agent_id: Uuid, s: &ValidSession, t: &Session
         s.clock_zero,
         t.sample_hz,
         t.attribution,
-        serde_json::Value::Array(sources),
+        super::telemetry::sources_json(&t.sources),
         t.null_reason,
         l.pattern,
         l.target,

@@ -2,16 +2,14 @@
 //! energy series.
 
 use super::{Error, Result, on_unique_violation};
-use ipw_proto::v1::ShardTelemetry;
+use ipw_proto::v1::{PowerSourceInfo, ShardTelemetry};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// Stores one shard's telemetry from one agent, for the agent's latest lease attempt on it. A
-/// retry finds the first upload in place and changes nothing. `t` must have passed
-/// `domain::telemetry::validate`.
-pub async fn insert(conn: &mut PgConnection, shard_id: Uuid, agent_id: Uuid, t: &ShardTelemetry) -> Result<()> {
-    let sources: Vec<serde_json::Value> = t
-        .sources
+/// The sources as the telemetry tables store them: `[{kind, scope, name, details}]`, in
+/// series order.
+pub fn sources_json(sources: &[PowerSourceInfo]) -> serde_json::Value {
+    sources
         .iter()
         .map(|s| {
             serde_json::json!({
@@ -19,7 +17,13 @@ pub async fn insert(conn: &mut PgConnection, shard_id: Uuid, agent_id: Uuid, t: 
                 "details": serde_json::from_str::<serde_json::Value>(&s.details_json).unwrap_or(serde_json::Value::Null),
             })
         })
-        .collect();
+        .collect()
+}
+
+/// Stores one shard's telemetry from one agent, for the agent's latest lease attempt on it. A
+/// retry finds the first upload in place and changes nothing. `t` must have passed
+/// `domain::telemetry::validate`.
+pub async fn insert(conn: &mut PgConnection, shard_id: Uuid, agent_id: Uuid, t: &ShardTelemetry) -> Result<()> {
     let clock_zero = chrono::DateTime::from_timestamp_micros(t.clock_zero_unix_us)
         .ok_or_else(|| Error::Invalid("clock_zero_unix_us is not a valid time".into()))?;
     let attempt = sqlx::query_scalar!(
@@ -40,7 +44,7 @@ pub async fn insert(conn: &mut PgConnection, shard_id: Uuid, agent_id: Uuid, t: 
         t.idle_seconds,
         t.sample_hz,
         t.attribution,
-        serde_json::Value::Array(sources),
+        sources_json(&t.sources),
         clock_zero,
         t.active_energy_j,
         attempt,
