@@ -98,7 +98,7 @@ fn sweep(name: &str, workload: &str, sample: u32) -> SweepSpec {
         workload: workload.into(),
         models: vec![SMOL.into()],
         sample,
-        concurrency: 1,
+        concurrency: vec![1],
         shard_size: 1,
         ..Default::default()
     }

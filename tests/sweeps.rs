@@ -6,7 +6,7 @@ use ipw_agent::client;
 use ipw_agent::runner;
 use ipw_coordinator::jobs::scheduler;
 use ipw_e2e::{Fleet, gpu_box};
-use ipw_proto::v1::{AcquireLeaseRequest, GenerationParams, SweepSpec, SweepStatusRequest};
+use ipw_proto::v1::{AcquireLeaseRequest, GenerationParams, LoadPattern, SweepSpec, SweepStatusRequest};
 use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
@@ -20,7 +20,7 @@ fn spec(name: &str, workload: &str, sample: u32, seed: i64) -> SweepSpec {
         models: vec![SMOL.into()],
         sample,
         seed,
-        concurrency: 2,
+        concurrency: vec![2],
         shard_size: 2,
         repetitions: 1,
         params: Some(GenerationParams { max_tokens: 16, temperature: 0.0, top_p: 1.0 }),
@@ -155,6 +155,56 @@ async fn an_agent_gets_only_work_it_can_do() -> anyhow::Result<()> {
     assert!(e.message().contains("no approved agent matches"), "{}", e.message());
     let sweeps: i64 = sqlx::query_scalar("SELECT count(*) FROM sweeps").fetch_one(&fleet.pool).await?;
     assert_eq!(sweeps, 1);
+    Ok(())
+}
+
+/// A sweep takes what `ipw run create` takes: a list of concurrency levels becomes one run per
+/// level on one sample, and each run carries the sweep's load pattern, SLOs and repeat rule
+/// to the agents that lease it.
+#[tokio::test]
+async fn a_sweep_expands_concurrency_levels_and_carries_load_slos_and_repeats() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start().await?;
+    fleet.import_mmlu_slice(200, "slice").await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let agent = fleet.join_with(&token, "l4", &[], gpu_box("L4", 24)).await?;
+    let sweep = fleet
+        .admin
+        .create_sweep(SweepSpec {
+            concurrency: vec![4, 1, 4],
+            load: Some(LoadPattern { kind: "constant".into(), rate_per_s: 2.5, seed: 0 }),
+            slo_ttft_s: 2.0,
+            slo_tpot_s: 0.1,
+            repeat_until_cv: 0.05,
+            max_repeats: 3,
+            ..spec("levels", "slice", 6, 9)
+        })
+        .await?
+        .into_inner();
+    let levels: Vec<u32> = sweep.runs.iter().map(|r| r.concurrency).collect();
+    assert_eq!(levels, [1, 4], "one run per distinct level");
+    assert_eq!(sample_of(&fleet, &sweep.runs[0].run_id).await?, sample_of(&fleet, &sweep.runs[1].run_id).await?);
+
+    for run in &sweep.runs {
+        let row: String = sqlx::query_scalar(
+            "SELECT concat_ws(' ', load_pattern, rate_per_s, slo_ttft_s, slo_tpot_s, repeat_until_cv, max_repeats)
+             FROM runs WHERE id = $1",
+        )
+        .bind(Uuid::parse_str(&run.run_id)?)
+        .fetch_one(&fleet.pool)
+        .await?;
+        assert_eq!(row, "constant 2.5 2 0.1 0.05 3");
+    }
+    let mut c = client::connect(&agent).await?;
+    let request = AcquireLeaseRequest { available_models: vec![SMOL.into()], ..Default::default() };
+    let lease = c.acquire_lease(request).await?.into_inner().lease.expect("the L4 gets the sweep's work");
+    let load = lease.load.expect("a lease carries its run's load");
+    assert_eq!((load.kind.as_str(), load.rate_per_s), ("constant", 2.5));
+
+    // A level out of range is refused and nothing is stored.
+    let e = fleet.admin.create_sweep(SweepSpec { concurrency: vec![1, 5000], ..spec("bad", "slice", 6, 9) }).await;
+    assert!(e.unwrap_err().message().contains("got 5000"));
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM sweep_definitions").fetch_one(&fleet.pool).await?;
+    assert_eq!(stored, 1);
     Ok(())
 }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 /// Engine settings and sharding, shared by `ipw run create` and `ipw sweep create`.
 #[derive(clap::Args, Debug)]
 pub struct EngineSettings {
-    /// Queries in flight at once on an agent. A list (`1,4,16,64`) makes one run per level
-    /// (`ipw run create` only), so energy per query against batch size is one query.
+    /// Queries in flight at once on an agent. A list (`1,4,16,64`) makes one run per level,
+    /// all on one sample, so energy per query against batch size is one query.
     #[arg(long, default_value = "1", value_delimiter = ',', num_args = 1..)]
     pub concurrency: Vec<u32>,
     /// Queries per shard (the unit of leasing).
@@ -31,7 +31,8 @@ pub struct EngineSettings {
     pub top_p: f32,
 }
 
-/// How requests are started and what counts as good: `ipw run create`.
+/// How requests are started, what counts as good and when to repeat: `ipw run create` and
+/// `ipw sweep create`.
 #[derive(clap::Args, Debug)]
 pub struct LoadFlags {
     /// Open-loop arrivals at this rate (`5/s`, `300/min`) instead of a fixed concurrency.
@@ -63,7 +64,7 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
 
 impl LoadFlags {
     /// The load pattern these flags ask for (`None`: closed loop).
-    fn pattern(&self, seed: i64) -> Option<LoadPattern> {
+    pub fn pattern(&self, seed: i64) -> Option<LoadPattern> {
         self.rate.map(|rate_per_s| LoadPattern { kind: self.arrival.clone(), rate_per_s, seed: seed as u64 })
     }
 }
@@ -100,14 +101,6 @@ fn parse_slo(s: &str) -> Result<(f64, f64), String> {
 }
 
 impl EngineSettings {
-    /// The one concurrency of a sweep: a list is for `ipw run create`.
-    pub fn single_concurrency(&self) -> anyhow::Result<u32> {
-        match self.concurrency.as_slice() {
-            [c] => Ok(*c),
-            _ => anyhow::bail!("--concurrency takes one value for a sweep; a list is for `ipw run create`"),
-        }
-    }
-
     /// The generation parameters these flags set.
     pub fn params(&self) -> GenerationParams {
         GenerationParams { max_tokens: self.max_tokens, temperature: self.temperature, top_p: self.top_p }

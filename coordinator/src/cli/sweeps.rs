@@ -1,7 +1,7 @@
 //! `ipw sweep`: models x hardware classes x a seeded sample, optionally on a schedule.
 
 use super::render::table::{render_sweep, render_table, when};
-use super::runs::EngineSettings;
+use super::runs::{EngineSettings, LoadFlags};
 use super::{Admin, refused};
 use clap::Subcommand;
 use ipw_proto::kinds::{MissedPolicy, SweepStatus};
@@ -65,6 +65,8 @@ pub struct CreateSweep {
     accelerator: String,
     #[command(flatten)]
     engine: EngineSettings,
+    #[command(flatten)]
+    load: LoadFlags,
     /// Unmeasured warm-up queries at the start of each shard.
     #[arg(long, default_value_t = 0)]
     warmup: u32,
@@ -84,8 +86,9 @@ pub struct CreateSweep {
 
 impl CreateSweep {
     /// The sweep definition these flags describe.
-    fn into_spec(self) -> anyhow::Result<SweepSpec> {
-        Ok(SweepSpec {
+    fn into_spec(self) -> SweepSpec {
+        let (slo_ttft_s, slo_tpot_s) = self.load.slo.unwrap_or_default();
+        SweepSpec {
             name: self.name,
             workload: self.workload,
             models: self.models,
@@ -94,7 +97,7 @@ impl CreateSweep {
             stratify: self.stratify,
             labels: self.labels.into_iter().collect(),
             accelerator: self.accelerator,
-            concurrency: self.engine.single_concurrency()?,
+            concurrency: self.engine.concurrency.clone(),
             shard_size: self.engine.shard_size,
             repetitions: self.engine.repetitions,
             warmup: self.warmup,
@@ -103,7 +106,12 @@ impl CreateSweep {
             timezone: if self.cron.is_empty() { String::new() } else { self.timezone },
             cron: self.cron,
             missed_policy: self.missed.as_str().to_owned(),
-        })
+            load: self.load.pattern(self.seed),
+            slo_ttft_s,
+            slo_tpot_s,
+            repeat_until_cv: self.load.repeat_until_cv.unwrap_or(0.0),
+            max_repeats: self.load.max_repeats.unwrap_or(0),
+        }
     }
 }
 
@@ -111,7 +119,7 @@ impl CreateSweep {
 pub async fn run(admin: &mut Admin, url: &str, cmd: SweepCmd) -> anyhow::Result<()> {
     let set = |sweep_id: String, to: SweepStatus| SweepStatusRequest { sweep_id, status: to.as_str().into() };
     let info = match cmd {
-        SweepCmd::Create(c) => admin.create_sweep(c.into_spec()?).await,
+        SweepCmd::Create(c) => admin.create_sweep(c.into_spec()).await,
         SweepCmd::List => {
             let sweeps = admin.list_sweeps(ListSweepsRequest {}).await.map_err(refused(url))?.into_inner().sweeps;
             print!("{}", list(sweeps));

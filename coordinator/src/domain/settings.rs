@@ -6,6 +6,40 @@ use ipw_proto::v1::{GenerationParams, LoadPattern};
 /// Default completion budget when a run does not set one.
 pub const DEFAULT_MAX_TOKENS: u32 = 1024;
 
+/// How a run is measured beyond its concurrency: load pattern, goodput SLOs, repeat rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    /// closed (concurrency), poisson or constant (arrivals at `rate_per_s`).
+    pub load_pattern: String,
+    /// Open loop: arrivals per second.
+    pub rate_per_s: Option<f64>,
+    /// Seeds Poisson arrivals.
+    pub arrival_seed: i64,
+    /// Goodput SLO on time to first token, s.
+    pub slo_ttft_s: Option<f64>,
+    /// Goodput SLO on time per output token, s.
+    pub slo_tpot_s: Option<f64>,
+    /// Repeat until the steady-state figure's coefficient of variation is at most this.
+    pub repeat_until_cv: Option<f64>,
+    /// Runs in all, at most, when repeating.
+    pub max_repeats: Option<i32>,
+}
+
+impl Default for Measurement {
+    /// Closed loop, no SLOs, run once.
+    fn default() -> Self {
+        Self {
+            load_pattern: "closed".into(),
+            rate_per_s: None,
+            arrival_seed: 0,
+            slo_ttft_s: None,
+            slo_tpot_s: None,
+            repeat_until_cv: None,
+            max_repeats: None,
+        }
+    }
+}
+
 /// Engine settings and sharding, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -25,20 +59,8 @@ pub struct Settings {
     pub warmup: i32,
     /// Memory a model needs; agents with less are not given it.
     pub model_memory_bytes: Option<i64>,
-    /// closed (concurrency), poisson or constant (arrivals at `rate_per_s`).
-    pub load_pattern: String,
-    /// Open loop: arrivals per second.
-    pub rate_per_s: Option<f64>,
-    /// Seeds Poisson arrivals.
-    pub arrival_seed: i64,
-    /// Goodput SLO on time to first token, s.
-    pub slo_ttft_s: Option<f64>,
-    /// Goodput SLO on time per output token, s.
-    pub slo_tpot_s: Option<f64>,
-    /// Repeat until the steady-state figure's coefficient of variation is at most this.
-    pub repeat_until_cv: Option<f64>,
-    /// Runs in all, at most, when repeating.
-    pub max_repeats: Option<i32>,
+    /// Load pattern, goodput SLOs and the repeat rule.
+    pub measurement: Measurement,
 }
 
 impl Settings {
@@ -81,13 +103,7 @@ impl Settings {
                 .then(|| i64::try_from(model_memory_bytes))
                 .transpose()
                 .map_err(|_| Invalid::new("the model memory is too large"))?,
-            load_pattern: "closed".into(),
-            rate_per_s: None,
-            arrival_seed: 0,
-            slo_ttft_s: None,
-            slo_tpot_s: None,
-            repeat_until_cv: None,
-            max_repeats: None,
+            measurement: Measurement::default(),
         })
     }
 
@@ -108,7 +124,7 @@ impl Settings {
         if !(2..=100).contains(&max) {
             return Err(Invalid::new("the maximum repeats must be between 2 and 100"));
         }
-        (self.repeat_until_cv, self.max_repeats) = (Some(cv), Some(max as i32));
+        (self.measurement.repeat_until_cv, self.measurement.max_repeats) = (Some(cv), Some(max as i32));
         Ok(self)
     }
 
@@ -120,9 +136,9 @@ impl Settings {
             "" | "closed" if load.rate_per_s == 0.0 => {}
             "" | "closed" => return Err(Invalid::new("a rate needs an open-loop pattern: poisson or constant")),
             "poisson" | "constant" if load.rate_per_s.is_finite() && load.rate_per_s > 0.0 => {
-                self.load_pattern = load.kind.clone();
-                self.rate_per_s = Some(load.rate_per_s);
-                self.arrival_seed = load.seed as i64;
+                self.measurement.load_pattern = load.kind.clone();
+                self.measurement.rate_per_s = Some(load.rate_per_s);
+                self.measurement.arrival_seed = load.seed as i64;
             }
             "poisson" | "constant" => {
                 return Err(Invalid::new("the arrival rate must be a positive number per second"));
@@ -136,17 +152,18 @@ impl Settings {
             v if v.is_finite() && v > 0.0 => Ok(Some(v)),
             _ => Err(Invalid(format!("the {what} SLO must be a positive number of seconds"))),
         };
-        self.slo_ttft_s = slo(slo_ttft_s, "ttft")?;
-        self.slo_tpot_s = slo(slo_tpot_s, "tpot")?;
+        self.measurement.slo_ttft_s = slo(slo_ttft_s, "ttft")?;
+        self.measurement.slo_tpot_s = slo(slo_tpot_s, "tpot")?;
         Ok(self)
     }
 
     /// The load pattern as a lease carries it.
     pub fn load(&self) -> LoadPattern {
+        let m = &self.measurement;
         LoadPattern {
-            kind: self.load_pattern.clone(),
-            rate_per_s: self.rate_per_s.unwrap_or(0.0),
-            seed: self.arrival_seed as u64,
+            kind: m.load_pattern.clone(),
+            rate_per_s: m.rate_per_s.unwrap_or(0.0),
+            seed: m.arrival_seed as u64,
         }
     }
 }
@@ -169,8 +186,9 @@ mod tests {
         let base = Settings::from_request(2, 10, 1, 0, None, 0).unwrap();
         let open = |kind: &str, rate: f64| Some(LoadPattern { kind: kind.into(), rate_per_s: rate, seed: 7 });
         let s = base.clone().with_load(open("poisson", 5.0), 2.0, 0.1).unwrap();
+        let m = &s.measurement;
         assert_eq!(
-            (s.load_pattern.as_str(), s.rate_per_s, s.slo_ttft_s, s.slo_tpot_s),
+            (m.load_pattern.as_str(), m.rate_per_s, m.slo_ttft_s, m.slo_tpot_s),
             ("poisson", Some(5.0), Some(2.0), Some(0.1))
         );
         assert_eq!(s.load().seed, 7);
@@ -180,7 +198,7 @@ mod tests {
         assert!(base.clone().with_load(open("burst", 3.0), 0.0, 0.0).unwrap_err().0.contains("unknown load pattern"));
         assert!(base.clone().with_load(None, -1.0, 0.0).unwrap_err().0.contains("ttft"));
         let r = base.clone().with_repeats(0.02, 0).unwrap();
-        assert_eq!((r.repeat_until_cv, r.max_repeats), (Some(0.02), Some(5)));
+        assert_eq!((r.measurement.repeat_until_cv, r.measurement.max_repeats), (Some(0.02), Some(5)));
         assert!(base.clone().with_repeats(0.0, 3).unwrap_err().0.contains("--repeat-until-cv"));
         assert!(base.clone().with_repeats(2.0, 3).unwrap_err().0.contains("between 0 and 100%"));
         assert!(base.with_repeats(0.02, 1).unwrap_err().0.contains("between 2 and 100"));

@@ -132,13 +132,13 @@ pub async fn create(
         hardware_class,
         sweep_id,
         label_selector,
-        settings.load_pattern,
-        settings.rate_per_s,
-        settings.arrival_seed,
-        settings.slo_ttft_s,
-        settings.slo_tpot_s,
-        settings.repeat_until_cv,
-        settings.max_repeats,
+        settings.measurement.load_pattern,
+        settings.measurement.rate_per_s,
+        settings.measurement.arrival_seed,
+        settings.measurement.slo_ttft_s,
+        settings.measurement.slo_tpot_s,
+        settings.measurement.repeat_until_cv,
+        settings.measurement.max_repeats,
     )
     .execute(&mut **tx)
     .await?;

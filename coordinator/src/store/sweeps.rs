@@ -4,7 +4,7 @@
 //! matches; agents of one class share that run's shards.
 
 use super::{Error, Result, on_unique_violation, runs, stored, unix_us, workloads};
-use crate::domain::settings::Settings;
+use crate::domain::settings::{Measurement, Settings};
 use crate::domain::sweep::Definition;
 use chrono::{DateTime, Utc};
 use ipw_proto::kinds::{MissedPolicy, RunStatus, SweepStatus};
@@ -24,11 +24,14 @@ pub async fn define(tx: &mut Transaction<'_, Postgres>, d: &Definition) -> Resul
     let (settings, name) = (&d.settings, &d.name);
     let schedule = d.schedule.as_ref();
     let id = Uuid::now_v7();
+    let m = &settings.measurement;
     sqlx::query!(
         "INSERT INTO sweep_definitions (id, name, workload_id, sample_size, seed, stratify, models, label_selector,
-             accelerator, concurrency, shard_size, max_tokens, temperature, top_p, repetitions, warmup,
-             model_memory_bytes, cron, timezone, missed_policy, next_fire_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+             accelerator, concurrency_levels, shard_size, max_tokens, temperature, top_p, repetitions, warmup,
+             model_memory_bytes, cron, timezone, missed_policy, next_fire_at, load_pattern, rate_per_s,
+             arrival_seed, slo_ttft_s, slo_tpot_s, repeat_until_cv, max_repeats)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
+                 $22, $23, $24, $25, $26, $27, $28)",
         id,
         name,
         workload.id,
@@ -38,7 +41,7 @@ pub async fn define(tx: &mut Transaction<'_, Postgres>, d: &Definition) -> Resul
         &d.models,
         serde_json::to_value(&d.labels).expect("a string map is JSON"),
         d.accelerator,
-        settings.concurrency,
+        &d.concurrency_levels,
         settings.shard_size,
         settings.max_tokens,
         settings.temperature,
@@ -50,6 +53,13 @@ pub async fn define(tx: &mut Transaction<'_, Postgres>, d: &Definition) -> Resul
         schedule.map(|s| s.timezone.clone()),
         d.missed_policy.as_str(),
         schedule.map(|s| s.first),
+        m.load_pattern,
+        m.rate_per_s,
+        m.arrival_seed,
+        m.slo_ttft_s,
+        m.slo_tpot_s,
+        m.repeat_until_cv,
+        m.max_repeats,
     )
     .execute(&mut **tx)
     .await
@@ -71,25 +81,16 @@ pub async fn create(pool: &PgPool, definition: &Definition) -> Result<SweepInfo>
     })
 }
 
-/// Creates an instance of a definition: one run per (model, matching hardware class), all
-/// over the same seeded sample. For a scheduled firing, `scheduled_for` makes it happen once:
-/// `Ok(None)` when that firing already has its instance. Fails, writing nothing, when no
-/// approved agent matches the selector.
+/// Creates an instance of a definition: one run per (model, matching hardware class,
+/// concurrency level), all over the same seeded sample. For a scheduled firing,
+/// `scheduled_for` makes it happen once: `Ok(None)` when that firing already has its instance.
+/// Fails, writing nothing, when no approved agent matches the selector.
 pub async fn instantiate(
     tx: &mut Transaction<'_, Postgres>,
     definition_id: Uuid,
     scheduled_for: Option<DateTime<Utc>>,
 ) -> Result<Option<Uuid>> {
-    let d = sqlx::query!(
-        "SELECT d.name, d.workload_id, d.sample_size, d.seed, d.stratify, d.models, d.label_selector, d.accelerator,
-                d.concurrency, d.shard_size, d.max_tokens, d.temperature, d.top_p, d.repetitions, d.warmup,
-                d.model_memory_bytes
-         FROM sweep_definitions d WHERE d.id = $1",
-        definition_id
-    )
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or_else(|| Error::NotFound(format!("no sweep definition {definition_id}")))?;
+    let d = stored_definition(tx, definition_id).await?;
     let classes: Vec<String> = sqlx::query_scalar!(
         r#"SELECT DISTINCT hardware_class AS "class!" FROM agents
            WHERE status = 'approved' AND labels @> $1
@@ -124,35 +125,82 @@ pub async fn instantiate(
     }
     let workload = workloads::find(tx, &d.workload_id.to_string()).await?;
     let sample = runs::sample(tx, &workload, d.sample_size as u32, d.seed, d.stratify).await?;
-    let settings = Settings {
-        concurrency: d.concurrency,
-        shard_size: d.shard_size,
-        repetitions: d.repetitions,
-        max_tokens: d.max_tokens,
-        temperature: d.temperature,
-        top_p: d.top_p,
-        warmup: d.warmup,
-        model_memory_bytes: d.model_memory_bytes,
-        load_pattern: "closed".into(),
-        rate_per_s: None,
-        arrival_seed: 0,
-        slo_ttft_s: None,
-        slo_tpot_s: None,
-        repeat_until_cv: None,
-        max_repeats: None,
+    let placement = |class| runs::Placement {
+        hardware_class: Some(class),
+        label_selector: Some(&d.label_selector),
+        sweep_id: Some(sweep_id),
     };
+    let mut settings = d.settings.clone();
     for model in &d.models {
         for class in &classes {
-            let placement = runs::Placement {
-                hardware_class: Some(class),
-                label_selector: Some(&d.label_selector),
-                sweep_id: Some(sweep_id),
-            };
-            runs::create(tx, &workload, model, d.seed, &settings, &sample, &placement).await?;
+            for &level in &d.concurrency_levels {
+                settings.concurrency = level;
+                runs::create(tx, &workload, model, d.seed, &settings, &sample, &placement(class)).await?;
+            }
         }
     }
-    tracing::info!(sweep = %sweep_id, name = %d.name, runs = d.models.len() * classes.len(), "sweep instance created");
+    let n_runs = d.models.len() * classes.len() * d.concurrency_levels.len();
+    tracing::info!(sweep = %sweep_id, name = %d.name, runs = n_runs, "sweep instance created");
     Ok(Some(sweep_id))
+}
+
+/// A stored definition, as an instance needs it.
+struct StoredDefinition {
+    name: String,
+    workload_id: Uuid,
+    sample_size: i32,
+    seed: i64,
+    stratify: bool,
+    models: Vec<String>,
+    label_selector: serde_json::Value,
+    accelerator: Option<String>,
+    concurrency_levels: Vec<i32>,
+    settings: Settings,
+}
+
+async fn stored_definition(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> Result<StoredDefinition> {
+    let d = sqlx::query!(
+        "SELECT name, workload_id, sample_size, seed, stratify, models, label_selector, accelerator,
+                concurrency_levels, shard_size, max_tokens, temperature, top_p, repetitions, warmup,
+                model_memory_bytes, load_pattern, rate_per_s, arrival_seed, slo_ttft_s, slo_tpot_s,
+                repeat_until_cv, max_repeats
+         FROM sweep_definitions WHERE id = $1",
+        id
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| Error::NotFound(format!("no sweep definition {id}")))?;
+    let measurement = Measurement {
+        load_pattern: d.load_pattern,
+        rate_per_s: d.rate_per_s,
+        arrival_seed: d.arrival_seed,
+        slo_ttft_s: d.slo_ttft_s,
+        slo_tpot_s: d.slo_tpot_s,
+        repeat_until_cv: d.repeat_until_cv,
+        max_repeats: d.max_repeats,
+    };
+    Ok(StoredDefinition {
+        settings: Settings {
+            concurrency: d.concurrency_levels[0],
+            shard_size: d.shard_size,
+            repetitions: d.repetitions,
+            max_tokens: d.max_tokens,
+            temperature: d.temperature,
+            top_p: d.top_p,
+            warmup: d.warmup,
+            model_memory_bytes: d.model_memory_bytes,
+            measurement,
+        },
+        name: d.name,
+        workload_id: d.workload_id,
+        sample_size: d.sample_size,
+        seed: d.seed,
+        stratify: d.stratify,
+        models: d.models,
+        label_selector: d.label_selector,
+        accelerator: d.accelerator,
+        concurrency_levels: d.concurrency_levels,
+    })
 }
 
 /// An instance with each run's progress and ETA.
@@ -167,12 +215,12 @@ pub async fn info(conn: &mut PgConnection, sweep_id: Uuid) -> Result<SweepInfo> 
     .await?
     .ok_or_else(|| Error::NotFound(format!("no sweep {sweep_id}")))?;
     let runs = sqlx::query!(
-        r#"SELECT r.id, m.name AS model, coalesce(r.hardware_class, '') AS "hardware_class!", r.status,
+        r#"SELECT r.id, m.name AS model, coalesce(r.hardware_class, '') AS "hardware_class!", r.status, r.concurrency,
                   r.sample_size::bigint * r.repetitions AS "expected!",
                   (SELECT count(*) FROM results x WHERE x.run_id = r.id) AS "results!",
                   extract(epoch FROM now() - r.started_at)::float8 AS elapsed_s
            FROM runs r JOIN models m ON m.id = r.model_id WHERE r.sweep_id = $1
-           ORDER BY m.name, r.hardware_class"#,
+           ORDER BY m.name, r.hardware_class, r.concurrency, r.id"#,
         sweep_id
     )
     .fetch_all(&mut *conn)
@@ -191,6 +239,7 @@ pub async fn info(conn: &mut PgConnection, sweep_id: Uuid) -> Result<SweepInfo> 
                 run_id: r.id.to_string(),
                 model: r.model,
                 hardware_class: r.hardware_class,
+                concurrency: r.concurrency as u32,
                 status: r.status,
                 expected_results: r.expected as u64,
                 results: r.results as u64,

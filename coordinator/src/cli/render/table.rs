@@ -180,12 +180,13 @@ pub fn render_sweep(s: &SweepInfo) -> String {
             r.run_id.clone(),
             r.model.clone(),
             r.hardware_class.clone(),
+            r.concurrency.to_string(),
             r.status.clone(),
             format!("{}/{} ({pct:.0}%)", r.results, r.expected_results),
             eta,
         ]
     });
-    out.push_str(&render_table(&["RUN", "MODEL", "HARDWARE CLASS", "STATUS", "RESULTS", "ETA"], rows));
+    out.push_str(&render_table(&["RUN", "MODEL", "HARDWARE CLASS", "CONCURRENCY", "STATUS", "RESULTS", "ETA"], rows));
     out
 }
 
