@@ -177,6 +177,56 @@ fn chrono_now_us() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_micros() as i64
 }
 
+/// `--idle-every`: within a session the agent stops starting queries, lets the load drain,
+/// measures idle again, then resumes. Each measurement is stored, the pauses are left out of
+/// the steady window and reported, and every query still gets its energy. The watts are the
+/// powercap fixture's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_is_measured_again_every_interval_and_the_pause_is_left_out_of_the_steady_window() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start().await?;
+    let lines: Vec<String> = (1..=12)
+        .map(|i| format!(r#"{{"id": "{i}", "prompt": "Count from 1 to {}.", "answer": "x"}}"#, i + 5))
+        .collect();
+    fleet.import_lines("twelve", &lines.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let agent = fleet.join(&token, "metered").await?;
+    let run = fleet.create_run("twelve", 12, 4, 2, 48).await?;
+
+    let fixture = PowercapFixture::start(fleet.dir.path(), 25.0)?;
+    let mut opts = fleet.run_options();
+    opts.power.idle = Duration::from_millis(500);
+    opts.power.idle_every = Duration::from_secs(2);
+    opts.power.discovery.powercap_root = fixture.root.clone();
+    let summary = runner::run(&agent, &fleet.spool("metered"), &opts).await;
+    drop(fixture);
+    assert_eq!(summary?.committed, 12);
+    let run_id = Uuid::parse_str(&run.run_id)?;
+
+    let (idles, paused_s, window_s, with_energy): (i64, f64, f64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM session_idle i JOIN measurement_sessions m ON m.id = i.session_id
+                 WHERE m.run_id = $1),
+                (SELECT sum(paused_s) FROM measurement_sessions WHERE run_id = $1),
+                (SELECT sum(steady_to_s - steady_from_s) FROM measurement_sessions WHERE run_id = $1),
+                (SELECT count(energy_j) FROM results WHERE run_id = $1)",
+    )
+    .bind(run_id)
+    .fetch_one(&fleet.pool)
+    .await?;
+    assert!(idles >= 2, "idle measured at the start and again after 2 s: {idles} baselines");
+    // Each repeat pauses at least for its 0.5 s measurement, and inside the window.
+    assert!(paused_s >= 0.5 * (idles - 1) as f64, "paused {paused_s} s for {idles} baselines");
+    assert!(paused_s < window_s, "the pauses ({paused_s} s) lie inside the window ({window_s} s)");
+    assert_eq!(with_energy, 12, "every query has its energy across the pauses");
+    let (steady_s, reported_pause): (f64, f64) =
+        sqlx::query_as("SELECT steady_s, paused_s FROM ipw_summary WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(&fleet.pool)
+            .await?;
+    assert!((steady_s - (window_s - paused_s)).abs() < 1e-6, "steady {steady_s} s = window less pauses");
+    assert!((reported_pause - paused_s).abs() < 1e-9);
+    Ok(())
+}
+
 /// The whole energy path (sampler, idle baseline, attribution, upload, audit series, views)
 /// driven by a RAPL counter in the kernel's sysfs format that this test advances at a known
 /// 25 W. The figures are the fixture's, not a measurement; they check the plumbing and the

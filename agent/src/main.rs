@@ -210,7 +210,10 @@ impl PowerArgs {
     }
 }
 
-#[tokio::main]
+// One thread: the agent waits on the engine and the network, and a multi-threaded runtime
+// spent more CPU on waking threads than the work itself (BENCHMARKS.md). Hashing and the
+// spool's fsyncs run on the blocking pool; the power sampler has its own thread.
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

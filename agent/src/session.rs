@@ -26,7 +26,6 @@ use crate::runner::{RunOptions, patiently};
 use crate::spool::Spool;
 use crate::steady::LoadTracker;
 use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, StreamExt};
 use ipw_proto::v1::{
     AcquireLeaseRequest, EngineFailure, IdleBaseline, Lease, LoadSummary, QueryResult, SessionTelemetry,
 };
@@ -34,6 +33,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinSet;
 
 /// How often the ledger attributes energy.
 const ENERGY_EVERY: Duration = Duration::from_secs(1);
@@ -129,7 +129,9 @@ impl Arrivals {
     }
 }
 
-type InFlight<'a> = FuturesUnordered<BoxFuture<'a, (Request, Completion)>>;
+/// The requests in flight, each its own task: a streamed token wakes only its request, not
+/// the session's loop (which wakes when a request ends). Dropping the set aborts them.
+type InFlight = JoinSet<(Request, Completion)>;
 type Leasing = BoxFuture<'static, Result<Option<Lease>, tonic::Status>>;
 
 /// Why the loop woke.
@@ -274,7 +276,7 @@ impl<'a> Session<'a> {
 
     /// The measuring loop: until the work runs out, the engine fails or a stop.
     async fn drive(&mut self) {
-        let mut in_flight: InFlight<'a> = FuturesUnordered::new();
+        let mut in_flight = InFlight::new();
         let mut leasing: Option<Leasing> = None;
         let mut grace: Option<tokio::time::Instant> = None;
         let mut energy_tick = tokio::time::interval(ENERGY_EVERY);
@@ -296,7 +298,10 @@ impl<'a> Session<'a> {
             }
             let arrival = self.arrival_instant();
             let event = tokio::select! {
-                Some((r, c)) = in_flight.next(), if !in_flight.is_empty() => Event::Done(r, c),
+                Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => match joined {
+                    Ok((r, c)) => Event::Done(r, c),
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                },
                 got = async { leasing.as_mut().expect("guarded").await }, if leasing.is_some() => Event::Leased(got),
                 _ = energy_tick.tick() => Event::Tick,
                 _ = telemetry_tick.tick() => Event::Telemetry,
@@ -401,7 +406,7 @@ impl<'a> Session<'a> {
     }
 
     /// Starts what the load pattern allows now.
-    fn start_requests(&mut self, in_flight: &mut InFlight<'a>) {
+    fn start_requests(&mut self, in_flight: &mut InFlight) {
         if self.stopping.is_some() || self.pausing {
             return;
         }
@@ -425,7 +430,7 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn start(&mut self, lease: usize, scheduled: Option<f64>, in_flight: &mut InFlight<'a>) {
+    fn start(&mut self, lease: usize, scheduled: Option<f64>, in_flight: &mut InFlight) {
         let a = &mut self.leases[lease];
         let item = a.lease.items[a.next].clone();
         let request = Request { shard_id: a.lease.shard_id.clone(), item: a.next, energy_id: None, scheduled };
@@ -440,11 +445,11 @@ impl<'a> Session<'a> {
         if let Some(id) = energy_id {
             self.first_tokens.insert(id, first.clone());
         }
-        let engine = self.engine;
-        in_flight.push(Box::pin(async move {
+        let engine = self.engine.clone();
+        in_flight.spawn(async move {
             let c = engine.chat_observed(&model, &item.messages, &params, &first).await;
             (Request { energy_id, ..request }, c)
-        }));
+        });
     }
 
     /// A request ended: its result goes to the committer, its energy follows.

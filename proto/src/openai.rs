@@ -282,6 +282,8 @@ impl Error {
 #[derive(Debug, Clone, Default)]
 pub struct ChunkDecoder {
     buf: Vec<u8>,
+    /// Where the unread lines start in `buf`; read lines are dropped once all are read.
+    start: usize,
 }
 
 impl ChunkDecoder {
@@ -292,23 +294,30 @@ impl ChunkDecoder {
 
     /// The next chunk of the lines pushed so far; `None` until another complete `data:` line
     /// arrives. A chunk that is not valid JSON is [`Error::BadChunk`], one with an `error` is
-    /// [`Error::ErrorChunk`].
+    /// [`Error::ErrorChunk`]. Lines are parsed where they lie: a token costs no copy.
     pub fn next_chunk(&mut self) -> Option<Result<ChatChunk, Error>> {
-        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=pos).collect();
-            let line = String::from_utf8_lossy(&line);
-            let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else {
+        while let Some(pos) = self.buf[self.start..].iter().position(|b| *b == b'\n') {
+            let line = &self.buf[self.start..self.start + pos];
+            self.start += pos + 1;
+            let Some(data) = line.trim_ascii().strip_prefix(b"data:").map(<[u8]>::trim_ascii) else {
                 continue;
             };
-            if data == "[DONE]" {
+            if data == b"[DONE]" {
                 continue;
             }
-            return Some(match serde_json::from_str::<ChatChunk>(data) {
+            // Bytes that are not UTF-8 are read as replacement characters, not refused.
+            let parsed = serde_json::from_slice::<ChatChunk>(data).or_else(|e| match std::str::from_utf8(data) {
+                Ok(_) => Err(e),
+                Err(_) => serde_json::from_str(&String::from_utf8_lossy(data)),
+            });
+            return Some(match parsed {
                 Err(e) => Err(Error::BadChunk(e)),
                 Ok(ChatChunk { error: Some(err), .. }) => Err(Error::ErrorChunk(err)),
                 Ok(chunk) => Ok(chunk),
             });
         }
+        self.buf.drain(..self.start);
+        self.start = 0;
         None
     }
 }
@@ -505,6 +514,12 @@ mod tests {
         assert_eq!(v["message"], "out of memory");
         assert_eq!(e.to_string(), r#"engine error: {"code":500,"message":"out of memory"}"#);
         assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_read_as_replacement_characters() {
+        let chunks = decode(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\xffb\"}}]}\n\n", &[30]);
+        assert_eq!(text(&chunks), "a\u{fffd}b");
     }
 
     #[test]

@@ -33,8 +33,8 @@ struct Args {
     /// Requests kept in flight.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
-    /// JSON lines: `{"messages": [{role, content}, ...]}`, or an MMLU-Pro record
-    /// `{question, options, category?}`, rendered as the coordinator renders it.
+    /// JSON lines of `{"messages": [{role, content}, ...]}`: the prompts exactly as sent (the
+    /// benchmark takes them from the run's queries, so both clients send the same text).
     #[arg(long)]
     prompts: Option<PathBuf>,
     /// Prompt lines to skip.
@@ -60,26 +60,7 @@ struct Args {
 
 #[derive(Deserialize)]
 struct PromptLine {
-    messages: Option<Value>,
-    question: Option<String>,
-    #[serde(default)]
-    options: Vec<String>,
-    category: Option<String>,
-}
-
-/// The same text as coordinator/src/domain/prompt.rs, so both clients send identical prompts.
-fn mmlu_pro_cot(question: &str, choices: &[String], category: Option<&str>) -> String {
-    let subject = category.map(|c| format!(" about {}", c.replace('_', " "))).unwrap_or_default();
-    let mut s = format!(
-        "The following is a multiple choice question{subject}. Think step by step and then finish \
-         your answer with \"The answer is (X)\" where X is the correct letter choice.\n\n\
-         Question: {question}\nOptions:\n"
-    );
-    for (letter, choice) in ('A'..='Z').zip(choices) {
-        s.push_str(&format!("{letter}. {choice}\n"));
-    }
-    s.push_str("Answer: Let's think step by step.");
-    s
+    messages: Value,
 }
 
 fn load_prompts(path: &Path, offset: usize, limit: Option<usize>) -> anyhow::Result<Vec<Value>> {
@@ -89,14 +70,7 @@ fn load_prompts(path: &Path, offset: usize, limit: Option<usize>) -> anyhow::Res
         .take(limit.unwrap_or(usize::MAX))
         .map(|(i, line)| {
             let p: PromptLine = serde_json::from_str(line).map_err(|e| anyhow::anyhow!("line {}: {e}", i + 1))?;
-            match (p.messages, p.question) {
-                (Some(messages), _) => Ok(messages),
-                (None, Some(q)) if p.options.is_empty() => Ok(json!([{"role": "user", "content": q}])),
-                (None, Some(q)) => {
-                    Ok(json!([{"role": "user", "content": mmlu_pro_cot(&q, &p.options, p.category.as_deref())}]))
-                }
-                (None, None) => anyhow::bail!("line {}: neither `messages` nor `question`", i + 1),
-            }
+            Ok(p.messages)
         })
         .collect()
 }
