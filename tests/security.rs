@@ -114,15 +114,24 @@ async fn a_revoked_agent_is_refused_at_once_and_its_lease_goes_back() -> anyhow:
     Ok(())
 }
 
-/// Rotation: the new credential works, the old one is refused from that moment.
+/// Rotation: the old credential keeps working while the agent may not have the new one (a
+/// lost reply, a crash before saving: before, that locked the agent out for good), and is
+/// refused from the moment the new one is used.
 #[tokio::test]
-async fn a_rotated_credential_replaces_the_old_one() -> anyhow::Result<()> {
+async fn a_rotated_credential_replaces_the_old_one_once_it_is_used() -> anyhow::Result<()> {
     let mut fleet = Fleet::start_tls(true).await?;
     let token = fleet.token(1, true, Duration::from_secs(60)).await?;
     let old = fleet.join(&token, "rotating").await?;
+    // A rotation whose reply is lost: the agent still has only the old credential.
+    let lost = join::rotate(&old).await?;
+    client::connect(&old).await?.heartbeat(HeartbeatRequest::default()).await?;
+    // It rotates again with the old credential, and this time keeps the answer.
     let new = join::rotate(&old).await?;
     assert_ne!(new.credential, old.credential);
     assert_ne!(new.client_cert, old.client_cert, "a new client certificate too");
+    let e = client::connect(&lost).await?.heartbeat(HeartbeatRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "the lost credential was replaced");
+    client::connect(&old).await?.heartbeat(HeartbeatRequest::default()).await?;
     client::connect(&new).await?.heartbeat(HeartbeatRequest::default()).await?;
 
     let e = client::connect(&old).await?.heartbeat(HeartbeatRequest::default()).await.unwrap_err();
@@ -232,5 +241,284 @@ async fn a_truncated_result_stream_commits_nothing_of_the_cut_batch() -> anyhow:
         .fetch_all(&fleet.pool)
         .await?;
     assert_eq!(committed, [lease.items[0].query_id], "only the whole batch is written");
+    Ok(())
+}
+
+/// Opens an HTTP/2 connection to a plain-text coordinator and sends the headers of a call to
+/// `method` of the agent service, with `authorization` when given; the body is left open.
+async fn raw_agent_call(
+    addr: &str,
+    method: &str,
+    authorization: Option<&str>,
+) -> anyhow::Result<(h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>)> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let (h2c, connection) = h2::client::handshake(tcp).await?;
+    tokio::spawn(connection);
+    let mut h2c = h2c.ready().await?;
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}/ipw.v1.AgentService/{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(a) = authorization {
+        request = request.header("authorization", a);
+    }
+    Ok(h2c.send_request(request.body(())?, false)?)
+}
+
+/// The gRPC status of a response: from its headers (a refusal before any message) or, after
+/// the body, its trailers.
+async fn grpc_status(response: h2::client::ResponseFuture) -> anyhow::Result<(i32, String)> {
+    let response = response.await?;
+    let read = |h: &http::HeaderMap| -> Option<(i32, String)> {
+        let code = h.get("grpc-status")?.to_str().ok()?.parse().ok()?;
+        let message = h.get("grpc-message").and_then(|m| m.to_str().ok()).unwrap_or_default();
+        Some((code, message.replace("%20", " ")))
+    };
+    if let Some(status) = read(response.headers()) {
+        return Ok(status);
+    }
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        chunk?;
+    }
+    let trailers = body.trailers().await?.unwrap_or_default();
+    read(&trailers).ok_or_else(|| anyhow::anyhow!("no grpc-status"))
+}
+
+/// An anonymous 20 MB `UploadShardTelemetry` of 10 million empty `PowerSourceInfo` (2 bytes
+/// each on the wire, about 100 in memory) is refused before it is decoded: the coordinator's
+/// peak memory barely moves. So is a call that sends its headers and never its body.
+#[tokio::test]
+async fn an_anonymous_call_is_refused_before_its_body_is_read() -> anyhow::Result<()> {
+    use bytes::{BufMut, BytesMut};
+    let dir = tempfile::tempdir()?;
+    let coordinator =
+        ipw_e2e::CoordinatorProcess::start_plain(dir.path().join("coord"), &ipw_e2e::fresh_database_url().await?)
+            .await?;
+    let addr = coordinator.url.trim_start_matches("http://").to_owned();
+    let before = coordinator.peak_memory()?;
+
+    const SOURCES: usize = 10_000_000;
+    let mut flood = BytesMut::with_capacity(5 + 2 * SOURCES);
+    flood.put_u8(0);
+    flood.put_u32(2 * SOURCES as u32);
+    for _ in 0..SOURCES {
+        flood.put_slice(&[6 << 3 | 2, 0]); // field 6 (sources), an empty message
+    }
+    let (response, mut send) = raw_agent_call(&addr, "UploadShardTelemetry", None).await?;
+    // The refusal may come before the body has gone; a reset stream is then expected.
+    let _ = send.send_data(flood.freeze(), true);
+    let (code, message) = tokio::time::timeout(Duration::from_secs(10), grpc_status(response)).await??;
+    assert_eq!(code, Code::Unauthenticated as i32, "{message}");
+    assert!(message.contains("authorization"), "{message}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let risen = coordinator.peak_memory()?.saturating_sub(before);
+    assert!(risen < 50 << 20, "peak memory rose by {} MiB", risen >> 20);
+
+    // Headers without `authorization`, and a body that never comes: refused at once.
+    let (response, _held_open) = raw_agent_call(&addr, "UploadResults", None).await?;
+    let (code, _) = tokio::time::timeout(Duration::from_secs(2), grpc_status(response)).await??;
+    assert_eq!(code, Code::Unauthenticated as i32);
+    Ok(())
+}
+
+/// A pending agent may send heartbeats but nothing else; an approved agent's message larger
+/// than its method needs, or repeating a field past its limit, is refused before decoding.
+#[tokio::test]
+async fn only_approved_agents_upload_and_each_method_has_its_limits() -> anyhow::Result<()> {
+    use prost::Message;
+    let mut fleet = Fleet::start().await?;
+    let token = fleet.token(2, false, Duration::from_secs(60)).await?;
+    let pending = fleet.join(&token, "pending").await?;
+    let mut c = client::connect(&pending).await?;
+    assert_eq!(c.heartbeat(HeartbeatRequest::default()).await?.into_inner().status, "pending");
+    let batch = ResultBatch { batch_seq: 1, results: vec![QueryResult::default()] };
+    let e = c.upload_results(tokio_stream::iter([batch])).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    assert!(e.message().contains("ipw agents approve"), "{}", e.message());
+
+    let approved = fleet.join(&token, "approved").await?;
+    fleet.admin.approve_agent(ipw_proto::v1::ApproveAgentRequest { agent_id: approved.agent_id.to_string() }).await?;
+    let addr = fleet.coordinator.addr.to_string();
+    let bearer = format!("Bearer {}", approved.credential);
+    // 10,001 empty results: 20 KB on the wire, over the batch cap.
+    let body = ResultBatch { batch_seq: 1, results: vec![QueryResult::default(); 10_001] }.encode_to_vec();
+    let mut framed = vec![0];
+    framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&body);
+    let (response, mut send) = raw_agent_call(&addr, "UploadResults", Some(&bearer)).await?;
+    send.send_data(framed.into(), true)?;
+    let (code, message) = grpc_status(response).await?;
+    assert_eq!(code, Code::InvalidArgument as i32, "{message}");
+    assert!(message.contains("repeats more than 10000 times"), "{message}");
+    // A `CompleteShard` of 1 MB.
+    let (response, mut send) = raw_agent_call(&addr, "CompleteShard", Some(&bearer)).await?;
+    let mut big = vec![0, 0, 0x10, 0, 0];
+    big.resize(5 + (1 << 20), 0);
+    let _ = send.send_data(big.into(), true);
+    let (code, message) = grpc_status(response).await?;
+    assert_eq!(code, Code::InvalidArgument as i32, "{message}");
+    Ok(())
+}
+
+/// A name cannot stand in for an agent's id: a name shaped like an id is refused at join, an
+/// id given to `approve` or `revoke` means that agent only (even when an older row carries it
+/// as a name), and a name several agents share is refused, listing them.
+#[tokio::test]
+async fn agent_names_cannot_impersonate_agent_ids() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start().await?;
+    let token = fleet.token(4, false, Duration::from_secs(60)).await?;
+    let victim = fleet.join(&token, "victim").await?;
+    let e = fleet.join(&token, &victim.agent_id.to_string()).await.unwrap_err();
+    assert!(format!("{e:#}").contains("looks like an agent id"), "{e:#}");
+
+    // An agent that joined before names were checked, named after the victim's id.
+    let squatter = fleet.join(&token, "squatter").await?;
+    sqlx::query("UPDATE agents SET name = $1 WHERE id = $2")
+        .bind(victim.agent_id.to_string())
+        .bind(Uuid::parse_str(&squatter.agent_id)?)
+        .execute(&fleet.pool)
+        .await?;
+    let revoked = fleet
+        .admin
+        .revoke_agent(RevokeRequest { id: victim.agent_id.to_string(), reason: "test".into() })
+        .await?
+        .into_inner();
+    assert_eq!(revoked.id, victim.agent_id.to_string(), "the id meant the victim, not the squatter");
+
+    let twin = fleet.join(&token, "twin").await?;
+    sqlx::query("UPDATE agents SET name = 'twin' WHERE id = $1")
+        .bind(Uuid::parse_str(&squatter.agent_id)?)
+        .execute(&fleet.pool)
+        .await?;
+    let e =
+        fleet.admin.approve_agent(ipw_proto::v1::ApproveAgentRequest { agent_id: "twin".into() }).await.unwrap_err();
+    assert!(e.message().contains("2 agents are named \"twin\""), "{}", e.message());
+    assert!(e.message().contains(&twin.agent_id.to_string()) && e.message().contains(&squatter.agent_id.to_string()));
+    Ok(())
+}
+
+/// A huge token lifetime used to panic the handler, and a sample above `i32::MAX` wrapped
+/// negative and passed the size check: both are clear errors now.
+#[tokio::test]
+async fn admin_input_at_the_edges_gets_a_clear_error() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start().await?;
+    let request = ipw_proto::v1::CreateTokenRequest { ttl_seconds: u64::MAX / 2, ..Default::default() };
+    let e = fleet.admin.create_token(request).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(e.message().contains("at most"), "{}", e.message());
+
+    fleet.import_lines("one", &[r#"{"id": "1", "prompt": "hi", "answer": "a"}"#]).await?;
+    let run = ipw_proto::v1::CreateRunRequest {
+        workload: "one".into(),
+        model: SMOL.into(),
+        sample: 3_000_000_000,
+        concurrency: 1,
+        shard_size: 1,
+        ..Default::default()
+    };
+    let e = fleet.admin.create_run(run).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(e.message().contains("exceeds the 1 queries"), "{}", e.message());
+    Ok(())
+}
+
+/// An open result stream is checked batch by batch: once the agent is revoked, its next batch
+/// is refused. And an agent re-sending one result with ever new start times records at most
+/// `MAX_DUPLICATE_ATTEMPTS` other attempts, not one per send.
+#[tokio::test]
+async fn a_revoked_agent_cannot_keep_writing_and_duplicates_are_bounded() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start().await?;
+    fleet.import_lines("one", &[r#"{"id": "1", "prompt": "hi", "answer": "a"}"#]).await?;
+    let run = fleet.create_run("one", 1, 1, 1, 8).await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let agent = fleet.join(&token, "noisy").await?;
+    let mut c = client::connect(&agent).await?;
+    let lease = c
+        .acquire_lease(AcquireLeaseRequest { available_models: vec![SMOL.into()], ..Default::default() })
+        .await?
+        .into_inner()
+        .lease
+        .expect("the shard");
+    // 40 copies of the one result, each with its own start: 1 result, 16 other attempts.
+    let batches: Vec<ResultBatch> = (0..40)
+        .map(|i| {
+            let mut r = ipw_e2e::made_up_result(&lease, &lease.items[0]);
+            r.started_unix_us += i;
+            ResultBatch { batch_seq: i as u64, results: vec![r] }
+        })
+        .collect();
+    let mut acks = c.upload_results(tokio_stream::iter(batches)).await?.into_inner();
+    while acks.message().await?.is_some() {}
+    let run_id = Uuid::parse_str(&run.run_id)?;
+    let (results, attempts): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM results WHERE run_id = $1), (SELECT count(*) FROM duplicate_attempts WHERE run_id = $1)",
+    )
+    .bind(run_id)
+    .fetch_one(&fleet.pool)
+    .await?;
+    assert_eq!((results, attempts), (1, ipw_coordinator::store::results::MAX_DUPLICATE_ATTEMPTS));
+
+    // A stream opened before the revocation: its first batch is taken, the next refused.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut acks = c.upload_results(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    let batch =
+        |seq: u64| ResultBatch { batch_seq: seq, results: vec![ipw_e2e::made_up_result(&lease, &lease.items[0])] };
+    tx.send(batch(100)).await?;
+    assert_eq!(acks.message().await?.expect("an ack").batch_seq, 100);
+    fleet.admin.revoke_agent(RevokeRequest { id: agent.agent_id.to_string(), reason: "stolen".into() }).await?;
+    tx.send(batch(101)).await?;
+    let e = acks.message().await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    assert!(e.message().contains("revoked"), "{}", e.message());
+    Ok(())
+}
+
+/// Run as root, the embedded PostgreSQL used to chmod and chown `DATA_DIR/postgres/run` and
+/// write `ipw-fleet.conf` following symbolic links the postgres user could plant, so that
+/// user could have root hand it any file. Planted links now change nothing outside.
+#[tokio::test]
+async fn the_embedded_postgres_does_not_follow_planted_links() -> anyhow::Result<()> {
+    use ipw_coordinator::infra::embedded_postgres::EmbeddedPostgres;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the symlink attack needs root (the embedded PostgreSQL runs as root only then)");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let data = dir.path().join("coord");
+    std::fs::create_dir_all(&data)?;
+    let pg = EmbeddedPostgres::start(&data).await?;
+    pg.stop().await?;
+
+    // The victims: a root-owned folder and file the postgres user must not get.
+    let victim_dir = dir.path().join("victim-dir");
+    std::fs::create_dir(&victim_dir)?;
+    std::fs::set_permissions(&victim_dir, std::fs::Permissions::from_mode(0o755))?;
+    let victim_file = dir.path().join("victim.conf");
+    std::fs::write(&victim_file, "root's\n")?;
+    let settings = data.join("postgres/data/ipw-fleet.conf");
+    std::fs::remove_file(&settings)?;
+    std::os::unix::fs::symlink(&victim_file, &settings)?;
+    let run = data.join("postgres/run");
+    std::fs::remove_dir_all(&run)?;
+    std::os::unix::fs::symlink(&victim_dir, &run)?;
+
+    let refused = EmbeddedPostgres::start(&data).await;
+    let e = refused.expect_err("a linked socket folder is refused").to_string();
+    assert!(e.contains("symbolic link"), "{e}");
+    let meta = std::fs::metadata(&victim_dir)?;
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o755), "the folder is still root's, as it was");
+    // With the socket folder real again, the settings link is written through as the postgres
+    // user, who may not write the root-owned file: refused, and the file is unchanged.
+    std::fs::remove_file(&run)?;
+    let outcome = EmbeddedPostgres::start(&data).await;
+    assert_eq!(std::fs::read_to_string(&victim_file)?, "root's\n");
+    assert_eq!(std::fs::metadata(&victim_file)?.uid(), 0);
+    if let Ok(pg) = outcome {
+        pg.stop().await?;
+    }
     Ok(())
 }

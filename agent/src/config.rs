@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// What `ipw-agent join` stores and `ipw-agent run` reads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What `ipw-agent join` stores and `ipw-agent run` reads. Its `Debug` leaves the secrets out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentConfig {
     /// The coordinator's URL.
     pub coordinator: String,
@@ -27,6 +27,22 @@ pub struct AgentConfig {
     /// This agent's client certificate and key (PEM), for coordinators that require mTLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_cert: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The agent id is public; the secret half of the credential and the key are not.
+        f.debug_struct("AgentConfig")
+            .field("coordinator", &self.coordinator)
+            .field("agent_id", &self.agent_id)
+            .field("credential", &"<redacted>")
+            .field("name", &self.name)
+            .field("labels", &self.labels)
+            .field("hardware_class", &self.hardware_class)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<CA certificate>"))
+            .field("client_cert", &self.client_cert.as_ref().map(|_| "<certificate and redacted key>"))
+            .finish()
+    }
 }
 
 /// `/etc/ipw-agent/agent.json` for root (a service), else `$XDG_CONFIG_HOME/ipw-agent/agent.json`.
@@ -79,21 +95,9 @@ impl AgentConfig {
 
     /// Writes the file atomically with mode 0600: it holds the agent's credential.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        ipw_proto::files::write_private(path, serde_json::to_string_pretty(self)?.as_bytes())?;
         Ok(())
     }
 }
@@ -115,9 +119,15 @@ mod tests {
             labels: [("rack".to_owned(), "3".to_owned())].into(),
             hardware_class: "cpu:x:2c:24GiB".into(),
             ca_pem: Some("-----BEGIN CERTIFICATE-----".into()),
-            client_cert: None,
+            client_cert: Some(("CERT".into(), "PRIVATE KEY".into())),
         };
+        // A leftover temporary file from a crash, world-readable, does not lend its mode.
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path.with_extension("json.tmp"), "{}").unwrap();
+        std::fs::set_permissions(path.with_extension("json.tmp"), std::fs::Permissions::from_mode(0o644)).unwrap();
         c.save(&path).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("secret") && !shown.contains("PRIVATE KEY"), "{shown}");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(AgentConfig::load(&path).unwrap(), c);

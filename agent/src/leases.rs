@@ -5,10 +5,23 @@
 //! coordinator answers that a named lease is lost (it ran out and moved, the run was
 //! cancelled), the shard's work is told to stop.
 
-use ipw_proto::v1::HeartbeatResponse;
+use ipw_proto::v1::{HeartbeatResponse, Lease};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
+
+/// A lease as the coordinator sent it, refused unless its run and shard ids are UUIDs: they
+/// become spool file names, and `../` must not.
+pub fn checked(lease: Lease) -> Result<Lease, tonic::Status> {
+    for (what, id) in [("run", &lease.run_id), ("shard", &lease.shard_id)] {
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Err(tonic::Status::invalid_argument(format!(
+                "the coordinator sent a lease whose {what} id {id:?} is not a UUID"
+            )));
+        }
+    }
+    Ok(lease)
+}
 
 /// The shards in progress, each with a signal that fires if its lease is lost.
 #[derive(Debug, Clone, Default)]

@@ -242,11 +242,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         Command::Rotate => {
             let cfg = join::rotate(&AgentConfig::load(&config_path)?).await?;
+            // The new secret is never printed: until it is first used, the one in the file still
+            // works, so a failed write is fixed by rotating again.
             cfg.save(&config_path).with_context(|| {
                 format!(
-                    "the coordinator rotated the credential but {} could not be written; the new credential is: {}",
-                    config_path.display(),
-                    cfg.credential
+                    "the coordinator issued a new credential but {} could not be written; the credential in it \
+                     still works (until a new one is used): fix the file's directory and run `ipw-agent rotate` again",
+                    config_path.display()
                 )
             })?;
             println!("rotated the credential of {} ({}); saved in {}", cfg.name, cfg.agent_id, config_path.display());

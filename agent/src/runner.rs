@@ -254,7 +254,10 @@ async fn ask_for_lease(
     })
     .await;
     match asked {
-        Ok(r) => Ok(r.into_inner().lease.map_or(Asked::NoWork, Asked::Granted)),
+        Ok(r) => match r.into_inner().lease.map(crate::leases::checked).transpose() {
+            Ok(lease) => Ok(lease.map_or(Asked::NoWork, Asked::Granted)),
+            Err(s) => Err(anyhow::anyhow!("{}", s.message())),
+        },
         Err(s) if s.code() == Code::PermissionDenied => Ok(Asked::NotApproved(s.message().to_owned())),
         Err(s) => Err(anyhow::anyhow!("acquiring a lease failed: {}", s.message())),
     }

@@ -26,6 +26,7 @@ use crate::runner::{RunOptions, patiently};
 use crate::spool::Spool;
 use crate::steady::LoadTracker;
 use futures::future::BoxFuture;
+use ipw_proto::limits::{MAX_RESPONSE_BYTES, MAX_SHORT_TEXT_BYTES, clamp};
 use ipw_proto::v1::{
     AcquireLeaseRequest, EngineFailure, IdleBaseline, Lease, LoadSummary, QueryResult, SessionTelemetry,
 };
@@ -376,7 +377,7 @@ impl<'a> Session<'a> {
                 async move { c.acquire_lease(r).await }
             })
             .await
-            .map(|r| r.into_inner().lease)
+            .and_then(|r| r.into_inner().lease.map(crate::leases::checked).transpose())
         })
     }
 
@@ -694,9 +695,10 @@ fn to_result(lease: &Lease, item: usize, c: Completion) -> QueryResult {
         tpot_s: c.tpot_s,
         tokens_in: c.tokens_in,
         tokens_out: c.tokens_out,
-        response: c.text,
-        finish_reason: c.finish_reason,
-        error: c.error.unwrap_or_default(),
+        // Kept within what the coordinator accepts: a refused result would never complete.
+        response: clamp(c.text, MAX_RESPONSE_BYTES),
+        finish_reason: clamp(c.finish_reason, MAX_SHORT_TEXT_BYTES),
+        error: clamp(c.error.unwrap_or_default(), MAX_SHORT_TEXT_BYTES),
         ..Default::default()
     }
 }

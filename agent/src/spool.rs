@@ -28,9 +28,14 @@ use std::sync::{Arc, Mutex};
 pub struct SpoolKey(String);
 
 impl SpoolKey {
-    /// The key of a result: its `(run, query, repetition)`.
+    /// The key of a result: its `(run, query, repetition)`. Keys name files, so a run id that
+    /// is not a UUID (leases are checked; this is the last guard) is hex-encoded, never a path.
     pub fn of(r: &QueryResult) -> Self {
-        Self(format!("{}_{}_{}", r.run_id, r.query_id, r.repetition))
+        let run = match uuid::Uuid::parse_str(&r.run_id) {
+            Ok(id) => id.to_string(),
+            Err(_) => format!("x{}", hex::encode(r.run_id.as_bytes().iter().take(64).copied().collect::<Vec<u8>>())),
+        };
+        Self(format!("{run}_{}_{}", r.query_id, r.repetition))
     }
 }
 
@@ -341,12 +346,30 @@ fn unframe(mut bytes: &[u8]) -> Vec<Record> {
 mod tests {
     use super::*;
 
+    const RUN: &str = "01a23540-0000-7000-8000-000000000001";
+
     fn result(q: i64) -> QueryResult {
-        QueryResult { run_id: "run".into(), query_id: q, response: format!("answer {q}"), ..Default::default() }
+        QueryResult { run_id: RUN.into(), query_id: q, response: format!("answer {q}"), ..Default::default() }
     }
 
     fn journals(dir: &Path) -> usize {
         fs::read_dir(dir).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == JOURNAL)).count()
+    }
+
+    #[test]
+    fn a_run_id_that_is_not_a_uuid_never_becomes_a_path() {
+        let evil = QueryResult { run_id: "../../etc/cron.d/x".into(), query_id: 1, ..Default::default() };
+        let key = SpoolKey::of(&evil);
+        assert!(!key.0.contains('/') && !key.0.contains(".."), "{key:?}");
+        let id = uuid::Uuid::now_v7();
+        assert_eq!(
+            SpoolKey::of(&QueryResult { run_id: id.to_string(), query_id: 3, repetition: 1, ..Default::default() }).0,
+            format!("{id}_3_1")
+        );
+        let lease =
+            |run: &str| ipw_proto::v1::Lease { run_id: run.into(), shard_id: id.to_string(), ..Default::default() };
+        assert!(crate::leases::checked(lease("/abs")).unwrap_err().message().contains("not a UUID"));
+        assert!(crate::leases::checked(lease(&id.to_string())).is_ok());
     }
 
     #[test]
@@ -393,12 +416,12 @@ mod tests {
     #[test]
     fn results_from_an_older_agent_are_read_and_deleted_once_acknowledged() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("run_7_0.result"), result(7).encode_to_vec()).unwrap();
+        fs::write(dir.path().join(format!("{RUN}_7_0.result")), result(7).encode_to_vec()).unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let pending = spool.pending().unwrap();
         assert_eq!(pending.len(), 1);
         spool.remove(&[pending[0].0.clone()]).unwrap();
-        assert!(!dir.path().join("run_7_0.result").exists());
+        assert!(!dir.path().join(format!("{RUN}_7_0.result")).exists());
         assert!(spool.is_empty().unwrap());
     }
 

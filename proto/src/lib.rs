@@ -5,10 +5,14 @@
 //!   the generated code), with [`BearerAuth`] for its calls;
 //! - [`openai`]: the client for OpenAI-compatible endpoints (engines, the LLM judge);
 //! - [`retry`]: the one backoff schedule for every retry;
+//! - [`files`]: writing files that hold secrets, crash-safely;
 //! - [`tls`]: how clients reach the coordinator over TLS;
-//! - [`kinds`]: the closed sets of values that travel as text.
+//! - [`kinds`]: the closed sets of values that travel as text;
+//! - [`limits`]: what the coordinator accepts in a result.
 
+pub mod files;
 pub mod kinds;
+pub mod limits;
 pub mod openai;
 pub mod retry;
 pub mod tls;

@@ -306,6 +306,31 @@ impl CoordinatorProcess {
         Ok(Self { child, url: format!("https://127.0.0.1:{port}"), data_dir, args })
     }
 
+    /// Starts one that speaks plain text (`--insecure`), for tests that speak raw HTTP/2.
+    pub async fn start_plain(data_dir: PathBuf, database_url: &str) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let args = vec![
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--database-url={database_url}"),
+            format!("--data-dir={}", data_dir.display()),
+            "--insecure".to_owned(),
+        ];
+        let child = Self::spawn(&args).await?;
+        Ok(Self { child, url: format!("http://127.0.0.1:{port}"), data_dir, args })
+    }
+
+    /// The process's peak resident memory so far (`VmHWM`), in bytes.
+    pub fn peak_memory(&self) -> anyhow::Result<u64> {
+        let pid = self.child.id().context("the coordinator is running")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .context("VmHWM in /proc/PID/status")?;
+        Ok(kib << 10)
+    }
+
     async fn spawn(args: &[String]) -> anyhow::Result<tokio::process::Child> {
         let mut child = tokio::process::Command::new(binary("ipw-coordinator"))
             .args(args)

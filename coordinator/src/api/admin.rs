@@ -24,6 +24,8 @@ use uuid::Uuid;
 
 /// Default join-token lifetime.
 const DEFAULT_TOKEN_TTL_SECS: u64 = 24 * 3600;
+/// The longest life a join token may have.
+const MAX_TOKEN_TTL_SECS: i64 = 10 * 365 * 24 * 3600;
 /// Queries inserted per statement during an import.
 const IMPORT_BATCH: usize = 2000;
 
@@ -48,14 +50,20 @@ impl Admin for AdminService {
     ) -> Result<Response<CreateTokenResponse>, Status> {
         let req = request.into_inner();
         let ttl = if req.ttl_seconds == 0 { DEFAULT_TOKEN_TTL_SECS } else { req.ttl_seconds };
+        // A token that outlives ten years is a mistake, and a huge one overflowed the clock.
         let ttl = i64::try_from(ttl)
             .ok()
+            .filter(|s| *s <= MAX_TOKEN_TTL_SECS)
             .and_then(chrono::Duration::try_seconds)
-            .ok_or_else(|| Status::invalid_argument("ttl is too long"))?;
+            .ok_or_else(|| {
+                Status::invalid_argument(format!("the ttl must be at most {MAX_TOKEN_TTL_SECS} s (10 years)"))
+            })?;
         let max_uses = if req.max_uses == 0 { 1 } else { req.max_uses };
         let max_uses = i32::try_from(max_uses).map_err(|_| Status::invalid_argument("too many uses"))?;
         let token = new_secret();
-        let expires_at = chrono::Utc::now() + ttl;
+        let expires_at = chrono::Utc::now()
+            .checked_add_signed(ttl)
+            .ok_or_else(|| Status::invalid_argument("the ttl is too long"))?;
         let new = tokens::NewToken {
             hash: hash_secret(&token),
             description: &req.description,

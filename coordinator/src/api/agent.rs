@@ -1,13 +1,13 @@
 //! Calls from enrolled agents: heartbeat, lease, upload, complete.
 
-use super::auth::{Caller, authenticate};
+use super::auth::Caller;
 use super::error::prefixed;
+use super::guard::caller;
 use super::{State, parse_uuid};
 use crate::domain::{prompt, results, telemetry};
 use crate::infra::auth::{AgentCredential, hash_secret, new_secret};
 use crate::store::{self, agents, leases, provenance, unix_us};
 use futures::Stream;
-use ipw_proto::kinds::AgentStatus;
 use ipw_proto::v1::agent_service_server::AgentService;
 use ipw_proto::v1::{
     AcquireLeaseRequest, AcquireLeaseResponse, BatchAck, CompleteShardRequest, CompleteShardResponse, GenerationParams,
@@ -41,11 +41,12 @@ impl AgentService for AgentServiceImpl {
         &self,
         request: Request<RotateCredentialRequest>,
     ) -> Result<Response<RotateCredentialResponse>, Status> {
-        let caller = authenticate(&self.state, &request).await?;
+        let caller = caller(&request)?;
         let secret = new_secret();
         let client_cert = self.state.client_certificate(caller.id)?;
         let cert_sha256 = client_cert.as_ref().map(|c| c.sha256.as_slice());
-        agents::rotate_credential(&self.state.pool, caller.id, &hash_secret(&secret), cert_sha256).await?;
+        let used = (caller.credential_hash.as_slice(), caller.client_cert_sha256.as_deref());
+        agents::rotate_credential(&self.state.pool, caller.id, &hash_secret(&secret), cert_sha256, used).await?;
         tracing::info!(agent = %caller.id, "agent credential rotated");
         let (client_cert_pem, client_key_pem) = crate::infra::tls::client_pems(client_cert);
         Ok(Response::new(RotateCredentialResponse {
@@ -56,7 +57,7 @@ impl AgentService for AgentServiceImpl {
     }
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
-        let caller = authenticate(&self.state, &request).await?;
+        let caller = caller(&request)?;
         let named = shard_ids(&request.get_ref().shard_ids)?;
         let renewed = leases::renew(&self.state.pool, caller.id, self.state.lease_ttl, &named).await?;
         let lost_shard_ids: Vec<String> =
@@ -75,7 +76,7 @@ impl AgentService for AgentServiceImpl {
         &self,
         request: Request<ReleaseLeasesRequest>,
     ) -> Result<Response<ReleaseLeasesResponse>, Status> {
-        let caller = authenticate(&self.state, &request).await?;
+        let caller = caller(&request)?;
         let req = request.into_inner();
         let named = shard_ids(&req.shard_ids)?;
         if req.engine_failures.len() > results::MAX_BATCH_RESULTS {
@@ -119,13 +120,8 @@ impl AgentService for AgentServiceImpl {
         &self,
         request: Request<AcquireLeaseRequest>,
     ) -> Result<Response<AcquireLeaseResponse>, Status> {
-        let caller = authenticate(&self.state, &request).await?;
-        if caller.status != AgentStatus::Approved {
-            return Err(Status::permission_denied(format!(
-                "agent {} is {}: an operator must run `ipw agents approve {}` before it gets work",
-                caller.id, caller.status, caller.id
-            )));
-        }
+        // Approved: the guard let no other agent through.
+        let caller = caller(&request)?;
         // Only runs of models this agent's engine serves: it could not run the others.
         let request = request.into_inner();
         let only_run = (!request.run_id.is_empty())
@@ -142,7 +138,7 @@ impl AgentService for AgentServiceImpl {
         &self,
         request: Request<Streaming<ResultBatch>>,
     ) -> Result<Response<Self::UploadResultsStream>, Status> {
-        let caller = authenticate(&self.state, &request).await?;
+        let caller = caller(&request)?;
         let mut inbound = request.into_inner();
         let (acks, rx) = tokio::sync::mpsc::channel(16);
         let pool = self.state.pool.clone();
@@ -159,6 +155,12 @@ impl AgentService for AgentServiceImpl {
                     Ok(None) => break,
                     // A stream cut mid-message: every batch before it was committed and
                     // acknowledged; the partial one was never decoded, so nothing of it is written.
+                    // A message over the method's limits (the guard's refusal) is bad input,
+                    // not a break: it is passed on as it is, and not retried.
+                    Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                        let _ = acks.send(Err(status)).await;
+                        break;
+                    }
                     Err(status) => {
                         tracing::warn!(agent = %caller.id, %status, "result stream broke off");
                         let _ = acks
@@ -180,7 +182,7 @@ impl AgentService for AgentServiceImpl {
         &self,
         request: Request<ShardTelemetry>,
     ) -> Result<Response<ShardTelemetryAck>, Status> {
-        let caller = authenticate(&self.state, &request).await?;
+        let caller = caller(&request)?;
         let t = request.into_inner();
         let shard_id = parse_uuid("shard_id", &t.shard_id)?;
         telemetry::validate(&t).map_err(|e| Status::invalid_argument(format!("telemetry of shard {shard_id}: {e}")))?;
@@ -197,7 +199,7 @@ impl AgentService for AgentServiceImpl {
         &self,
         request: Request<SessionTelemetry>,
     ) -> Result<Response<SessionTelemetryAck>, Status> {
-        let caller = authenticate(&self.state, &request).await?;
+        let caller = caller(&request)?;
         let t = request.into_inner();
         let session = telemetry::validate_session(&t)
             .map_err(|e| Status::invalid_argument(format!("telemetry of session {}: {e}", t.session_id)))?;
@@ -209,7 +211,7 @@ impl AgentService for AgentServiceImpl {
     }
 
     async fn report_provenance(&self, request: Request<Provenance>) -> Result<Response<ProvenanceAck>, Status> {
-        let caller = authenticate(&self.state, &request).await?;
+        let caller = caller(&request)?;
         let p = request.into_inner();
         let run_id = parse_uuid("run_id", &p.run_id)?;
         let details = telemetry::validate_provenance(&p)?;
@@ -224,7 +226,7 @@ impl AgentService for AgentServiceImpl {
         &self,
         request: Request<CompleteShardRequest>,
     ) -> Result<Response<CompleteShardResponse>, Status> {
-        let caller = authenticate(&self.state, &request).await?;
+        let caller = caller(&request)?;
         let shard_id = parse_uuid("shard_id", &request.get_ref().shard_id)?;
         let run_completed = leases::complete(&self.state.pool, shard_id, caller.id).await?;
         Ok(Response::new(CompleteShardResponse { run_completed }))
@@ -312,6 +314,9 @@ async fn ingest_batch(pool: &sqlx::PgPool, agent_id: Uuid, batch: ResultBatch) -
         .map(|(i, r)| results::validate(r).map_err(|e| in_batch(Status::invalid_argument(format!("result {i}: {e}")))))
         .collect::<Result<Vec<_>, _>>()?;
     let mut tx = pool.begin().await.map_err(store::Error::from)?;
+    // The stream was admitted once; each batch checks again that the agent is still approved,
+    // holding its row so a revocation waits for this batch or this batch for it.
+    agents::lock_approved(&mut tx, agent_id).await?;
     let outcome = store::results::insert_batch(&mut tx, agent_id, &valid).await.map_err(|e| match e {
         e @ store::Error::Db(_) => Status::from(e),
         e => in_batch(e.into()),

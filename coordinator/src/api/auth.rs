@@ -1,7 +1,7 @@
 //! Who is calling: the bearer token of a request, the agent it names, the admin token.
 
 use super::State;
-use crate::infra::auth::{AgentCredential, constant_time_eq, hash_secret, sha256};
+use crate::infra::auth::{AgentCredential, MIN_ADMIN_TOKEN_CHARS, constant_time_eq, hash_secret, sha256};
 use crate::store::agents;
 use ipw_proto::kinds::AgentStatus;
 use tonic::{Request, Status};
@@ -21,23 +21,33 @@ pub fn bearer<T>(request: &tonic::Request<T>) -> Result<&str, Status> {
 }
 
 /// An agent whose credential checked out.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     /// The agent.
     pub id: Uuid,
     /// Where it stands (never revoked: those are refused).
     pub status: AgentStatus,
+    /// The SHA-256 of the credential secret it presented.
+    pub credential_hash: Vec<u8>,
+    /// The SHA-256 of the client certificate it presented, if any.
+    pub client_cert_sha256: Option<Vec<u8>>,
 }
 
 /// Checks the request's agent credential against its stored hash, and the client certificate
 /// against the one issued to the agent: a certificate presented must be the agent's own, and
-/// with mTLS required one must be presented. Revoked agents are refused, every call.
+/// with mTLS required one must be presented. Revoked agents are refused, every call. After a
+/// rotation the previous credential (with its certificate) still works until the new one is
+/// first used.
 pub async fn authenticate<T>(state: &State, request: &Request<T>) -> Result<Caller, Status> {
     let cred = AgentCredential::parse(bearer(request)?)?;
     let row = agents::credential(&state.pool, cred.agent_id)
         .await?
         .ok_or_else(|| Status::unauthenticated(format!("unknown agent {}; join again", cred.agent_id)))?;
-    if !constant_time_eq(&row.credential_hash, &hash_secret(&cred.secret)) {
+    let presented_hash = hash_secret(&cred.secret);
+    let is_current = constant_time_eq(&row.credential_hash, &presented_hash);
+    let is_previous =
+        !is_current && row.previous_credential_hash.as_deref().is_some_and(|p| constant_time_eq(p, &presented_hash));
+    if !is_current && !is_previous {
         return Err(Status::unauthenticated("agent credential rejected (rotated, or not this agent's)"));
     }
     // Unauthenticated, not PermissionDenied: the credential itself is void, and the agent
@@ -49,9 +59,10 @@ pub async fn authenticate<T>(state: &State, request: &Request<T>) -> Result<Call
             row.revoked_reason.unwrap_or_default()
         )));
     }
+    let issued = if is_current { row.client_cert_sha256 } else { row.previous_client_cert_sha256 };
     let presented = request.peer_certs().and_then(|certs| certs.first().map(|c| sha256(c)));
-    match (presented, row.client_cert_sha256) {
-        (Some(p), Some(issued)) if constant_time_eq(&p, &issued) => {}
+    match (&presented, issued) {
+        (Some(p), Some(issued)) if constant_time_eq(p, &issued) => {}
         (Some(_), _) => {
             return Err(Status::unauthenticated(format!(
                 "the client certificate presented is not the one issued to agent {}",
@@ -65,7 +76,10 @@ pub async fn authenticate<T>(state: &State, request: &Request<T>) -> Result<Call
         }
         (None, _) => {}
     }
-    Ok(Caller { id: cred.agent_id, status: row.status })
+    if is_current && row.previous_credential_hash.is_some() {
+        agents::forget_previous_credential(&state.pool, cred.agent_id, &presented_hash).await?;
+    }
+    Ok(Caller { id: cred.agent_id, status: row.status, credential_hash: presented_hash, client_cert_sha256: presented })
 }
 
 /// An interceptor that lets through only calls bearing the admin token.
@@ -73,7 +87,8 @@ pub fn admin_check(admin_token: &str) -> impl Fn(Request<()>) -> Result<Request<
     let admin_hash = hash_secret(admin_token);
     move |req: Request<()>| {
         let token = bearer(&req)?;
-        if constant_time_eq(&hash_secret(token), &admin_hash) {
+        // The coordinator starts only with a long token; a short one here never matches.
+        if token.len() >= MIN_ADMIN_TOKEN_CHARS && constant_time_eq(&hash_secret(token), &admin_hash) {
             Ok(req)
         } else {
             Err(Status::unauthenticated("admin token rejected"))

@@ -3,10 +3,12 @@
 use super::State;
 use crate::domain::hardware;
 use crate::infra::auth::{AgentCredential, hash_secret, new_secret};
+use crate::infra::rate_limit::RateLimiter;
 use crate::store::{self, agents, tokens};
 use ipw_proto::kinds::AgentStatus;
 use ipw_proto::v1::enrollment_server::Enrollment;
 use ipw_proto::v1::{JoinRequest, JoinResponse};
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -28,12 +30,12 @@ impl EnrollmentService {
     }
 }
 
-#[tonic::async_trait]
-impl Enrollment for EnrollmentService {
-    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
-        // Before anything else, so that guessing tokens costs the guesser, not the database.
+/// An interceptor applying the `Join` rate limit per client address from the call's headers,
+/// before its body is decoded: guessing tokens costs the guesser, not the coordinator.
+pub fn rate_limited(limiter: Arc<RateLimiter>) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |request: Request<()>| {
         if let Some(addr) = request.remote_addr()
-            && let Err(wait) = self.state.join_limiter.check(addr.ip())
+            && let Err(wait) = limiter.check(addr.ip())
         {
             tracing::warn!(%addr, "join refused: rate limit");
             return Err(Status::resource_exhausted(format!(
@@ -42,10 +44,24 @@ impl Enrollment for EnrollmentService {
                 wait.as_secs_f64().ceil().max(1.0)
             )));
         }
+        Ok(request)
+    }
+}
+
+#[tonic::async_trait]
+impl Enrollment for EnrollmentService {
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
         let req = request.into_inner();
         let name = req.name.trim();
         if name.is_empty() || name.len() > MAX_NAME_BYTES {
             return Err(Status::invalid_argument(format!("agent name must be 1 to {MAX_NAME_BYTES} bytes")));
+        }
+        // Agents are named by operators by id or name: a name shaped like an id could stand in
+        // for another agent's.
+        if Uuid::parse_str(name).is_ok() {
+            return Err(Status::invalid_argument(format!(
+                "agent name \"{name}\" looks like an agent id; choose another"
+            )));
         }
         if req.labels.len() > MAX_LABELS
             || req.labels.iter().any(|(k, v)| k.is_empty() || k.len() > MAX_NAME_BYTES || v.len() > MAX_NAME_BYTES)

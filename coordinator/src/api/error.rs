@@ -18,9 +18,27 @@ impl From<store::Error> for Status {
             Unauthenticated(m) => Status::unauthenticated(m),
             Db(e) => {
                 tracing::error!(error = %e, "database error");
-                Status::unavailable(format!("database error: {e}"))
+                match db_error_is_transient(&e) {
+                    true => Status::unavailable(format!("database error: {e}")),
+                    // Retrying gets the same answer: the caller must not keep at it.
+                    false => Status::internal(format!("database error: {e}")),
+                }
             }
         }
+    }
+}
+
+/// Whether a database error may pass on retry: the database unreachable, restarting, out of
+/// resources, or a conflict with another transaction. Bad data (SQLSTATE class 22 or 23) and
+/// everything else would fail the same way again.
+fn db_error_is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            ["08", "40", "53", "55P03", "57P", "58"].iter().any(|transient| code.starts_with(transient))
+        }),
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        _ => false,
     }
 }
 

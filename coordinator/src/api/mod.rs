@@ -6,6 +6,7 @@ pub mod agent;
 pub mod auth;
 pub mod enrollment;
 pub mod error;
+pub mod guard;
 pub mod server;
 
 use crate::infra::rate_limit::RateLimiter;

@@ -4,7 +4,8 @@ use super::State;
 use super::admin::AdminService;
 use super::agent::AgentServiceImpl;
 use super::auth::admin_check;
-use super::enrollment::EnrollmentService;
+use super::enrollment::{EnrollmentService, rate_limited};
+use super::guard::AgentGuardLayer;
 use ipw_proto::v1::admin_server::AdminServer;
 use ipw_proto::v1::agent_service_server::AgentServiceServer;
 use ipw_proto::v1::enrollment_server::EnrollmentServer;
@@ -14,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::ServerTlsConfig;
+use tower::Layer;
 
 /// Largest message accepted: result batches and workload chunks stay well under it.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -35,13 +37,15 @@ pub async fn serve(
         builder = builder.tls_config(tls)?;
     }
     builder
-        .add_service(
+        .add_service(InterceptedService::new(
             EnrollmentServer::new(EnrollmentService::new(state.clone()))
                 .max_decoding_message_size(MAX_JOIN_MESSAGE_BYTES),
-        )
-        .add_service(
+            rate_limited(state.join_limiter.clone()),
+        ))
+        // Agents are authenticated before their bodies are read; each method has its limits.
+        .add_service(AgentGuardLayer::new(state.clone()).layer(
             AgentServiceServer::new(AgentServiceImpl::new(state.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
-        )
+        ))
         .add_service(InterceptedService::new(
             AdminServer::new(AdminService::new(state)).max_decoding_message_size(MAX_MESSAGE_BYTES),
             check_admin,

@@ -9,7 +9,7 @@ use ipw_coordinator::infra::{auth, paths, pool, tls};
 use ipw_coordinator::jobs::scheduler;
 use sqlx::postgres::PgConnectOptions;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 #[derive(Parser, Debug)]
@@ -73,11 +73,14 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
-    let data_dir = args.data_dir.clone().unwrap_or_else(paths::default_data_dir);
+    let data_dir = paths::data_dir(args.data_dir.clone()).context("resolving --data-dir")?;
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let admin_token = match args.admin_token.clone() {
-        Some(t) => t,
-        None => load_or_create_admin_token(&data_dir)?,
+        Some(t) => {
+            auth::check_admin_token(&t, "--admin-token")?;
+            t.trim().to_owned()
+        }
+        None => auth::load_or_create_admin_token(&paths::admin_token_file(&data_dir))?,
     };
 
     let (options, embedded) = match &args.database_url {
@@ -149,27 +152,6 @@ fn default_advertise_url(args: &Args) -> String {
     };
     let host = if host.contains(':') { format!("[{host}]") } else { host };
     format!("{scheme}://{host}:{}", args.listen.port())
-}
-
-/// Reads DATA_DIR/admin-token, creating it (mode 0600) on first start.
-fn load_or_create_admin_token(data_dir: &Path) -> anyhow::Result<String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = paths::admin_token_file(data_dir);
-    if let Ok(t) = std::fs::read_to_string(&path) {
-        return Ok(t.trim().to_owned());
-    }
-    let token = auth::new_secret();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(f, "{token}")?;
-    f.sync_all()?;
-    tracing::info!(path = %path.display(), "generated the admin token for `ipw`");
-    Ok(token)
 }
 
 async fn shutdown_signal() {

@@ -6,12 +6,7 @@ use ipw_proto::kinds::{Attribution, PowerKind, parse_power_sources};
 use ipw_proto::v1::QueryResult;
 use uuid::Uuid;
 
-/// Longest response text accepted, in bytes.
-pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
-/// Longest error, reason or label text accepted, in bytes.
-pub const MAX_SHORT_TEXT_BYTES: usize = 4096;
-/// Most results accepted in one batch.
-pub const MAX_BATCH_RESULTS: usize = 10_000;
+pub use ipw_proto::limits::{MAX_BATCH_RESULTS, MAX_RESPONSE_BYTES, MAX_SHORT_TEXT_BYTES};
 
 /// Text as PostgreSQL can store it: a NUL (which a model may emit) becomes U+FFFD rather than
 /// costing the whole batch a database error. Nothing else changes.

@@ -27,12 +27,30 @@ pub fn validate(t: &ShardTelemetry) -> Result<(), Invalid> {
     check_series(&t.sources, &t.chunks)
 }
 
+/// Text the database will store as it is: no NUL, at most the short-text limit.
+fn short_text(field: &str, value: &str) -> Result<(), Invalid> {
+    if value.contains('\0') {
+        return Err(Invalid(format!("{field} holds a NUL character")));
+    }
+    if value.len() > super::results::MAX_SHORT_TEXT_BYTES {
+        return Err(Invalid(format!("{field} is longer than {} bytes", super::results::MAX_SHORT_TEXT_BYTES)));
+    }
+    Ok(())
+}
+
 /// Checks the sources and the series chunks that index them.
 fn check_series(sources: &[PowerSourceInfo], chunks: &[SeriesChunk]) -> Result<(), Invalid> {
     if sources.len() > MAX_TELEMETRY_SOURCES {
         return Err(Invalid(format!("{} sources; at most {MAX_TELEMETRY_SOURCES}", sources.len())));
     }
     for s in sources {
+        for (field, value) in [("kind", &s.kind), ("scope", &s.scope), ("name", &s.name)] {
+            short_text(&format!("source {field}"), value)?;
+        }
+        // jsonb refuses a NUL even escaped: said here, not as a database error later.
+        if s.details_json.contains('\0') || s.details_json.contains("\\u0000") {
+            return Err(Invalid(format!("details of source \"{}\" hold a NUL character", s.name)));
+        }
         if s.kind.parse::<PowerKind>().is_err() {
             return Err(Invalid(format!("unknown power source \"{}\"", s.kind)));
         }
@@ -90,9 +108,7 @@ pub fn validate_session(t: &SessionTelemetry) -> Result<ValidSession, Invalid> {
     if t.sources.is_empty() && t.null_reason.trim().is_empty() {
         return Err("a session without power sources must say why (null_reason)".into());
     }
-    if t.null_reason.len() > super::results::MAX_SHORT_TEXT_BYTES {
-        return Err("null_reason is too long".into());
-    }
+    short_text("null_reason", &t.null_reason)?;
     if let Some(i) = t.idle.iter().find(|i| !(i.from_s.is_finite() && i.seconds > 0.0 && i.power_w >= 0.0)) {
         return Err(Invalid(format!("idle baseline at {} s: seconds must be > 0 and power >= 0", i.from_s)));
     }
@@ -150,4 +166,28 @@ pub fn validate_provenance(p: &ipw_proto::v1::Provenance) -> Result<serde_json::
         return Ok(serde_json::json!({}));
     }
     serde_json::from_str(&p.details_json).map_err(|e| Invalid(format!("details_json is not JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A NUL in a source's name used to reach jsonb, fail there, and come back as
+    /// `unavailable`, which agents retry for an hour. It is now refused as bad input.
+    #[test]
+    fn text_the_database_would_refuse_is_refused_first() {
+        let source = |name: &str, details: &str| PowerSourceInfo {
+            kind: "rapl".into(),
+            scope: "cpu-package".into(),
+            name: name.into(),
+            details_json: details.into(),
+        };
+        assert!(check_series(&[source("package-0", "{}")], &[]).is_ok());
+        let e = check_series(&[source("pkg\0", "{}")], &[]).unwrap_err();
+        assert!(e.0.contains("source name holds a NUL"), "{}", e.0);
+        let e = check_series(&[source("pkg", r#"{"a": "\u0000"}"#)], &[]).unwrap_err();
+        assert!(e.0.contains("NUL"), "{}", e.0);
+        let e = check_series(&[source(&"x".repeat(5000), "{}")], &[]).unwrap_err();
+        assert!(e.0.contains("longer than 4096 bytes"), "{}", e.0);
+    }
 }

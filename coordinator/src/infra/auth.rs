@@ -11,6 +11,40 @@ pub fn new_secret() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
+/// Fewest characters an admin token may have: 32 hex characters are 128 bits.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+/// Refuses an admin token too short to be a secret (an empty one would let `Bearer ` in).
+pub fn check_admin_token(token: &str, from: &str) -> anyhow::Result<()> {
+    let chars = token.trim().chars().count();
+    anyhow::ensure!(
+        chars >= MIN_ADMIN_TOKEN_CHARS,
+        "the admin token from {from} has {chars} characters; at least {MIN_ADMIN_TOKEN_CHARS} are needed"
+    );
+    Ok(())
+}
+
+/// Reads `path` (DATA_DIR/admin-token), creating it on first start with a fresh token,
+/// atomically and mode 0600. A file too short to hold a token is refused, not trusted: an
+/// empty file once let anyone in.
+pub fn load_or_create_admin_token(path: &std::path::Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let token = text.trim().to_owned();
+            check_admin_token(&token, &path.display().to_string())
+                .map_err(|e| e.context(format!("delete {} to have a new token generated", path.display())))?;
+            Ok(token)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let token = new_secret();
+            ipw_proto::files::write_private(path, format!("{token}\n").as_bytes())?;
+            tracing::info!(path = %path.display(), "generated the admin token for `ipw`");
+            Ok(token)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
+    }
+}
+
 /// The SHA-256 of a secret, as stored in the database.
 pub fn hash_secret(secret: &str) -> Vec<u8> {
     sha256(secret.as_bytes())
@@ -69,6 +103,27 @@ impl AgentCredential {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An empty `admin-token` (a crash between creating and writing it) used to be accepted,
+    /// and `Bearer ` matched it. Now it, and any short token, is refused at start.
+    #[test]
+    fn an_empty_or_short_admin_token_is_refused_and_a_new_one_is_written_whole() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin-token");
+        std::fs::write(&path, "").unwrap();
+        let e = format!("{:#}", load_or_create_admin_token(&path).unwrap_err());
+        assert!(e.contains("has 0 characters; at least 32") && e.contains("delete"), "{e}");
+        std::fs::write(&path, "short\n").unwrap();
+        assert!(load_or_create_admin_token(&path).is_err());
+        assert!(check_admin_token("  ", "--admin-token").unwrap_err().to_string().contains("--admin-token"));
+
+        std::fs::remove_file(&path).unwrap();
+        let created = load_or_create_admin_token(&path).unwrap();
+        assert_eq!(created.len(), 64);
+        assert_eq!(load_or_create_admin_token(&path).unwrap(), created);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
 
     #[test]
     fn credential_round_trips_and_rejects_garbage() {

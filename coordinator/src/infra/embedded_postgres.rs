@@ -115,11 +115,7 @@ impl EmbeddedPostgres {
         let io = |context: String| move |source| EmbeddedPgError::Io { context, source };
         for dir in [&self.root, &self.socket_dir()] {
             std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-            set_mode(dir, 0o700).map_err(io(format!("securing {}", dir.display())))?;
-            if let Some((uid, gid)) = self.run_as {
-                std::os::unix::fs::chown(dir, Some(uid.as_raw()), Some(gid.as_raw()))
-                    .map_err(io(format!("handing {} to the postgres user", dir.display())))?;
-            }
+            self.secure_dir(dir).map_err(io(format!("securing {} (a symbolic link is refused)", dir.display())))?;
         }
         let pgdata = self.pgdata();
         if !pgdata.join("PG_VERSION").exists() {
@@ -132,9 +128,8 @@ impl EmbeddedPostgres {
                 "--locale=C",
             ]))?;
             let conf = pgdata.join("postgresql.conf");
-            let mut text = std::fs::read_to_string(&conf).map_err(io(format!("reading {}", conf.display())))?;
-            text.push_str("\n# Written by ipw-coordinator: socket only, settings in ipw-fleet.conf.\ninclude_if_exists = 'ipw-fleet.conf'\n");
-            std::fs::write(&conf, text).map_err(io(format!("writing {}", conf.display())))?;
+            let include = "\n# Written by ipw-coordinator: socket only, settings in ipw-fleet.conf.\ninclude_if_exists = 'ipw-fleet.conf'\n";
+            self.write_as_owner(&conf, include, true).map_err(io(format!("writing {}", conf.display())))?;
         }
         // Rewritten at every start, so a moved data directory keeps working.
         let settings = format!(
@@ -142,11 +137,8 @@ impl EmbeddedPostgres {
             self.socket_dir().display().to_string().replace('\'', "''")
         );
         let settings_file = pgdata.join("ipw-fleet.conf");
-        std::fs::write(&settings_file, settings).map_err(io(format!("writing {}", settings_file.display())))?;
-        if let Some((uid, gid)) = self.run_as {
-            std::os::unix::fs::chown(&settings_file, Some(uid.as_raw()), Some(gid.as_raw()))
-                .map_err(io(format!("handing {} to the postgres user", settings_file.display())))?;
-        }
+        self.write_as_owner(&settings_file, &settings, false)
+            .map_err(io(format!("writing {}", settings_file.display())))?;
 
         let running =
             self.pg_command("pg_ctl").arg("status").arg("-D").arg(&pgdata).output().is_ok_and(|o| o.status.success());
@@ -201,6 +193,49 @@ impl EmbeddedPostgres {
         .expect("embedded postgres stop task panicked")
     }
 
+    /// Makes `dir` mode 0700 and the postgres user's, through a descriptor opened without
+    /// following a symbolic link: the postgres user owns the folder above, and must not be
+    /// able to point root's chmod and chown at, say, `/etc`.
+    fn secure_dir(&self, dir: &Path) -> std::io::Result<()> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let handle = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_DIRECTORY)
+            .open(dir)?;
+        handle.set_permissions(std::fs::Permissions::from_mode(0o700))?;
+        if let Some((uid, gid)) = self.run_as {
+            std::os::unix::fs::fchown(&handle, Some(uid.as_raw()), Some(gid.as_raw()))?;
+        }
+        Ok(())
+    }
+
+    /// Writes (or, with `append`, appends) a file in the data directory as the user that
+    /// owns it: running as root, a symbolic link the postgres user planted there then grants
+    /// nothing that user could not already write.
+    fn write_as_owner(&self, path: &Path, text: &str, append: bool) -> std::io::Result<()> {
+        use std::io::Write;
+        let Some((uid, gid)) = self.run_as else {
+            let mut f =
+                std::fs::OpenOptions::new().create(true).write(true).append(append).truncate(!append).open(path)?;
+            return f.write_all(text.as_bytes());
+        };
+        let script = if append { r#"cat >> "$1""# } else { r#"cat > "$1""# };
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", script, "sh"])
+            .arg(path)
+            .uid(uid.as_raw())
+            .gid(gid.as_raw())
+            .current_dir(&self.root)
+            .stdin(std::process::Stdio::piped())
+            .spawn()?;
+        child.stdin.take().expect("piped").write_all(text.as_bytes())?;
+        let status = child.wait()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!("writing as the postgres user failed ({status})")));
+        }
+        Ok(())
+    }
+
     fn pg_command(&self, program: &str) -> Command {
         let mut c = Command::new(self.bin_dir.join(program));
         if let Some((uid, gid)) = self.run_as {
@@ -228,11 +263,6 @@ impl EmbeddedPostgres {
         }
         Err(EmbeddedPgError::Command { command: name, output })
     }
-}
-
-fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 /// Finds the folder holding `initdb` and `pg_ctl`: `IPW_PG_BIN_DIR`, then `PATH`, then the

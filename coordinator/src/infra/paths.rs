@@ -15,7 +15,27 @@ pub fn default_data_dir() -> PathBuf {
     home.join(".local/share/ipw-fleet")
 }
 
+/// The data directory to use: `given`, or the default, made absolute against the working
+/// directory now, since the embedded PostgreSQL's tools run from elsewhere and a relative
+/// path would not find it at the next start.
+pub fn data_dir(given: Option<PathBuf>) -> std::io::Result<PathBuf> {
+    std::path::absolute(given.unwrap_or_else(default_data_dir))
+}
+
 /// The file holding the admin token that the coordinator generated in `data_dir`.
 pub fn admin_token_file(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("admin-token")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_data_dir_is_made_absolute() {
+        let d = data_dir(Some(PathBuf::from("coord"))).unwrap();
+        assert!(d.is_absolute());
+        assert_eq!(d, std::env::current_dir().unwrap().join("coord"));
+        assert_eq!(data_dir(Some(PathBuf::from("/srv/ipw"))).unwrap(), PathBuf::from("/srv/ipw"));
+    }
 }

@@ -7,6 +7,7 @@
 
 use crate::infra::auth::sha256;
 use anyhow::Context;
+use ipw_proto::files::write_private;
 use ipw_proto::tls::{SERVER_NAME, fingerprint};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -96,8 +97,10 @@ impl Authority {
         }
         let authority = Self::generate()?;
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        write_private(&key_path, &authority.key.serialize_pem())?;
-        write_private(&cert_path, &authority.ca_pem)?;
+        // The certificate is written last: its presence says the pair is complete, and a key
+        // left alone by a crash is replaced on the next start.
+        write_private(&key_path, authority.key.serialize_pem().as_bytes())?;
+        write_private(&cert_path, authority.ca_pem.as_bytes())?;
         tracing::info!(dir = %dir.display(), fingerprint = %authority.fingerprint(), "created the coordinator's CA");
         Ok(authority)
     }
@@ -162,20 +165,6 @@ impl Authority {
     }
 }
 
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +180,20 @@ mod tests {
         assert_eq!(mode, 0o600, "the CA key is its owner's only");
         assert!(first.fingerprint().starts_with("sha256:") && first.fingerprint().len() == 71);
         assert_ne!(first.fingerprint(), Authority::generate().unwrap().fingerprint());
+    }
+
+    /// A crash between writing the key and the certificate used to fail every later start
+    /// with "File exists"; the lone key is now replaced.
+    #[test]
+    fn a_key_left_without_its_certificate_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = tls_dir(dir.path());
+        std::fs::create_dir_all(&tls).unwrap();
+        std::fs::write(tls.join("ca.key"), "half-written").unwrap();
+        std::fs::write(tls.join("ca.pem.tmp"), "torn").unwrap();
+        let created = Authority::load_or_create(dir.path()).unwrap();
+        assert_eq!(Authority::load_or_create(dir.path()).unwrap().fingerprint(), created.fingerprint());
+        assert!(!tls.join("ca.pem.tmp").exists());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use super::{Error, Result, on_unique_violation, stored, unix_us};
 use chrono::{DateTime, Utc};
 use ipw_proto::kinds::AgentStatus;
 use ipw_proto::v1::{AgentInfo, HardwareInfo};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -47,13 +47,25 @@ pub async fn list(pool: &PgPool) -> Result<Vec<AgentInfo>> {
     Ok(rows.into_iter().map(AgentInfo::from).collect())
 }
 
-/// Finds an agent by id, or by a name only one agent has.
+/// Finds an agent by id, or by a name only one agent has. A key shaped like an id is only
+/// ever an id: a name cannot stand in for another agent's id.
 async fn find(pool: &PgPool, key: &str) -> Result<AgentRow> {
     let key = key.trim();
+    if let Ok(id) = Uuid::parse_str(key) {
+        return sqlx::query_as!(
+            AgentRow,
+            "SELECT id, name, status, hardware_class, labels, joined_at, last_seen_at, agent_version
+             FROM agents WHERE id = $1",
+            id
+        )
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no agent with id {id}; see `ipw agents list`")));
+    }
     let mut matches = sqlx::query_as!(
         AgentRow,
         "SELECT id, name, status, hardware_class, labels, joined_at, last_seen_at, agent_version
-         FROM agents WHERE id::text = $1 OR name = $1",
+         FROM agents WHERE name = $1",
         key
     )
     .fetch_all(pool)
@@ -195,12 +207,18 @@ pub struct Credential {
     pub revoked_reason: Option<String>,
     /// The SHA-256 of the client certificate issued to it.
     pub client_cert_sha256: Option<Vec<u8>>,
+    /// The credential before the last rotation, valid until the new one is first used.
+    pub previous_credential_hash: Option<Vec<u8>>,
+    /// The client certificate before the last rotation, likewise.
+    pub previous_client_cert_sha256: Option<Vec<u8>>,
 }
 
 /// The stored credential of `agent_id`, if there is such an agent.
 pub async fn credential(pool: &PgPool, agent_id: Uuid) -> Result<Option<Credential>> {
     let row = sqlx::query!(
-        "SELECT credential_hash, status, revoked_reason, client_cert_sha256 FROM agents WHERE id = $1",
+        "SELECT credential_hash, status, revoked_reason, client_cert_sha256, previous_credential_hash,
+                previous_client_cert_sha256
+         FROM agents WHERE id = $1",
         agent_id
     )
     .fetch_optional(pool)
@@ -211,24 +229,59 @@ pub async fn credential(pool: &PgPool, agent_id: Uuid) -> Result<Option<Credenti
             status: stored(&r.status)?,
             revoked_reason: r.revoked_reason,
             client_cert_sha256: r.client_cert_sha256,
+            previous_credential_hash: r.previous_credential_hash,
+            previous_client_cert_sha256: r.previous_client_cert_sha256,
         })
     })
     .transpose()
 }
 
-/// Replaces an agent's credential and client certificate; the old ones stop working at once.
+/// The agent used its new credential: the previous one stops working.
+pub async fn forget_previous_credential(pool: &PgPool, agent_id: Uuid, credential_hash: &[u8]) -> Result<()> {
+    sqlx::query!(
+        "UPDATE agents SET previous_credential_hash = NULL, previous_client_cert_sha256 = NULL
+         WHERE id = $1 AND credential_hash = $2",
+        agent_id,
+        credential_hash
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Holds an approved agent's row until the transaction ends, so that it cannot be revoked
+/// meanwhile; a revoked or unapproved agent is refused.
+pub async fn lock_approved(tx: &mut Transaction<'_, Postgres>, agent_id: Uuid) -> Result<()> {
+    let status = sqlx::query_scalar!("SELECT status FROM agents WHERE id = $1 FOR SHARE", agent_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no agent {agent_id}")))?;
+    match stored::<AgentStatus>(&status)? {
+        AgentStatus::Approved => Ok(()),
+        other => Err(Error::Forbidden(format!("agent {agent_id} is {other}; its results are refused"))),
+    }
+}
+
+/// Replaces an agent's credential and client certificate. The ones the caller presented
+/// (`used`: the credential's hash and the certificate's) stay valid until the new credential
+/// is first used, so a reply lost on the way leaves the agent with a working credential;
+/// any other is void at once.
 pub async fn rotate_credential(
     pool: &PgPool,
     agent_id: Uuid,
     credential_hash: &[u8],
     client_cert_sha256: Option<&[u8]>,
+    used: (&[u8], Option<&[u8]>),
 ) -> Result<()> {
     sqlx::query!(
-        "UPDATE agents SET credential_hash = $2, client_cert_sha256 = $3, credential_rotated_at = now()
+        "UPDATE agents SET credential_hash = $2, client_cert_sha256 = $3, credential_rotated_at = now(),
+                           previous_credential_hash = $4, previous_client_cert_sha256 = $5
          WHERE id = $1",
         agent_id,
         credential_hash,
         client_cert_sha256,
+        used.0,
+        used.1,
     )
     .execute(pool)
     .await?;

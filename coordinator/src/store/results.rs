@@ -260,16 +260,24 @@ async fn score_on_ingest(tx: &mut Transaction<'_, Postgres>, inserted: &[Inserte
     insert_scores(tx, &rows).await
 }
 
+/// Most other attempts recorded per (run, query, repetition): enough to see that a query was
+/// measured again, and a bound on what an agent varying `started_at` can write.
+pub const MAX_DUPLICATE_ATTEMPTS: i64 = 16;
+
 /// What was not inserted was already there. A copy of the committed measurement (same
-/// agent, same start) is a retry; anything else measured the query again, and is counted.
+/// agent, same start) is a retry; anything else measured the query again, and is counted,
+/// up to [`MAX_DUPLICATE_ATTEMPTS`] per query and repetition.
 async fn record_duplicates(tx: &mut Transaction<'_, Postgres>, agent_id: Uuid, keys: &Keys) -> Result<()> {
     sqlx::query!(
         "INSERT INTO duplicate_attempts (run_id, query_id, repetition, agent_id, shard_id, started_at)
          SELECT u.run_id, u.query_id, u.repetition, $5, u.shard_id, u.started_at
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::int[], $6::timestamptz[])
-              AS u(run_id, shard_id, query_id, repetition, started_at)
+         FROM (SELECT *, row_number() OVER (PARTITION BY run_id, query_id, repetition) AS nth
+               FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::int[], $6::timestamptz[])
+                    AS x(run_id, shard_id, query_id, repetition, started_at)) u
          JOIN results r ON r.run_id = u.run_id AND r.query_id = u.query_id AND r.repetition = u.repetition
          WHERE NOT (r.agent_id = $5 AND r.started_at = u.started_at)
+           AND u.nth + (SELECT count(*) FROM duplicate_attempts d
+                        WHERE d.run_id = u.run_id AND d.query_id = u.query_id AND d.repetition = u.repetition) <= $7
          ON CONFLICT DO NOTHING",
         &keys.run_ids,
         &keys.shard_ids,
@@ -277,6 +285,7 @@ async fn record_duplicates(tx: &mut Transaction<'_, Postgres>, agent_id: Uuid, k
         &keys.repetitions,
         agent_id,
         &keys.started_ats,
+        MAX_DUPLICATE_ATTEMPTS,
     )
     .execute(&mut **tx)
     .await?;

@@ -24,7 +24,7 @@ pub async fn sample(
     if n == 0 {
         return Err(Invalid::new("the sample must be at least 1 query").into());
     }
-    if n as i32 > workload.n_queries {
+    if i64::from(n) > i64::from(workload.n_queries) {
         return Err(Error::Invalid(format!(
             "a sample of {n} exceeds the {} queries of workload \"{}\"",
             workload.n_queries, workload.name

@@ -15,7 +15,7 @@ use uuid::Uuid;
 /// Stores a validated sweep definition; returns its id. The workload must hold the sample.
 pub async fn define(tx: &mut Transaction<'_, Postgres>, d: &Definition) -> Result<Uuid> {
     let workload = workloads::find(tx, &d.workload).await?;
-    if d.sample == 0 || d.sample as i32 > workload.n_queries {
+    if d.sample == 0 || i64::from(d.sample) > i64::from(workload.n_queries) {
         return Err(Error::Invalid(format!(
             "the sample must be between 1 and the {} queries of workload \"{}\"",
             workload.n_queries, workload.name
