@@ -10,6 +10,7 @@ pub mod scoring;
 pub mod settings;
 pub mod sweep;
 pub mod telemetry;
+pub mod untrusted;
 pub mod workload;
 
 /// Input that breaks a rule; the message names what was wrong.
