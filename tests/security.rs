@@ -523,3 +523,66 @@ async fn the_embedded_postgres_does_not_follow_planted_links() -> anyhow::Result
     }
     Ok(())
 }
+
+/// Admin credentials are named and revocable, and every admin action is recorded with the
+/// credential's name, the time and the peer address: the log is a table.
+#[tokio::test]
+async fn admin_credentials_are_named_revocable_and_audited() -> anyhow::Result<()> {
+    use ipw_proto::v1::{CreateAdminTokenRequest, CreateTokenRequest, RevokeAdminTokenRequest};
+    let mut fleet = Fleet::start().await?;
+    let created = fleet.admin.create_admin_token(CreateAdminTokenRequest { name: "ci".into() }).await?.into_inner();
+    assert_eq!(created.token.len(), 64);
+    let url = fleet.coordinator.url();
+    let mut ci = ipw_coordinator::cli::connect(&url, fleet.tls.as_ref(), &created.token).await?;
+    let t = ci.create_token(CreateTokenRequest { max_uses: 1, ..Default::default() }).await?.into_inner();
+
+    let audit: Vec<(String, String, String, Option<String>)> =
+        sqlx::query_as("SELECT credential, action, target, peer FROM admin_audit ORDER BY id")
+            .fetch_all(&fleet.pool)
+            .await?;
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    assert_eq!((audit[0].0.as_str(), audit[0].1.as_str(), audit[0].2.as_str()), ("initial", "CreateAdminToken", "ci"));
+    assert_eq!((audit[1].0.as_str(), audit[1].1.as_str()), ("ci", "CreateToken"));
+    assert_eq!(audit[1].2, t.token_id);
+    assert!(audit[1].3.as_deref().is_some_and(|p| p.starts_with("127.0.0.1:")), "{:?}", audit[1].3);
+
+    let revoke = |name: &str| RevokeAdminTokenRequest { name: name.into(), reason: "rotated".into() };
+    fleet.admin.revoke_admin_token(revoke("ci")).await?;
+    let e = ci.list_agents(ipw_proto::v1::ListAgentsRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{}", e.message());
+    // `initial` is now the last live credential: revoking it would lock everyone out.
+    let e = fleet.admin.revoke_admin_token(revoke("initial")).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    assert!(e.message().contains("last live admin credential"), "{}", e.message());
+    Ok(())
+}
+
+/// The join token can come from a file, off the command line that every user of the machine
+/// can read; an unreadable file is named.
+#[tokio::test]
+async fn an_agent_joins_with_its_token_in_a_file() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start().await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("join-token");
+    std::fs::write(&file, format!("{token}\n"))?;
+    // A child process, awaited: the coordinator serves from this test's runtime.
+    let join = |token_file: &std::path::Path| {
+        tokio::process::Command::new(ipw_e2e::binary("ipw-agent"))
+            .arg("--config")
+            .arg(dir.path().join("agent.json"))
+            .args(["join", &fleet.coordinator.url(), "--insecure", "--name", "filed", "--token-file"])
+            .arg(token_file)
+            .env_remove("IPW_JOIN_TOKEN")
+            .output()
+    };
+    let out = join(&file).await?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let joined: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM agents WHERE name = 'filed'").fetch_one(&fleet.pool).await?;
+    assert_eq!(joined, 1);
+    let out = join(&dir.path().join("missing")).await?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reading the join token from"));
+    Ok(())
+}

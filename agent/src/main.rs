@@ -30,9 +30,13 @@ enum Command {
     Join {
         /// The coordinator, e.g. https://coord:7443.
         url: String,
-        /// The join token from `ipw token create`.
-        #[arg(long, env = "IPW_JOIN_TOKEN", hide_env_values = true)]
-        token: String,
+        /// The join token from `ipw token create`. Prefer --token-file or IPW_JOIN_TOKEN: a
+        /// command line is visible to every user of the machine.
+        #[arg(long, env = "IPW_JOIN_TOKEN", hide_env_values = true, required_unless_present = "token_file")]
+        token: Option<String>,
+        /// A file holding the join token (its first line).
+        #[arg(long, conflicts_with = "token")]
+        token_file: Option<PathBuf>,
         /// The fingerprint of the coordinator's CA (sha256:<hex>), as `ipw token create` prints
         /// it. Only a coordinator whose certificate that CA signed is trusted.
         #[arg(long, required_unless_present = "insecure")]
@@ -48,7 +52,7 @@ enum Command {
         labels: Vec<(String, String)>,
     },
     /// Replaces this agent's credential (and client certificate) with new ones; the old ones
-    /// are refused from then on.
+    /// keep working until the new credential is first used.
     Rotate,
     /// Leases shards and runs them, until stopped.
     Run(Box<RunArgs>),
@@ -228,7 +232,18 @@ async fn main() {
 async fn run(args: Args) -> anyhow::Result<()> {
     let config_path = args.config.unwrap_or_else(config::default_config_path);
     match args.command {
-        Command::Join { url, token, ca_cert_hash, insecure, name, labels } => {
+        Command::Join { url, token, token_file, ca_cert_hash, insecure, name, labels } => {
+            let token = match (token, token_file) {
+                (Some(t), _) => t,
+                (None, Some(path)) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading the join token from {}", path.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+                (None, None) => anyhow::bail!("give the join token: --token-file, IPW_JOIN_TOKEN or --token"),
+            };
             let name = name.unwrap_or_else(|| sysinfo::System::host_name().unwrap_or_else(|_| "agent".into()));
             let trust = match ca_cert_hash {
                 Some(pin) if !insecure => join::Trust::Pinned(pin),

@@ -1,6 +1,8 @@
-//! Calls from the `ipw` CLI. The admin token is checked by the interceptor in
-//! [`super::server`] before any of these run.
+//! Calls from the `ipw` CLI. The admin credential is checked by the gate (see
+//! [`super::auth::AdminAdmission`]) before any of these run; each action that changes
+//! something is recorded in `admin_audit` with the credential's name and the peer.
 
+use super::auth::{Operator, operator};
 use super::{State, parse_uuid};
 use crate::domain::Invalid;
 use crate::domain::scoring::judge::{Judge, JudgeConfig};
@@ -9,15 +11,16 @@ use crate::domain::sweep::Definition;
 use crate::domain::workload::{NewQuery, Parser};
 use crate::infra::auth::{hash_secret, new_secret};
 use crate::jobs::rescore;
-use crate::store::{self, agents, reports, runs, sweeps, tokens, unix_us, workloads};
+use crate::store::{self, admin, agents, reports, runs, sweeps, tokens, unix_us, workloads};
 use ipw_proto::kinds::{Strictness, SweepStatus};
 use ipw_proto::v1::admin_server::Admin;
 use ipw_proto::v1::{
-    AgentInfo, ApproveAgentRequest, CreateRunRequest, CreateTokenRequest, CreateTokenResponse, ImportWorkloadResponse,
-    ListAgentsRequest, ListAgentsResponse, ListSweepsRequest, ListSweepsResponse, ListTokensRequest,
-    ListTokensResponse, ListWorkloadsRequest, ListWorkloadsResponse, Report, ReportRequest, RevokeRequest, RunInfo,
-    RunStatus, RunStatusRequest, ScoreRunRequest, ScoreRunResponse, SweepInfo, SweepRequest, SweepSpec,
-    SweepStatusRequest, TokenInfo, WorkloadChunk,
+    AdminTokenInfo, AgentInfo, ApproveAgentRequest, CreateAdminTokenRequest, CreateAdminTokenResponse,
+    CreateRunRequest, CreateTokenRequest, CreateTokenResponse, ImportWorkloadResponse, ListAdminTokensRequest,
+    ListAdminTokensResponse, ListAgentsRequest, ListAgentsResponse, ListSweepsRequest, ListSweepsResponse,
+    ListTokensRequest, ListTokensResponse, ListWorkloadsRequest, ListWorkloadsResponse, Report, ReportRequest,
+    RevokeAdminTokenRequest, RevokeRequest, RunInfo, RunStatus, RunStatusRequest, ScoreRunRequest, ScoreRunResponse,
+    SweepInfo, SweepRequest, SweepSpec, SweepStatusRequest, TokenInfo, WorkloadChunk,
 };
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
@@ -40,6 +43,13 @@ impl AdminService {
     pub fn new(state: State) -> Self {
         Self { state }
     }
+
+    /// Records an action that succeeded: who (the credential's name), from where, on what.
+    async fn audit(&self, op: &Operator, action: &str, target: &str) -> Result<(), Status> {
+        let peer = op.peer.map(|p| p.to_string());
+        admin::record(&self.state.pool, &op.name, action, target, peer.as_deref()).await?;
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
@@ -48,6 +58,7 @@ impl Admin for AdminService {
         &self,
         request: Request<CreateTokenRequest>,
     ) -> Result<Response<CreateTokenResponse>, Status> {
+        let op = operator(&request)?;
         let req = request.into_inner();
         let ttl = if req.ttl_seconds == 0 { DEFAULT_TOKEN_TTL_SECS } else { req.ttl_seconds };
         // A token that outlives ten years is a mistake, and a huge one overflowed the clock.
@@ -72,6 +83,7 @@ impl Admin for AdminService {
             auto_approve: req.auto_approve,
         };
         let id = tokens::create(&self.state.pool, &new).await?;
+        self.audit(&op, "CreateToken", &id.to_string()).await?;
         Ok(Response::new(CreateTokenResponse {
             token_id: id.to_string(),
             token,
@@ -88,16 +100,21 @@ impl Admin for AdminService {
     }
 
     async fn revoke_token(&self, request: Request<RevokeRequest>) -> Result<Response<TokenInfo>, Status> {
+        let op = operator(&request)?;
         let req = request.into_inner();
         let id = parse_uuid("token", req.id.trim())?;
         let token = tokens::revoke(&self.state.pool, id, &reason_or_default(&req.reason)?).await?;
-        tracing::info!(token = %id, "join token revoked");
+        tracing::info!(token = %id, by = %op.name, "join token revoked");
+        self.audit(&op, "RevokeToken", &id.to_string()).await?;
         Ok(Response::new(token))
     }
 
     async fn revoke_agent(&self, request: Request<RevokeRequest>) -> Result<Response<AgentInfo>, Status> {
+        let op = operator(&request)?;
         let req = request.into_inner();
-        Ok(Response::new(agents::revoke(&self.state.pool, &req.id, &reason_or_default(&req.reason)?).await?))
+        let agent = agents::revoke(&self.state.pool, &req.id, &reason_or_default(&req.reason)?).await?;
+        self.audit(&op, "RevokeAgent", &agent.id).await?;
+        Ok(Response::new(agent))
     }
 
     async fn list_agents(&self, _: Request<ListAgentsRequest>) -> Result<Response<ListAgentsResponse>, Status> {
@@ -105,14 +122,20 @@ impl Admin for AdminService {
     }
 
     async fn approve_agent(&self, request: Request<ApproveAgentRequest>) -> Result<Response<AgentInfo>, Status> {
-        Ok(Response::new(agents::approve(&self.state.pool, &request.into_inner().agent_id).await?))
+        let op = operator(&request)?;
+        let agent = agents::approve(&self.state.pool, &request.into_inner().agent_id).await?;
+        self.audit(&op, "ApproveAgent", &agent.id).await?;
+        Ok(Response::new(agent))
     }
 
     async fn import_workload(
         &self,
         request: Request<Streaming<WorkloadChunk>>,
     ) -> Result<Response<ImportWorkloadResponse>, Status> {
-        Ok(Response::new(import(&self.state.pool, request.into_inner()).await?))
+        let op = operator(&request)?;
+        let imported = import(&self.state.pool, request.into_inner()).await?;
+        self.audit(&op, "ImportWorkload", &imported.workload_id).await?;
+        Ok(Response::new(imported))
     }
 
     async fn list_workloads(
@@ -123,6 +146,7 @@ impl Admin for AdminService {
     }
 
     async fn create_run(&self, request: Request<CreateRunRequest>) -> Result<Response<RunInfo>, Status> {
+        let op = operator(&request)?;
         let req = request.into_inner();
         let settings = Settings::from_request(req.concurrency, req.shard_size, req.repetitions, 0, req.params, 0)?
             .with_load(req.load.clone(), req.slo_ttft_s, req.slo_tpot_s)?
@@ -133,6 +157,7 @@ impl Admin for AdminService {
         let placement = runs::Placement::default();
         let run = runs::create(&mut tx, &workload, &req.model, req.seed, &settings, &sample, &placement).await?;
         tx.commit().await.map_err(store::Error::from)?;
+        self.audit(&op, "CreateRun", &run.run_id).await?;
         Ok(Response::new(run))
     }
 
@@ -153,9 +178,12 @@ impl Admin for AdminService {
     }
 
     async fn create_sweep(&self, request: Request<SweepSpec>) -> Result<Response<SweepInfo>, Status> {
+        let op = operator(&request)?;
         let spec = request.into_inner();
         let definition = Definition::from_spec(&spec, chrono::Utc::now())?;
-        Ok(Response::new(sweeps::create(&self.state.pool, &definition).await?))
+        let sweep = sweeps::create(&self.state.pool, &definition).await?;
+        self.audit(&op, "CreateSweep", &sweep.definition_id).await?;
+        Ok(Response::new(sweep))
     }
 
     async fn list_sweeps(&self, _: Request<ListSweepsRequest>) -> Result<Response<ListSweepsResponse>, Status> {
@@ -170,6 +198,7 @@ impl Admin for AdminService {
     }
 
     async fn set_sweep_status(&self, request: Request<SweepStatusRequest>) -> Result<Response<SweepInfo>, Status> {
+        let op = operator(&request)?;
         let req = request.into_inner();
         let id = parse_uuid("sweep", &req.sweep_id)?;
         let status: SweepStatus = req.status.parse().map_err(|e| Invalid(format!("{e}")))?;
@@ -177,10 +206,12 @@ impl Admin for AdminService {
         sweeps::set_status(&mut tx, id, status).await?;
         let info = sweeps::info(&mut tx, id).await?;
         tx.commit().await.map_err(store::Error::from)?;
+        self.audit(&op, &format!("SetSweepStatus {status}"), &id.to_string()).await?;
         Ok(Response::new(info))
     }
 
     async fn score_run(&self, request: Request<ScoreRunRequest>) -> Result<Response<ScoreRunResponse>, Status> {
+        let op = operator(&request)?;
         let req = request.into_inner();
         let run_id = parse_uuid("run", &req.run_id)?;
         let judge = judge(&req)?;
@@ -189,6 +220,7 @@ impl Admin for AdminService {
         }
         let s = rescore::score_run(&self.state.pool, run_id, judge.as_ref(), req.judge_all).await?;
         tracing::info!(run = %run_id, scoring = %s.scoring_id, scored = s.scored, failed = s.failed, "run scored");
+        self.audit(&op, "ScoreRun", &run_id.to_string()).await?;
         Ok(Response::new(ScoreRunResponse {
             scoring_id: s.scoring_id.to_string(),
             scored: s.scored,
@@ -197,6 +229,50 @@ impl Admin for AdminService {
             judge_version: s.judge_version.unwrap_or_default(),
             failures: s.failures,
         }))
+    }
+
+    async fn create_admin_token(
+        &self,
+        request: Request<CreateAdminTokenRequest>,
+    ) -> Result<Response<CreateAdminTokenResponse>, Status> {
+        let op = operator(&request)?;
+        let name = request.into_inner().name.trim().to_owned();
+        if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+            return Err(Status::invalid_argument("an admin credential needs a name of 1 to 100 printable bytes"));
+        }
+        let token = new_secret();
+        admin::create(&self.state.pool, &name, &hash_secret(&token), &op.name).await?;
+        self.audit(&op, "CreateAdminToken", &name).await?;
+        Ok(Response::new(CreateAdminTokenResponse { name, token }))
+    }
+
+    async fn list_admin_tokens(
+        &self,
+        _: Request<ListAdminTokensRequest>,
+    ) -> Result<Response<ListAdminTokensResponse>, Status> {
+        let tokens = admin::list(&self.state.pool).await?.into_iter().map(admin_token_info).collect();
+        Ok(Response::new(ListAdminTokensResponse { tokens }))
+    }
+
+    async fn revoke_admin_token(
+        &self,
+        request: Request<RevokeAdminTokenRequest>,
+    ) -> Result<Response<AdminTokenInfo>, Status> {
+        let op = operator(&request)?;
+        let req = request.into_inner();
+        let row = admin::revoke(&self.state.pool, req.name.trim(), &reason_or_default(&req.reason)?).await?;
+        self.audit(&op, "RevokeAdminToken", &row.name).await?;
+        Ok(Response::new(admin_token_info(row)))
+    }
+}
+
+fn admin_token_info(r: admin::CredentialRow) -> AdminTokenInfo {
+    AdminTokenInfo {
+        name: r.name,
+        created_unix_us: unix_us(r.created_at),
+        created_by: r.created_by.unwrap_or_default(),
+        revoked_unix_us: r.revoked_at.map(unix_us).unwrap_or(0),
+        revoked_reason: r.revoked_reason.unwrap_or_default(),
     }
 }
 

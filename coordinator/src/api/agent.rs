@@ -1,8 +1,7 @@
 //! Calls from enrolled agents: heartbeat, lease, upload, complete.
 
-use super::auth::Caller;
+use super::auth::{Caller, caller};
 use super::error::prefixed;
-use super::guard::caller;
 use super::{State, parse_uuid};
 use crate::domain::{prompt, results, telemetry};
 use crate::infra::auth::{AgentCredential, hash_secret, new_secret};

@@ -1,8 +1,9 @@
 //! Who is calling: the bearer token of a request, the agent it names, the admin token.
 
 use super::State;
+use super::guard::{Admission, Limits, admitted, headers_only, limits_of};
 use crate::infra::auth::{AgentCredential, MIN_ADMIN_TOKEN_CHARS, constant_time_eq, hash_secret, sha256};
-use crate::store::agents;
+use crate::store::{self, agents};
 use ipw_proto::kinds::AgentStatus;
 use tonic::{Request, Status};
 use uuid::Uuid;
@@ -82,16 +83,64 @@ pub async fn authenticate<T>(state: &State, request: &Request<T>) -> Result<Call
     Ok(Caller { id: cred.agent_id, status: row.status, credential_hash: presented_hash, client_cert_sha256: presented })
 }
 
-/// An interceptor that lets through only calls bearing the admin token.
-pub fn admin_check(admin_token: &str) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone + use<> {
-    let admin_hash = hash_secret(admin_token);
-    move |req: Request<()>| {
-        let token = bearer(&req)?;
-        // The coordinator starts only with a long token; a short one here never matches.
-        if token.len() >= MIN_ADMIN_TOKEN_CHARS && constant_time_eq(&hash_secret(token), &admin_hash) {
-            Ok(req)
-        } else {
-            Err(Status::unauthenticated("admin token rejected"))
+/// Admits agents to the agent service: an authenticated agent, approved unless the method
+/// is one a pending agent may call, with the method's limits on its messages.
+#[derive(Debug, Clone)]
+pub struct AgentAdmission(pub State);
+
+impl Admission for AgentAdmission {
+    type Caller = Caller;
+
+    async fn admit(&self, parts: &http::request::Parts) -> Result<(Caller, Option<&'static Limits>), Status> {
+        let limits = limits_of(parts.uri.path())
+            .ok_or_else(|| Status::unimplemented(format!("no method {}", parts.uri.path())))?;
+        let caller = authenticate(&self.0, &headers_only(parts)).await?;
+        if caller.status != AgentStatus::Approved && !limits.pending_may_call {
+            return Err(Status::permission_denied(format!(
+                "agent {} is {}; an operator must approve it first: ipw agents approve {}",
+                caller.id, caller.status, caller.id
+            )));
         }
+        Ok((caller, Some(limits)))
     }
+}
+
+/// The agent a call came from (see [`AgentAdmission`]).
+pub fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    admitted(request)
+}
+
+/// An operator's call: the admin credential's name and where it came from.
+#[derive(Debug, Clone)]
+pub struct Operator {
+    /// The credential's name (`initial` for the one made at first start).
+    pub name: String,
+    /// The peer address.
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+/// Admits operators to the admin service: a live, named admin credential.
+#[derive(Debug, Clone)]
+pub struct AdminAdmission(pub State);
+
+impl Admission for AdminAdmission {
+    type Caller = Operator;
+
+    async fn admit(&self, parts: &http::request::Parts) -> Result<(Operator, Option<&'static Limits>), Status> {
+        let request = headers_only(parts);
+        let token = bearer(&request)?;
+        // Start-up refuses short tokens, and `create` makes long ones: a short one never matches.
+        if token.len() < MIN_ADMIN_TOKEN_CHARS {
+            return Err(Status::unauthenticated("admin token rejected"));
+        }
+        let name = store::admin::credential_name(&self.0.pool, &hash_secret(token))
+            .await?
+            .ok_or_else(|| Status::unauthenticated("admin token rejected (unknown or revoked)"))?;
+        Ok((Operator { name, peer: request.remote_addr() }, None))
+    }
+}
+
+/// The operator a call came from (see [`AdminAdmission`]).
+pub fn operator<T>(request: &Request<T>) -> Result<Operator, Status> {
+    admitted(request)
 }

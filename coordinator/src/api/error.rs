@@ -67,3 +67,19 @@ impl From<RescoreError> for Status {
 pub(crate) fn prefixed(prefix: &str, s: Status) -> Status {
     Status::new(s.code(), format!("{prefix}: {}", s.message()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database error that retrying cannot fix used to be `unavailable`, which agents retry
+    /// for an hour; only the database being away or busy is now.
+    #[test]
+    fn only_passing_database_errors_are_unavailable() {
+        let status = |e: sqlx::Error| Status::from(store::Error::Db(e)).code();
+        assert_eq!(status(sqlx::Error::PoolTimedOut), tonic::Code::Unavailable);
+        assert_eq!(status(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into())), tonic::Code::Unavailable);
+        assert_eq!(status(sqlx::Error::RowNotFound), tonic::Code::Internal);
+        assert_eq!(status(sqlx::Error::ColumnNotFound("x".into())), tonic::Code::Internal);
+    }
+}

@@ -1,16 +1,14 @@
-//! The agent service's gate: each call is authenticated from its headers, before a byte of its
-//! body is read, and each message is held to its method's limits as it streams in.
+//! The gate in front of a service: each call is admitted from its headers, before a byte of
+//! its body is read, and each message is held to its method's limits as it streams in.
 //!
 //! Decoding is where memory goes: an empty `PowerSourceInfo` is 2 bytes on the wire and about
 //! 100 in memory. So an anonymous or unapproved caller is refused before decoding, and an
-//! approved one is refused, still before decoding, when a message is larger than its method
-//! needs or repeats a field more often than its method allows.
+//! approved agent is refused, still before decoding, when a message is larger than its method
+//! needs or repeats a field more often than its method allows. Who is admitted is the
+//! [`Admission`]'s to say (`auth.rs`); this module is the mechanics.
 
-use super::State;
-use super::auth::{Caller, authenticate};
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
-use ipw_proto::kinds::AgentStatus;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -68,48 +66,61 @@ pub fn limits_of(path: &str) -> Option<&'static Limits> {
     METHODS.iter().find(|l| l.method == method)
 }
 
-/// Wraps the agent service in an [`AgentGuard`].
-#[derive(Debug, Clone)]
-pub struct AgentGuardLayer {
-    state: State,
+/// Who a service lets in, decided from a call's headers and peer (its `parts`).
+pub trait Admission: Clone + Send + Sync + 'static {
+    /// What the handler learns of the caller, as a request extension.
+    type Caller: Clone + Send + Sync + 'static;
+
+    /// Admits a call to `path`, with the limits its body is held to (`None`: none), or
+    /// refuses it.
+    fn admit(
+        &self,
+        parts: &http::request::Parts,
+    ) -> impl Future<Output = Result<(Self::Caller, Option<&'static Limits>), Status>> + Send;
 }
 
-impl AgentGuardLayer {
-    /// A gate that checks callers against `state`'s database.
-    pub fn new(state: State) -> Self {
-        Self { state }
+/// Puts a [`Gate`] in front of a service.
+#[derive(Debug, Clone)]
+pub struct GateLayer<A> {
+    admission: A,
+}
+
+impl<A> GateLayer<A> {
+    /// A gate that admits calls by `admission`.
+    pub fn new(admission: A) -> Self {
+        Self { admission }
     }
 }
 
-impl<S> Layer<S> for AgentGuardLayer {
-    type Service = AgentGuard<S>;
+impl<S, A: Clone> Layer<S> for GateLayer<A> {
+    type Service = Gate<S, A>;
 
-    fn layer(&self, inner: S) -> AgentGuard<S> {
-        AgentGuard { inner, state: self.state.clone() }
+    fn layer(&self, inner: S) -> Gate<S, A> {
+        Gate { inner, admission: self.admission.clone() }
     }
 }
 
-/// See the module docs. The authenticated [`Caller`] reaches the handler as a request
-/// extension.
+/// See the module docs.
 #[derive(Debug, Clone)]
-pub struct AgentGuard<S> {
+pub struct Gate<S, A> {
     inner: S,
-    state: State,
+    admission: A,
 }
 
-impl<S: NamedService> NamedService for AgentGuard<S> {
+impl<S: NamedService, A> NamedService for Gate<S, A> {
     const NAME: &'static str = S::NAME;
 }
 
 type Response = http::Response<tonic::body::Body>;
 
-impl<S> Service<http::Request<tonic::body::Body>> for AgentGuard<S>
+impl<S, A> Service<http::Request<tonic::body::Body>> for Gate<S, A>
 where
     S: Service<http::Request<Checked<tonic::body::Body>>, Response = Response, Error = Infallible>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
+    A: Admission,
 {
     type Response = Response;
     type Error = Infallible;
@@ -123,14 +134,11 @@ where
         // The clone that was polled ready serves this call (tower's rule for Clone services).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let state = self.state.clone();
+        let admission = self.admission.clone();
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let Some(limits) = limits_of(parts.uri.path()) else {
-                return Ok(Status::unimplemented(format!("no method {}", parts.uri.path())).into_http());
-            };
-            let caller = match admit(&state, &parts, limits).await {
-                Ok(caller) => caller,
+            let (caller, limits) = match admission.admit(&parts).await {
+                Ok(admitted) => admitted,
                 Err(status) => return Ok(status.into_http()),
             };
             let mut request = http::Request::from_parts(parts, Checked::new(body, limits));
@@ -140,29 +148,17 @@ where
     }
 }
 
-/// Authenticates a call from its headers and peer certificate, and checks that the agent may
-/// call the method.
-async fn admit(state: &State, parts: &http::request::Parts, limits: &Limits) -> Result<Caller, Status> {
-    let mut headers_only = http::Request::new(());
-    *headers_only.headers_mut() = parts.headers.clone();
-    *headers_only.extensions_mut() = parts.extensions.clone();
-    let caller = authenticate(state, &tonic::Request::from_http(headers_only)).await?;
-    if caller.status != AgentStatus::Approved && !limits.pending_may_call {
-        return Err(Status::permission_denied(format!(
-            "agent {} is {}; an operator must approve it first: ipw agents approve {}",
-            caller.id, caller.status, caller.id
-        )));
-    }
-    Ok(caller)
+/// The caller a [`Gate`] admitted, for the handler.
+pub fn admitted<C: Clone + Send + Sync + 'static, T>(request: &tonic::Request<T>) -> Result<C, Status> {
+    request.extensions().get::<C>().cloned().ok_or_else(|| Status::internal("the call did not pass the gate"))
 }
 
-/// The handler's view of who called: set by [`AgentGuard`].
-pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
-    request
-        .extensions()
-        .get::<Caller>()
-        .cloned()
-        .ok_or_else(|| Status::internal("the call did not pass the agent guard"))
+/// A call's headers and peer, as a tonic request without a body (what authentication reads).
+pub fn headers_only(parts: &http::request::Parts) -> tonic::Request<()> {
+    let mut request = http::Request::new(());
+    *request.headers_mut() = parts.headers.clone();
+    *request.extensions_mut() = parts.extensions.clone();
+    tonic::Request::from_http(request)
 }
 
 /// A request body held to a method's [`Limits`] as it streams: each gRPC message's length is
@@ -171,12 +167,12 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
 #[derive(Debug)]
 pub struct Checked<B> {
     inner: B,
-    scan: Scan,
+    scan: Option<Scan>,
 }
 
 impl<B> Checked<B> {
-    fn new(inner: B, limits: &'static Limits) -> Self {
-        Self { inner, scan: Scan::new(limits) }
+    fn new(inner: B, limits: Option<&'static Limits>) -> Self {
+        Self { inner, scan: limits.map(Scan::new) }
     }
 }
 
@@ -192,8 +188,8 @@ where
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref()
-                    && let Err(status) = this.scan.feed(data.chunk())
+                if let (Some(data), Some(scan)) = (frame.data_ref(), this.scan.as_mut())
+                    && let Err(status) = scan.feed(data.chunk())
                 {
                     return Poll::Ready(Some(Err(Box::new(status))));
                 }

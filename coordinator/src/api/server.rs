@@ -3,9 +3,11 @@
 use super::State;
 use super::admin::AdminService;
 use super::agent::AgentServiceImpl;
-use super::auth::admin_check;
+use super::auth::{AdminAdmission, AgentAdmission};
 use super::enrollment::{EnrollmentService, rate_limited};
-use super::guard::AgentGuardLayer;
+use super::guard::GateLayer;
+use crate::infra::auth::hash_secret;
+use crate::store;
 use ipw_proto::v1::admin_server::AdminServer;
 use ipw_proto::v1::agent_service_server::AgentServiceServer;
 use ipw_proto::v1::enrollment_server::EnrollmentServer;
@@ -23,15 +25,18 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 pub const MAX_JOIN_MESSAGE_BYTES: usize = 256 << 10;
 
 /// Serves every service on `listener` until `shutdown` resolves, then drains in-flight calls.
-/// With `tls`, only TLS is spoken; without, plain text.
+/// With `tls`, only TLS is spoken; without, plain text. `admin_token` is registered as the
+/// admin credential named `initial` (unless an operator revoked it).
 pub async fn serve(
     listener: TcpListener,
     state: State,
     admin_token: &str,
     tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
-    let check_admin = admin_check(admin_token);
+) -> anyhow::Result<()> {
+    store::admin::register_initial(&state.pool, &hash_secret(admin_token))
+        .await
+        .map_err(|e| anyhow::anyhow!("registering the initial admin credential: {e}"))?;
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
@@ -42,16 +47,18 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_JOIN_MESSAGE_BYTES),
             rate_limited(state.join_limiter.clone()),
         ))
-        // Agents are authenticated before their bodies are read; each method has its limits.
-        .add_service(AgentGuardLayer::new(state.clone()).layer(
+        // Agents and operators are authenticated before their bodies are read; each agent
+        // method has its limits.
+        .add_service(GateLayer::new(AgentAdmission(state.clone())).layer(
             AgentServiceServer::new(AgentServiceImpl::new(state.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
         ))
-        .add_service(InterceptedService::new(
-            AdminServer::new(AdminService::new(state)).max_decoding_message_size(MAX_MESSAGE_BYTES),
-            check_admin,
-        ))
+        .add_service(
+            GateLayer::new(AdminAdmission(state.clone()))
+                .layer(AdminServer::new(AdminService::new(state)).max_decoding_message_size(MAX_MESSAGE_BYTES)),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+        .await?;
+    Ok(())
 }
 
 /// A coordinator serving in the background of this process (tests, benchmarks).
@@ -62,7 +69,7 @@ pub struct Background {
     state: State,
     admin_token: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Background {
@@ -79,7 +86,7 @@ impl Background {
         listener: TcpListener,
         state: State,
         admin_token: String,
-    ) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>) {
+    ) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let tls = state.authority.as_ref().map(|a| a.server_tls_config(&[]).expect("a certificate can be signed"));
         let task = tokio::spawn(async move {
@@ -110,7 +117,7 @@ impl Background {
     }
 
     /// Stops serving and waits for in-flight calls.
-    pub async fn stop(mut self) -> Result<(), tonic::transport::Error> {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

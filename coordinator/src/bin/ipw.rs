@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ipw_coordinator::cli::admin_tokens::AdminTokenCmd;
 use ipw_coordinator::cli::agents::AgentsCmd;
 use ipw_coordinator::cli::render::Format;
 use ipw_coordinator::cli::reports::ScoreArgs;
@@ -10,7 +11,7 @@ use ipw_coordinator::cli::runs::RunCmd;
 use ipw_coordinator::cli::sweeps::SweepCmd;
 use ipw_coordinator::cli::tokens::TokenCmd;
 use ipw_coordinator::cli::workloads::WorkloadCmd;
-use ipw_coordinator::cli::{self, agents, reports, runs, sweeps, tokens, workloads};
+use ipw_coordinator::cli::{self, admin_tokens, agents, reports, runs, sweeps, tokens, workloads};
 use ipw_coordinator::infra::{paths, tls};
 use ipw_proto::tls::ClientTls;
 use std::path::PathBuf;
@@ -39,6 +40,9 @@ enum Command {
     /// Join tokens for enrolling agents.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Named admin credentials for operators and their tools.
+    #[command(subcommand)]
+    AdminToken(AdminTokenCmd),
     /// Enrolled agents.
     #[command(subcommand)]
     Agents(AgentsCmd),
@@ -119,6 +123,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let admin = &mut admin;
     match args.command {
         Command::Token(cmd) => tokens::run(admin, url, cmd).await,
+        Command::AdminToken(cmd) => admin_tokens::run(admin, url, cmd).await,
         Command::Agents(cmd) => agents::run(admin, url, cmd).await,
         Command::Workload(cmd) => workloads::run(admin, url, cmd).await,
         Command::Run(cmd) => runs::run(admin, url, cmd).await,

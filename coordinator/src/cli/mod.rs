@@ -8,6 +8,7 @@ use ipw_proto::v1::admin_client::AdminClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+pub mod admin_tokens;
 pub mod agents;
 pub mod render;
 pub mod reports;

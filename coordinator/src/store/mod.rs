@@ -2,6 +2,7 @@
 //! caller decides what commits together) and fail with [`Error`], which `api/` turns into a
 //! gRPC status.
 
+pub mod admin;
 pub mod agents;
 pub mod leases;
 pub mod provenance;
