@@ -229,21 +229,26 @@ async fn main() {
     }
 }
 
+/// The join token: given, or the first line of `file`.
+fn join_token(given: Option<String>, file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    match (given, file) {
+        (Some(t), _) => Ok(t),
+        (None, Some(path)) => Ok(std::fs::read_to_string(path)
+            .with_context(|| format!("reading the join token from {}", path.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned()),
+        (None, None) => anyhow::bail!("give the join token: --token-file, IPW_JOIN_TOKEN or --token"),
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let config_path = args.config.unwrap_or_else(config::default_config_path);
     match args.command {
         Command::Join { url, token, token_file, ca_cert_hash, insecure, name, labels } => {
-            let token = match (token, token_file) {
-                (Some(t), _) => t,
-                (None, Some(path)) => std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading the join token from {}", path.display()))?
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned(),
-                (None, None) => anyhow::bail!("give the join token: --token-file, IPW_JOIN_TOKEN or --token"),
-            };
+            let token = join_token(token, token_file.as_deref())?;
             let name = name.unwrap_or_else(|| sysinfo::System::host_name().unwrap_or_else(|_| "agent".into()));
             let trust = match ca_cert_hash {
                 Some(pin) if !insecure => join::Trust::Pinned(pin),
