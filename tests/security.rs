@@ -586,3 +586,46 @@ async fn an_agent_joins_with_its_token_in_a_file() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&out.stderr).contains("reading the join token from"));
     Ok(())
 }
+
+/// A running agent follows `ipw-agent rotate`: it notices the new credential in its config
+/// file and starts again with it, so it is not left on an old credential that stops working
+/// once the new one is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_agent_moves_to_a_rotated_credential() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start().await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let agent = fleet.join(&token, "long-running").await?;
+    let config = fleet.dir.path().join("long-running.json");
+    agent.save(&config)?;
+    let mut opts = fleet.run_options();
+    opts.exit_when_idle = false;
+    opts.heartbeat_interval = Duration::from_millis(200);
+    let stop = opts.shutdown.clone();
+    let spool = fleet.spool("long-running");
+    let running = {
+        let (config, opts) = (config.clone(), opts.clone());
+        tokio::spawn(async move { ipw_agent::rotation::run_following_rotations(&config, None, &spool, &opts).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // `ipw-agent rotate`, from another process: the coordinator switches, the file follows.
+    join::rotate(&agent).await?.save(&config)?;
+    let id = Uuid::parse_str(&agent.agent_id)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        // The new credential's first use clears the old one.
+        let previous: Option<Vec<u8>> = sqlx::query_scalar("SELECT previous_credential_hash FROM agents WHERE id = $1")
+            .bind(id)
+            .fetch_one(&fleet.pool)
+            .await?;
+        if previous.is_none() {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the running agent never used the new credential");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let e = client::connect(&agent).await?.heartbeat(HeartbeatRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "the old credential is void once the new one was used");
+    stop.request();
+    tokio::time::timeout(Duration::from_secs(30), running).await???;
+    Ok(())
+}

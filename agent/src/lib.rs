@@ -16,6 +16,7 @@ pub mod meter;
 pub mod pin;
 pub mod power;
 pub mod provenance;
+pub mod rotation;
 pub mod runner;
 pub mod sampler;
 pub mod session;

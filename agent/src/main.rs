@@ -7,10 +7,10 @@ use ipw_agent::config::{self, AgentConfig};
 use ipw_agent::managed::ManagedOptions;
 use ipw_agent::meter::PowerOptions;
 use ipw_agent::power::{self, DiscoveryOptions};
-use ipw_agent::runner::{self, RunOptions};
+use ipw_agent::runner::RunOptions;
 use ipw_agent::sampler::Sampler;
 use ipw_agent::spool::Spool;
-use ipw_agent::{hardware, join};
+use ipw_agent::{hardware, join, rotation};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -291,10 +291,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 engine,
                 managed,
             } = *args;
-            let mut cfg = AgentConfig::load(&config_path)?;
-            if let Some(url) = coordinator {
-                cfg.coordinator = url;
-            }
             let spool = Spool::open(&spool_dir.unwrap_or_else(config::default_spool_dir))?;
             let opts = RunOptions {
                 engine_url,
@@ -312,7 +308,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 ..RunOptions::default()
             };
             opts.shutdown.on_signals().context("cannot listen for SIGTERM and SIGINT")?;
-            let s = runner::run(&cfg, &spool, &opts).await?;
+            // Follows `ipw-agent rotate`: starts again with the new credential when it changes.
+            let s = rotation::run_following_rotations(&config_path, coordinator.as_deref(), &spool, &opts).await?;
             println!(
                 "{} shards completed, {} results committed, {} duplicates ignored",
                 s.shards, s.committed, s.duplicates
