@@ -629,3 +629,35 @@ async fn a_running_agent_moves_to_a_rotated_credential() -> anyhow::Result<()> {
     tokio::time::timeout(Duration::from_secs(30), running).await???;
     Ok(())
 }
+
+/// The agent's private key is born on the agent: the join sends a signing request for it, and
+/// the coordinator returns only the certificate. A join without a request is refused, and the
+/// one-use token it carried still enrolls the agent that sends one.
+#[tokio::test]
+async fn the_agents_key_never_leaves_the_agent() -> anyhow::Result<()> {
+    use ipw_proto::v1::JoinRequest;
+    use ipw_proto::v1::enrollment_client::EnrollmentClient;
+    let mut fleet = Fleet::start_tls(true).await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let url = fleet.coordinator.url();
+    let channel = client::endpoint(&url, fleet.tls.as_ref())?.connect().await?;
+    let no_csr = JoinRequest { token: token.clone(), name: "keyless".into(), ..Default::default() };
+    let e = EnrollmentClient::new(channel).join(no_csr).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(e.message().contains("certificate signing request"), "{}", e.message());
+
+    let agent = fleet.join(&token, "keyed").await?;
+    let (cert_pem, key_pem) = agent.client_cert.clone().expect("a client certificate");
+    // The certificate is for the key the agent made: mTLS works with the pair.
+    client::connect(&agent).await?.heartbeat(HeartbeatRequest::default()).await?;
+    let other_key = ipw_agent::join::new_key_and_csr()?.0;
+    let mismatched = AgentConfig { client_cert: Some((cert_pem, other_key)), ..agent.clone() };
+    assert!(
+        client::connect(&mismatched).await.is_err() || {
+            let mut c = client::connect(&mismatched).await?;
+            c.heartbeat(HeartbeatRequest::default()).await.is_err()
+        }
+    );
+    assert!(key_pem.contains("PRIVATE KEY"));
+    Ok(())
+}

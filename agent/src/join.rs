@@ -36,6 +36,7 @@ pub async fn join(
             anyhow::bail!("{url} is https: pass the --ca-cert-hash that `ipw token create` printed, not --insecure")
         }
     };
+    let (key_pem, csr_pem) = new_key_and_csr()?;
     let channel = client::endpoint(url, tls.as_ref())?
         .connect()
         .await
@@ -47,6 +48,7 @@ pub async fn join(
             labels: labels.clone().into_iter().collect(),
             hardware: Some(hardware::probe()),
             agent_version: VERSION.to_owned(),
+            csr_pem,
         })
         .await
         .map_err(|s| anyhow::anyhow!("join refused: {}", ipw_proto::tls::explain(url, s.message())))?
@@ -59,22 +61,31 @@ pub async fn join(
         labels,
         hardware_class: resp.hardware_class,
         ca_pem: tls.map(|t| t.ca_pem),
-        client_cert: client_cert_from(resp.client_cert_pem, resp.client_key_pem),
+        client_cert: client_cert_from(resp.client_cert_pem, key_pem),
     })
 }
 
-/// Replaces the agent's credential (and client certificate) with new ones. The old ones are
-/// refused from the moment the coordinator answers, so save the returned config at once.
+/// A new key pair for this agent's client certificate, and a request to sign it: the key is
+/// made here and never leaves the machine (it is kept in the config, mode 0600).
+pub fn new_key_and_csr() -> anyhow::Result<(String, String)> {
+    let key = rcgen::KeyPair::generate().context("generating the agent's key")?;
+    let csr = rcgen::CertificateParams::default().serialize_request(&key).context("making the signing request")?;
+    Ok((key.serialize_pem(), csr.pem().context("encoding the signing request")?))
+}
+
+/// Replaces the agent's credential (and client certificate, for a key made here) with new
+/// ones. The old ones keep working until the new credential is first used.
 pub async fn rotate(config: &AgentConfig) -> anyhow::Result<AgentConfig> {
+    let (key_pem, csr_pem) = new_key_and_csr()?;
     let resp = client::connect(config)
         .await?
-        .rotate_credential(RotateCredentialRequest {})
+        .rotate_credential(RotateCredentialRequest { csr_pem })
         .await
         .map_err(|s| anyhow::anyhow!("rotation refused: {}", s.message()))?
         .into_inner();
     Ok(AgentConfig {
         credential: resp.credential,
-        client_cert: client_cert_from(resp.client_cert_pem, resp.client_key_pem),
+        client_cert: client_cert_from(resp.client_cert_pem, key_pem),
         ..config.clone()
     })
 }

@@ -173,6 +173,7 @@ impl Fleet {
             EnrollmentClient::new(ipw_agent::client::endpoint(&url, self.tls.as_ref())?.connect().await?);
         let labels: std::collections::BTreeMap<String, String> =
             labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let (key_pem, csr_pem) = ipw_agent::join::new_key_and_csr()?;
         let resp = enrollment
             .join(JoinRequest {
                 token: token.into(),
@@ -180,6 +181,7 @@ impl Fleet {
                 labels: labels.clone().into_iter().collect(),
                 hardware: Some(hardware),
                 agent_version: "test".into(),
+                csr_pem,
             })
             .await?
             .into_inner();
@@ -191,7 +193,7 @@ impl Fleet {
             labels,
             hardware_class: resp.hardware_class,
             ca_pem: self.tls.as_ref().map(|t| t.ca_pem.clone()),
-            client_cert: ipw_agent::config::client_cert_from(resp.client_cert_pem, resp.client_key_pem),
+            client_cert: ipw_agent::config::client_cert_from(resp.client_cert_pem, key_pem),
         })
     }
 

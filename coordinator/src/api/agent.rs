@@ -42,16 +42,14 @@ impl AgentService for AgentServiceImpl {
     ) -> Result<Response<RotateCredentialResponse>, Status> {
         let caller = caller(&request)?;
         let secret = new_secret();
-        let client_cert = self.state.client_certificate(caller.id)?;
+        let client_cert = self.state.client_certificate(caller.id, &request.get_ref().csr_pem)?;
         let cert_sha256 = client_cert.as_ref().map(|c| c.sha256.as_slice());
         let used = (caller.credential_hash.as_slice(), caller.client_cert_sha256.as_deref());
         agents::rotate_credential(&self.state.pool, caller.id, &hash_secret(&secret), cert_sha256, used).await?;
         tracing::info!(agent = %caller.id, "agent credential rotated");
-        let (client_cert_pem, client_key_pem) = crate::infra::tls::client_pems(client_cert);
         Ok(Response::new(RotateCredentialResponse {
             credential: AgentCredential { agent_id: caller.id, secret }.encode(),
-            client_cert_pem,
-            client_key_pem,
+            client_cert_pem: client_cert.map(|c| c.cert_pem).unwrap_or_default(),
         }))
     }
 

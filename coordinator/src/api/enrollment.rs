@@ -76,7 +76,7 @@ impl Enrollment for EnrollmentService {
         let token = tokens::consume(&mut tx, &hash_secret(req.token.trim())).await?;
         let agent_id = Uuid::now_v7();
         let secret = new_secret();
-        let client_cert = self.state.client_certificate(agent_id)?;
+        let client_cert = self.state.client_certificate(agent_id, &req.csr_pem)?;
         let status = if token.auto_approve { AgentStatus::Approved } else { AgentStatus::Pending };
         let agent = agents::NewAgent {
             id: agent_id,
@@ -93,14 +93,12 @@ impl Enrollment for EnrollmentService {
         agents::insert(&mut tx, &agent).await?;
         tx.commit().await.map_err(store::Error::from)?;
         tracing::info!(%agent_id, name, %status, hardware_class = %class, "agent joined");
-        let (client_cert_pem, client_key_pem) = crate::infra::tls::client_pems(client_cert);
         Ok(Response::new(JoinResponse {
             agent_id: agent_id.to_string(),
             credential: AgentCredential { agent_id, secret }.encode(),
             status: status.as_str().into(),
             hardware_class: class,
-            client_cert_pem,
-            client_key_pem,
+            client_cert_pem: client_cert.map(|c| c.cert_pem).unwrap_or_default(),
         }))
     }
 }

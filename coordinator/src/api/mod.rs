@@ -41,13 +41,20 @@ pub struct State {
 }
 
 impl State {
-    /// A client certificate for `agent_id` when serving TLS; `None` for plain text.
-    pub fn client_certificate(&self, agent_id: Uuid) -> Result<Option<Issued>, Status> {
-        self.authority
-            .as_ref()
-            .map(|a| a.client_certificate(agent_id))
-            .transpose()
-            .map_err(|e| Status::internal(format!("cannot sign a client certificate: {e}")))
+    /// A client certificate for `agent_id`, for the key of the agent's `csr_pem`, when serving
+    /// TLS; `None` for plain text. The agent's key never travels, so a CSR is required.
+    pub fn client_certificate(&self, agent_id: Uuid, csr_pem: &str) -> Result<Option<Issued>, Status> {
+        let Some(authority) = &self.authority else { return Ok(None) };
+        if csr_pem.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "this coordinator signs the agent's own key: send a certificate signing request (csr_pem); \
+                 upgrade ipw-agent",
+            ));
+        }
+        authority
+            .client_certificate(agent_id, csr_pem)
+            .map(Some)
+            .map_err(|e| Status::invalid_argument(format!("{e:#}")))
     }
 
     /// Plain text, 10-minute leases, 3 attempts, 3 engine failures per query, and 10 joins at once then 10 a minute per

@@ -45,12 +45,6 @@ pub struct Issued {
     pub sha256: Vec<u8>,
 }
 
-/// A client certificate and key as the protocol carries them: two PEM strings, both empty
-/// when none was issued (plain text).
-pub fn client_pems(issued: Option<Issued>) -> (String, String) {
-    issued.map(|i| (i.cert_pem, i.key_pem)).unwrap_or_default()
-}
-
 /// Where the CA lives inside a data directory.
 pub fn tls_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("tls")
@@ -145,12 +139,19 @@ impl Authority {
         Ok(issued)
     }
 
-    /// A client certificate naming `agent_id`, for mTLS.
-    pub fn client_certificate(&self, agent_id: Uuid) -> anyhow::Result<Issued> {
+    /// A client certificate naming `agent_id`, for mTLS, for the key of `csr_pem` (a PEM
+    /// certificate signing request, whose signature proves the agent holds the key). Only the
+    /// key is taken from the request: the name, usage and validity are the coordinator's.
+    /// The returned `key_pem` is empty: the key never left the agent.
+    pub fn client_certificate(&self, agent_id: Uuid, csr_pem: &str) -> anyhow::Result<Issued> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .context("the certificate signing request is not a valid, self-signed PEM CSR")?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, format!("ipw-agent {agent_id}"));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.sign(params, 5)
+        validity(&mut params, 5);
+        let cert = params.signed_by(&csr.public_key, &Issuer::new(ca_params(), &self.key))?;
+        Ok(Issued { sha256: sha256(cert.der()), cert_pem: cert.pem(), key_pem: String::new() })
     }
 
     /// What tonic serves with: a fresh server certificate, and the CA for client certificates.
@@ -203,7 +204,15 @@ mod tests {
         let chain = pem::parse_many(&server.cert_pem).unwrap();
         assert_eq!(chain.len(), 2, "leaf then CA");
         assert_eq!(fingerprint(chain[1].contents()), ca.fingerprint());
-        let client = ca.client_certificate(Uuid::nil()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let csr = CertificateParams::default().serialize_request(&key).unwrap().pem().unwrap();
+        let client = ca.client_certificate(Uuid::nil(), &csr).unwrap();
         assert_eq!(client.sha256, sha256(&ipw_proto::tls::pem_to_der(&client.cert_pem).unwrap()));
+        assert!(client.key_pem.is_empty(), "the key stays with the agent");
+        let e = ca.client_certificate(
+            Uuid::nil(),
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+        );
+        assert!(format!("{:#}", e.unwrap_err()).contains("not a valid"));
     }
 }
