@@ -661,3 +661,71 @@ async fn the_agents_key_never_leaves_the_agent() -> anyhow::Result<()> {
     assert!(key_pem.contains("PRIVATE KEY"));
     Ok(())
 }
+
+/// `ipw-coordinator --data-dir coord` (relative) used to start once and then fail at every
+/// restart: `pg_ctl`, run from another working directory, could not find `coord/postgres/data`.
+#[tokio::test]
+async fn a_relative_data_dir_survives_a_restart() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    // The embedded PostgreSQL runs as its own user when we are root: it must reach the folder.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    for start in 1..=2 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut child = tokio::process::Command::new(ipw_e2e::binary("ipw-coordinator"))
+            .args(["--data-dir", "coord", "--insecure", "--listen", &format!("127.0.0.1:{port}")])
+            .current_dir(dir.path())
+            .env_remove("IPW_DATABASE_URL")
+            .env_remove("IPW_DATA_DIR")
+            .env_remove("IPW_ADMIN_TOKEN")
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            anyhow::ensure!(child.try_wait()?.is_none(), "start {start} with a relative --data-dir failed");
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "start {start} did not listen within 90 s");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // A clean stop, as systemd's would be, so the next start finds the cluster stopped.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id().expect("running") as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await??;
+        assert!(status.success(), "stop {start}: {status}");
+    }
+    Ok(())
+}
+
+/// A revoked agent's certificate is refused at the TLS handshake, within a second of
+/// `ipw agents revoke`: the revocation is announced through the database, so every replica
+/// reloads its list. Before, the handshake succeeded and only the first call was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_agents_handshake_fails_within_a_second() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start_tls(false).await?;
+    let token = fleet.token(2, true, Duration::from_secs(60)).await?;
+    let agent = fleet.join(&token, "soon-revoked").await?;
+    let bystander = fleet.join(&token, "bystander").await?;
+    client::connect(&agent).await?.heartbeat(HeartbeatRequest::default()).await?;
+
+    let revoked_at = tokio::time::Instant::now();
+    fleet.admin.revoke_agent(RevokeRequest { id: agent.agent_id.to_string(), reason: "lost laptop".into() }).await?;
+    let refused = loop {
+        let attempt = async {
+            client::connect(&agent).await?.heartbeat(HeartbeatRequest::default()).await.map_err(anyhow::Error::from)
+        };
+        match attempt.await {
+            // Refused by the service, after a handshake that succeeded: not yet.
+            Err(e) if format!("{e:#}").contains("was revoked") => {}
+            Err(e) => break e,
+            Ok(_) => anyhow::bail!("a revoked agent's call succeeded"),
+        }
+        anyhow::ensure!(revoked_at.elapsed() < Duration::from_secs(1), "the handshake still succeeded after 1 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("refused at the handshake {} ms after the revocation: {refused:#}", revoked_at.elapsed().as_millis());
+    // Other agents' handshakes go on.
+    client::connect(&bystander).await?.heartbeat(HeartbeatRequest::default()).await?;
+    Ok(())
+}

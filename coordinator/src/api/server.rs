@@ -7,16 +7,23 @@ use super::auth::{AdminAdmission, AgentAdmission};
 use super::enrollment::{EnrollmentService, rate_limited};
 use super::guard::GateLayer;
 use crate::infra::auth::hash_secret;
+use crate::infra::revoked::RevokedCerts;
+use crate::jobs::revocations;
 use crate::store;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use ipw_proto::v1::admin_server::AdminServer;
 use ipw_proto::v1::agent_service_server::AgentServiceServer;
 use ipw_proto::v1::enrollment_server::EnrollmentServer;
 use std::future::Future;
 use std::net::SocketAddr;
-use tokio::net::TcpListener;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::ServerTlsConfig;
 use tower::Layer;
 
 /// Largest message accepted: result batches and workload chunks stay well under it.
@@ -25,23 +32,22 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 pub const MAX_JOIN_MESSAGE_BYTES: usize = 256 << 10;
 
 /// Serves every service on `listener` until `shutdown` resolves, then drains in-flight calls.
-/// With `tls`, only TLS is spoken; without, plain text. `admin_token` is registered as the
-/// admin credential named `initial` (unless an operator revoked it).
+/// With an authority in `state`, only TLS is spoken (a server certificate for `tls_names`
+/// too), and revoked agents' certificates are refused at the handshake; without, plain text.
+/// `admin_token` is registered as the admin credential named `initial` (unless an operator
+/// revoked it).
 pub async fn serve(
     listener: TcpListener,
     state: State,
     admin_token: &str,
-    tls: Option<ServerTlsConfig>,
+    tls_names: &[String],
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     store::admin::register_initial(&state.pool, &hash_secret(admin_token))
         .await
         .map_err(|e| anyhow::anyhow!("registering the initial admin credential: {e}"))?;
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
-    builder
+    let (pool, authority) = (state.pool.clone(), state.authority.clone());
+    let router = tonic::transport::Server::builder()
         .add_service(InterceptedService::new(
             EnrollmentServer::new(EnrollmentService::new(state.clone()))
                 .max_decoding_message_size(MAX_JOIN_MESSAGE_BYTES),
@@ -55,10 +61,60 @@ pub async fn serve(
         .add_service(
             GateLayer::new(AdminAdmission(state.clone()))
                 .layer(AdminServer::new(AdminService::new(state)).max_decoding_message_size(MAX_MESSAGE_BYTES)),
-        )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
+        );
+    let Some(authority) = authority else {
+        router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown).await?;
+        return Ok(());
+    };
+    let revoked = RevokedCerts::default();
+    revocations::load(&pool, &revoked).await?;
+    let config = authority.server_config(tls_names, revoked.clone())?;
+    tokio::select! {
+        served = router.serve_with_incoming_shutdown(tls_connections(listener, config), shutdown) => served?,
+        () = revocations::follow(pool, revoked) => {}
+    }
     Ok(())
+}
+
+/// The TLS connections made on `listener`. Handshakes run side by side (a slow or silent
+/// client holds up no one) and give up after 10 s; a failed one (a revoked certificate, a
+/// client that does not trust our CA) is dropped. Owning the listener, the stream closes it
+/// when the server stops.
+fn tls_connections(
+    listener: TcpListener,
+    config: std::sync::Arc<rustls::ServerConfig>,
+) -> impl futures::Stream<Item = std::io::Result<TlsStream<TcpStream>>> {
+    type Handshake = Pin<Box<dyn Future<Output = Option<TlsStream<TcpStream>>> + Send>>;
+    let acceptor = TlsAcceptor::from(config);
+    let pending: FuturesUnordered<Handshake> = FuturesUnordered::new();
+    futures::stream::unfold((listener, acceptor, pending), |(listener, acceptor, mut pending)| async move {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        let handshake = acceptor.accept(tcp);
+                        pending.push(Box::pin(async move {
+                            match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+                                Ok(Ok(tls)) => Some(tls),
+                                Ok(Err(e)) => {
+                                    tracing::info!(%peer, error = %e, "TLS handshake refused");
+                                    None
+                                }
+                                Err(_) => None,
+                            }
+                        }));
+                    }
+                    // Out of descriptors and the like: wait, rather than spin.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                },
+                Some(done) = pending.next(), if !pending.is_empty() => {
+                    if let Some(tls) = done {
+                        return Some((Ok(tls), (listener, acceptor, pending)));
+                    }
+                }
+            }
+        }
+    })
 }
 
 /// A coordinator serving in the background of this process (tests, benchmarks).
@@ -88,9 +144,8 @@ impl Background {
         admin_token: String,
     ) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let tls = state.authority.as_ref().map(|a| a.server_tls_config(&[]).expect("a certificate can be signed"));
         let task = tokio::spawn(async move {
-            serve(listener, state, &admin_token, tls, async {
+            serve(listener, state, &admin_token, &[], async {
                 let _ = rx.await;
             })
             .await

@@ -105,7 +105,6 @@ async fn main() -> anyhow::Result<()> {
         // Every replica runs the scheduler; the advisory lock lets one act at a time.
         let scheduler = tokio::spawn(scheduler::run_forever(pool.clone(), std::time::Duration::from_secs(15)));
         let authority = (!args.insecure).then(|| tls::Authority::load_or_create(&data_dir)).transpose()?;
-        let server_tls = authority.as_ref().map(|a| a.server_tls_config(&args.tls_names)).transpose()?;
         match &authority {
             Some(a) => tracing::info!(
                 ca = %tls::ca_file(&data_dir).display(),
@@ -125,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
             join_limiter: std::sync::Arc::new(RateLimiter::new(args.join_burst, args.join_per_minute)),
             ..State::new(pool.clone())
         };
-        server::serve(listener, state, &admin_token, server_tls, shutdown_signal()).await?;
+        server::serve(listener, state, &admin_token, &args.tls_names, shutdown_signal()).await?;
         scheduler.abort();
         pool.close().await;
         anyhow::Ok(())

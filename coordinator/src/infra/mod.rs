@@ -6,4 +6,5 @@ pub mod embedded_postgres;
 pub mod paths;
 pub mod pool;
 pub mod rate_limit;
+pub mod revoked;
 pub mod tls;

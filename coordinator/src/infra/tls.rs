@@ -6,6 +6,7 @@
 //! CA by the fingerprint that `ipw token create` prints; see [`ipw_proto::tls`].
 
 use crate::infra::auth::sha256;
+use crate::infra::revoked::{RevocationAware, RevokedCerts};
 use anyhow::Context;
 use ipw_proto::files::write_private;
 use ipw_proto::tls::{SERVER_NAME, fingerprint};
@@ -13,8 +14,11 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+use rustls::server::WebPkiClientVerifier;
 use std::path::{Path, PathBuf};
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// The CA's name. Fixed, so the issuer can be rebuilt from the stored key alone; what tells
@@ -154,15 +158,29 @@ impl Authority {
         Ok(Issued { sha256: sha256(cert.der()), cert_pem: cert.pem(), key_pem: String::new() })
     }
 
-    /// What tonic serves with: a fresh server certificate, and the CA for client certificates.
-    /// Client certificates are optional at the TLS layer (agents join without one); the agent
-    /// service checks them when the coordinator requires mTLS.
-    pub fn server_tls_config(&self, extra_names: &[String]) -> anyhow::Result<ServerTlsConfig> {
+    /// What the coordinator serves TLS with: a fresh server certificate, HTTP/2, and the CA
+    /// for client certificates, refusing `revoked` ones at the handshake. Client certificates
+    /// are optional at the TLS layer (agents join without one); the agent service checks them
+    /// when the coordinator requires mTLS.
+    pub fn server_config(&self, extra_names: &[String], revoked: RevokedCerts) -> anyhow::Result<Arc<ServerConfig>> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(self.ca_der.clone()))?;
+        let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated()
+            .build()?;
         let server = self.server_certificate(extra_names)?;
-        Ok(ServerTlsConfig::new()
-            .identity(Identity::from_pem(server.cert_pem, server.key_pem))
-            .client_ca_root(Certificate::from_pem(&self.ca_pem))
-            .client_auth_optional(true))
+        let chain = pem::parse_many(&server.cert_pem)?
+            .into_iter()
+            .map(|p| CertificateDer::from(p.into_contents()))
+            .collect::<Vec<_>>();
+        let key = PrivatePkcs8KeyDer::from(pem::parse(&server.key_pem)?.into_contents());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(Arc::new(RevocationAware { inner, revoked }))
+            .with_single_cert(chain, key.into())?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
     }
 }
 

@@ -1,4 +1,6 @@
-//! Background work over the database: the sweep scheduler and re-scoring.
+//! Background work over the database: the sweep scheduler, re-scoring, and following
+//! revocations.
 
 pub mod rescore;
+pub mod revocations;
 pub mod scheduler;

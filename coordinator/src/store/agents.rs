@@ -118,9 +118,24 @@ pub async fn revoke(pool: &PgPool, key: &str, reason: &str) -> Result<AgentInfo>
     sqlx::query!("UPDATE shards SET lease_expires_at = now() WHERE lease_owner = $1 AND status = 'leased'", agent.id)
         .execute(&mut *tx)
         .await?;
+    // Every replica reloads its set of revoked certificates on this, at commit.
+    sqlx::query!("SELECT pg_notify($1, $2)", crate::infra::revoked::CHANNEL, agent.id.to_string())
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     tracing::warn!(agent = %row.id, name = %row.name, reason, "agent revoked");
     Ok(row.into())
+}
+
+/// The SHA-256s of every client certificate issued to a revoked agent (its current one and,
+/// after a rotation, its previous one).
+pub async fn revoked_cert_hashes(pool: &PgPool) -> Result<Vec<Vec<u8>>> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT h AS "h!" FROM agents, unnest(ARRAY[client_cert_sha256, previous_client_cert_sha256]) AS h
+           WHERE status = 'revoked' AND h IS NOT NULL"#
+    )
+    .fetch_all(pool)
+    .await?)
 }
 
 /// A newly joined agent.
