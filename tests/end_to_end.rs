@@ -108,6 +108,12 @@ async fn two_agents_share_a_sharded_run_and_every_query_lands_once() -> anyhow::
     assert_eq!(status.agents.len(), 2);
     assert!(status.agents.iter().all(|s| s.shards_completed >= 1), "{:?}", status.agents);
     assert_eq!(ra.shards + rb.shards, 5);
+    // `ipw run status` shows the steady window without energy: one session per agent.
+    let steady = status.steady.clone().expect("the sessions reported their steady windows");
+    assert_eq!((steady.sessions, steady.load_pattern.as_str()), (2, "closed"));
+    assert!(steady.steady_s > 0.0 && steady.load_mean.is_some(), "{steady:?}");
+    let shown = ipw_coordinator::cli::render::table::render_status(&status);
+    assert!(shown.contains("steady   ") && shown.contains("closed load"), "{shown}");
     Ok(())
 }
 

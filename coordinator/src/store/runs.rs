@@ -7,7 +7,7 @@ use super::{Error, Result};
 use crate::domain::Invalid;
 use crate::domain::sampling::stratified_quotas;
 use crate::domain::settings::Settings;
-use ipw_proto::v1::{AgentShare, RunInfo, RunStatus};
+use ipw_proto::v1::{AgentShare, RunInfo, RunStatus, SteadyWindow};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -242,7 +242,31 @@ pub async fn status(pool: &PgPool, run_id: Uuid) -> Result<RunStatus> {
         created_unix_us: super::unix_us(s.created_at),
         failures: failures(pool, run_id).await?,
         duplicate_attempts: s.duplicate_attempts as u64,
+        steady: steady_window(pool, run_id).await?,
     })
+}
+
+/// The run's steady window so far (`run_steady_state`), if a session has reported one.
+async fn steady_window(pool: &PgPool, run_id: Uuid) -> Result<Option<SteadyWindow>> {
+    let row = sqlx::query!(
+        r#"SELECT sessions AS "sessions!", load_pattern AS "load_pattern!", load_target AS "load_target!",
+                  coalesce(steady_s, 0) AS "steady_s!", coalesce(paused_s, 0) AS "paused_s!", steady_load_mean,
+                  coalesce(instability, '') AS "instability!", coalesce(late_starts, 0) AS "late_starts!"
+           FROM run_steady_state WHERE run_id = $1"#,
+        run_id
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| SteadyWindow {
+        sessions: r.sessions as u32,
+        load_pattern: r.load_pattern,
+        load_target: r.load_target,
+        steady_s: r.steady_s,
+        paused_s: r.paused_s,
+        load_mean: r.steady_load_mean,
+        instability: r.instability,
+        late_starts: r.late_starts as u64,
+    }))
 }
 
 /// Each agent that leased a shard of the run: shards it completed, results it committed.

@@ -213,6 +213,19 @@ pub fn render_status(st: &RunStatus) -> String {
             st.duplicate_attempts
         );
     }
+    if let Some(w) = &st.steady {
+        let load = w.load_mean.map_or("n/a".into(), |m| format!("{m:.2}"));
+        let verdict =
+            if w.instability.is_empty() { "stable".to_owned() } else { format!("unstable: {}", w.instability) };
+        let _ = writeln!(
+            s,
+            "steady   {:.1} s ({:.1} s paused), {} load {load} of {}, {verdict}",
+            w.steady_s, w.paused_s, w.load_pattern, w.load_target
+        );
+        if w.late_starts > 0 {
+            let _ = writeln!(s, "         {} requests started more than 10 ms late", w.late_starts);
+        }
+    }
     for a in &st.agents {
         let _ = writeln!(
             s,
