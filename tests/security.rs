@@ -209,18 +209,9 @@ async fn a_truncated_result_stream_commits_nothing_of_the_cut_batch() -> anyhow:
         b.freeze()
     };
 
-    let tcp = tokio::net::TcpStream::connect(fleet.coordinator.addr).await?;
-    let (h2c, connection) = h2::client::handshake(tcp).await?;
-    tokio::spawn(connection);
-    let mut h2c = h2c.ready().await?;
-    let request = http::Request::builder()
-        .method("POST")
-        .uri(format!("{}/ipw.v1.AgentService/UploadResults", fleet.coordinator.url()))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("authorization", format!("Bearer {}", agent.credential))
-        .body(())?;
-    let (response, mut send) = h2c.send_request(request, false)?;
+    let bearer = format!("Bearer {}", agent.credential);
+    let (response, mut send) =
+        raw_agent_call(&fleet.coordinator.addr.to_string(), "UploadResults", Some(&bearer)).await?;
     send.send_data(frame(1, result(0)), false)?;
     let mut body = response.await?.into_body();
     // Wait for the first batch's ack before cutting the second.

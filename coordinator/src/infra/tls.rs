@@ -122,12 +122,22 @@ impl Authority {
         &self.ca_pem
     }
 
-    fn sign(&self, mut params: CertificateParams, years: i64) -> anyhow::Result<Issued> {
+    /// Signs `params`, valid for `years`, for the public half of `key`.
+    fn sign_for(
+        &self,
+        mut params: CertificateParams,
+        years: i64,
+        key: &impl rcgen::PublicKeyData,
+    ) -> anyhow::Result<rcgen::Certificate> {
         validity(&mut params, years);
+        Ok(params.signed_by(key, &Issuer::new(ca_params(), &self.key))?)
+    }
+
+    /// Signs `params` for a key made here, returned with the certificate.
+    fn sign(&self, params: CertificateParams, years: i64) -> anyhow::Result<Issued> {
         let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &Issuer::new(ca_params(), &self.key))?;
-        let sha256 = sha256(cert.der());
-        Ok(Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem(), sha256 })
+        let cert = self.sign_for(params, years, &key)?;
+        Ok(Issued { sha256: sha256(cert.der()), cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 
     /// A server certificate for [`SERVER_NAME`], `localhost`, the loopback addresses and
@@ -153,8 +163,7 @@ impl Authority {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, format!("ipw-agent {agent_id}"));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        validity(&mut params, 5);
-        let cert = params.signed_by(&csr.public_key, &Issuer::new(ca_params(), &self.key))?;
+        let cert = self.sign_for(params, 5, &csr.public_key)?;
         Ok(Issued { sha256: sha256(cert.der()), cert_pem: cert.pem(), key_pem: String::new() })
     }
 
