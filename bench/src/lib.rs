@@ -6,6 +6,7 @@
 
 pub mod cpu;
 pub mod load;
+pub mod scale;
 
 /// A tokio runtime with `threads` workers; one means a current-thread runtime, the cheapest.
 pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
