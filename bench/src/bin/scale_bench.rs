@@ -123,15 +123,18 @@ async fn views(fleet: &Fleet, args: &Args, first: &str, work: &Path) -> anyhow::
     let agent: Uuid = sqlx::query_scalar("SELECT id FROM agents ORDER BY name LIMIT 1").fetch_one(&fleet.pool).await?;
     let mut runs = vec![first.to_owned()];
     data::fill_synthetic(&fleet.pool, first.parse()?, agent).await?;
+    let mut stored = vec![data::wait_for_summary(&fleet.pool, first.parse()?, 600.0).await?];
     let one = time_views(fleet, args, &runs, work).await?;
     for seed in 2..=args.runs as u64 {
         let (run, _) = fleet.create_run(WORKLOAD, MODEL, args.queries, args.shard_size, seed)?;
         data::fill_synthetic(&fleet.pool, run.parse()?, agent).await?;
+        stored.push(data::wait_for_summary(&fleet.pool, run.parse()?, 600.0).await?);
         say(&format!("filled run {seed} of {}", args.runs));
         runs.push(run);
     }
     let all = if args.runs > 1 { time_views(fleet, args, &runs, work).await? } else { json!(null) };
-    Ok(json!({ "one_run": one, "all_runs": all, "results_per_run": args.queries, "runs": args.runs }))
+    Ok(json!({ "one_run": one, "all_runs": all, "results_per_run": args.queries, "runs": args.runs,
+               "summary_stored_after_completion_s": median(&stored) }))
 }
 
 /// The medians of `ipw report` and `ipw_summary` for the first run, `ipw_summary` whole, and

@@ -98,18 +98,21 @@ pub async fn copy_results_baseline(pool: &PgPool, run: Uuid, twin: Uuid) -> anyh
 }
 
 /// Fills `run` with one synthetic, scored result per sampled query, all by `agent`, and
-/// marks its shards and the run completed. No energy: NULL, with the reason.
+/// marks its shards and the run completed. These rows are a fixture for timing SQL in a
+/// throwaway database: their energy is made up (`power_scope` says so) so that the figures
+/// that read energy have work to do, and no figure from them is ever reported.
 pub async fn fill_synthetic(pool: &PgPool, run: Uuid, agent: Uuid) -> anyhow::Result<u64> {
     let mut tx = pool.begin().await?;
     let n = sqlx::query(
         "INSERT INTO results (run_id, shard_id, query_id, repetition, agent_id, started_at, latency_s, ttft_s,
-                              mean_itl_s, tokens_in, tokens_out, response, finish_reason, power_source,
-                              energy_null_reason, tpot_s, itl_p50_s, itl_p95_s, in_steady_window)
+                              mean_itl_s, tokens_in, tokens_out, response, finish_reason, power_source, power_scope,
+                              sample_hz, energy_j, tpot_s, itl_p50_s, itl_p95_s, in_steady_window)
          SELECT rq.run_id, rq.shard_id, rq.query_id, 0, $2,
                 now() - interval '1 day' + rq.position * interval '10 ms',
                 1 + (rq.position % 97) / 10.0, 0.05 + (rq.position % 13) / 100.0, 0.02, 300 + rq.position % 50,
-                100 + rq.position % 200, 'The answer is (' || chr(65 + rq.position % 10) || ').', 'stop', 'none',
-                'synthetic benchmark row', 0.02, 0.02, 0.03, true
+                100 + rq.position % 200, 'The answer is (' || chr(65 + rq.position % 10) || ').', 'stop', 'rapl',
+                'synthetic benchmark fixture, not a measurement', 10, 5 + (rq.position % 200) * 0.3, 0.02, 0.02,
+                0.03, true
          FROM run_queries rq WHERE rq.run_id = $1",
     )
     .bind(run)
@@ -140,6 +143,23 @@ pub async fn fill_synthetic(pool: &PgPool, run: Uuid, agent: Uuid) -> anyhow::Re
         .await?;
     tx.commit().await?;
     Ok(n)
+}
+
+/// Waits until the coordinator has stored the run's summary (its summaries job); the seconds
+/// it took, or an error after `limit` seconds.
+pub async fn wait_for_summary(pool: &PgPool, run: Uuid, limit: f64) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    loop {
+        let stored: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM run_summaries WHERE run_id = $1)")
+            .bind(run)
+            .fetch_one(pool)
+            .await?;
+        if stored {
+            return Ok(start.elapsed().as_secs_f64());
+        }
+        anyhow::ensure!(start.elapsed().as_secs_f64() < limit, "run {run}: no summary stored after {limit} s");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// Seconds one SQL statement takes to run and return all its rows, and how many.

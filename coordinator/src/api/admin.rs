@@ -8,7 +8,7 @@ use crate::domain::Invalid;
 use crate::domain::scoring::judge::{Judge, JudgeConfig};
 use crate::domain::settings::Settings;
 use crate::domain::sweep::Definition;
-use crate::domain::workload::{NewQuery, Parser};
+use crate::domain::workload::Parser;
 use crate::infra::auth::{hash_secret, new_secret};
 use crate::jobs::rescore;
 use crate::store::{self, admin, agents, reports, runs, sweeps, tokens, unix_us, workloads};
@@ -29,8 +29,6 @@ use uuid::Uuid;
 const DEFAULT_TOKEN_TTL_SECS: u64 = 24 * 3600;
 /// The longest life a join token may have.
 const MAX_TOKEN_TTL_SECS: i64 = 10 * 365 * 24 * 3600;
-/// Queries inserted per statement during an import.
-const IMPORT_BATCH: usize = 2000;
 
 /// The admin service.
 #[derive(Debug, Clone)]
@@ -309,33 +307,12 @@ async fn import(pool: &sqlx::PgPool, mut stream: Streaming<WorkloadChunk>) -> Re
     let mut tx = pool.begin().await.map_err(store::Error::from)?;
     let workload_id = workloads::begin_import(&mut tx, &name, &first.source, nothing).await?;
     let mut parser = Parser::new();
-    let mut pending: Vec<NewQuery> = Vec::with_capacity(IMPORT_BATCH);
-    let mut chunk = Some(first);
-    let mut saw_last = false;
-    while let Some(c) = chunk {
-        if saw_last {
-            return Err(Status::invalid_argument(format!("a chunk followed the one marked last{nothing}")));
-        }
-        saw_last = c.last;
-        for line in &c.lines {
-            let parsed = parser
-                .parse_line(line.line_no, &line.text)
-                .map_err(|e| Status::invalid_argument(format!("{e}{nothing}")))?;
-            pending.extend(parsed);
-            if pending.len() >= IMPORT_BATCH {
-                workloads::insert_queries(&mut tx, workload_id, &pending).await?;
-                pending.clear();
-            }
-        }
-        chunk = stream
-            .message()
-            .await
-            .map_err(|s| Status::aborted(format!("import stream broke off ({}){nothing}", s.message())))?;
+    let mut copy = workloads::QueryCopy::begin(&mut tx, workload_id).await?;
+    if let Err(e) = copy_stream(&mut copy, &mut parser, first, &mut stream).await {
+        copy.abort(e.message()).await;
+        return Err(e);
     }
-    if !saw_last {
-        return Err(Status::aborted(format!("import stream ended before its last chunk{nothing}")));
-    }
-    workloads::insert_queries(&mut tx, workload_id, &pending).await?;
+    copy.finish().await?;
     let (Some(format), n @ 1..) = (parser.format(), parser.count()) else {
         return Err(Status::invalid_argument(format!("the file has no queries{nothing}")));
     };
@@ -348,6 +325,40 @@ async fn import(pool: &sqlx::PgPool, mut stream: Streaming<WorkloadChunk>) -> Re
         format: format.as_str().into(),
         queries: n as u64,
     })
+}
+
+/// Parses every chunk of the stream, from `first` to the one marked last, into the `COPY`.
+async fn copy_stream(
+    copy: &mut workloads::QueryCopy<'_>,
+    parser: &mut Parser,
+    first: WorkloadChunk,
+    stream: &mut Streaming<WorkloadChunk>,
+) -> Result<(), Status> {
+    let nothing = "; nothing was imported";
+    let mut chunk = Some(first);
+    let mut saw_last = false;
+    while let Some(c) = chunk {
+        if saw_last {
+            return Err(Status::invalid_argument(format!("a chunk followed the one marked last{nothing}")));
+        }
+        saw_last = c.last;
+        for line in &c.lines {
+            let parsed = parser
+                .parse_line(line.line_no, &line.text)
+                .map_err(|e| Status::invalid_argument(format!("{e}{nothing}")))?;
+            if let Some(q) = parsed {
+                copy.push(&q).await?;
+            }
+        }
+        chunk = stream
+            .message()
+            .await
+            .map_err(|s| Status::aborted(format!("import stream broke off ({}){nothing}", s.message())))?;
+    }
+    if !saw_last {
+        return Err(Status::aborted(format!("import stream ended before its last chunk{nothing}")));
+    }
+    Ok(())
 }
 
 /// Why something was revoked: what the operator said, or "revoked by an operator".

@@ -6,7 +6,7 @@ use ipw_coordinator::api::{State, server};
 use ipw_coordinator::infra::embedded_postgres::EmbeddedPostgres;
 use ipw_coordinator::infra::rate_limit::RateLimiter;
 use ipw_coordinator::infra::{auth, paths, pool, tls};
-use ipw_coordinator::jobs::scheduler;
+use ipw_coordinator::jobs::{scheduler, summaries};
 use sqlx::postgres::PgConnectOptions;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -104,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(addr = %args.listen, "coordinator listening");
         // Every replica runs the scheduler; the advisory lock lets one act at a time.
         let scheduler = tokio::spawn(scheduler::run_forever(pool.clone(), std::time::Duration::from_secs(15)));
+        let summaries = tokio::spawn(summaries::run_forever(pool.clone(), std::time::Duration::from_secs(5)));
         let authority = (!args.insecure).then(|| tls::Authority::load_or_create(&data_dir)).transpose()?;
         match &authority {
             Some(a) => tracing::info!(
@@ -126,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
         };
         server::serve(listener, state, &admin_token, &args.tls_names, shutdown_signal()).await?;
         scheduler.abort();
+        summaries.abort();
         pool.close().await;
         anyhow::Ok(())
     }

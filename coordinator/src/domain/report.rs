@@ -7,9 +7,15 @@
 //! the two hold the same columns.
 
 use super::Invalid;
-use ipw_proto::v1::{QueryPoint, TimePoint};
+use ipw_proto::v1::{PointBin, QueryPoint, TimePoint};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+/// Most measured points a report sends one by one; past this, they are binned on the server
+/// (a figure cannot show more, and a million points would not fit one gRPC message).
+pub const MAX_POINTS: i64 = 20_000;
+/// The grid binned points are counted in: output tokens by energy.
+pub const POINT_GRID: (i32, i32) = (60, 40);
 
 /// A report: summary rows, and for plots the per-query points and the series over time.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -20,6 +26,8 @@ pub struct Report {
     pub points: Vec<QueryPoint>,
     /// IPW by day, for the longitudinal plot.
     pub over_time: Vec<TimePoint>,
+    /// The points counted in a grid instead, when there are too many to send one by one.
+    pub point_bins: Vec<PointBin>,
 }
 
 impl Report {
@@ -29,6 +37,7 @@ impl Report {
             rows_json: self.rows.iter().map(SummaryRow::to_wire).collect(),
             points: self.points,
             over_time: self.over_time,
+            point_bins: self.point_bins,
         }
     }
 
@@ -36,7 +45,7 @@ impl Report {
     pub fn from_wire(wire: ipw_proto::v1::Report) -> Result<Self, Invalid> {
         let rows =
             wire.rows_json.iter().enumerate().map(|(i, r)| SummaryRow::from_wire(i, r)).collect::<Result<_, _>>()?;
-        Ok(Self { rows, points: wire.points, over_time: wire.over_time })
+        Ok(Self { rows, points: wire.points, over_time: wire.over_time, point_bins: wire.point_bins })
     }
 }
 

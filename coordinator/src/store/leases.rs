@@ -220,11 +220,10 @@ pub struct Leased {
     pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// Leases the next pending shard, or one whose lease ran out, of the oldest active run this
-/// agent may run (only of `only_run`, when given: a session leasing ahead): its hardware
-/// class, labels and memory match, and its engine serves the run's model. SKIP LOCKED lets
-/// many agents (and replicas) take different shards at once without waiting. Records the
-/// attempt.
+/// Leases a shard of the oldest active run this agent may run (only of `only_run`, when
+/// given: a session leasing ahead): its hardware class, labels and memory match, and its
+/// engine serves the run's model. In each run, a lease that ran out goes first, then the next
+/// pending shard (`sql/lease_in_run.sql`). Records the attempt.
 pub async fn lease_next(
     tx: &mut Transaction<'_, Postgres>,
     agent_id: Uuid,
@@ -232,53 +231,56 @@ pub async fn lease_next(
     available_models: &[String],
     only_run: Option<Uuid>,
 ) -> Result<Option<Leased>> {
-    let shard = sqlx::query_as!(
-        Leased,
+    for run_id in runs_for(tx, agent_id, available_models, only_run).await? {
+        let shard = sqlx::query_file_as!(Leased, "src/store/sql/lease_in_run.sql", run_id, agent_id, ttl.as_secs_f64())
+            .fetch_optional(&mut **tx)
+            .await?;
+        if let Some(s) = shard {
+            sqlx::query!(
+                "INSERT INTO lease_attempts (shard_id, attempt, agent_id) VALUES ($1, $2, $3)",
+                s.id,
+                s.attempts,
+                agent_id
+            )
+            .execute(&mut **tx)
+            .await?;
+            return Ok(Some(s));
+        }
+    }
+    Ok(None)
+}
+
+/// The active runs this agent may run, oldest first.
+async fn runs_for(
+    tx: &mut Transaction<'_, Postgres>,
+    agent_id: Uuid,
+    available_models: &[String],
+    only_run: Option<Uuid>,
+) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar!(
         r#"WITH me AS (
              SELECT a.hardware_class, a.labels,
                     coalesce((SELECT sum(memory_bytes) FROM accelerators WHERE agent_id = a.id)::bigint,
                              a.memory_bytes) AS capacity
-             FROM agents a WHERE a.id = $1),
-           next AS (
-             SELECT s.id FROM shards s
-             JOIN runs r ON r.id = s.run_id
-             JOIN models m ON m.id = r.model_id
-             LEFT JOIN sweeps sw ON sw.id = r.sweep_id
-             CROSS JOIN me
-             WHERE r.status IN ('pending', 'running')
-               AND (sw.id IS NULL OR sw.status = 'active')
-               AND (r.hardware_class IS NULL OR r.hardware_class = me.hardware_class)
-               AND me.labels @> r.label_selector
-               AND m.name = ANY($3::text[])
-               AND (r.model_memory_bytes IS NULL OR r.model_memory_bytes <= me.capacity)
-               AND (s.status = 'pending' OR (s.status = 'leased' AND s.lease_expires_at < now()))
-               AND ($4::uuid IS NULL OR r.id = $4)
-             ORDER BY r.created_at, s.shard_index
-             LIMIT 1
-             FOR UPDATE OF s SKIP LOCKED)
-           UPDATE shards s
-           SET status = 'leased', lease_owner = $1, attempts = s.attempts + 1,
-               lease_expires_at = now() + make_interval(secs => $2)
-           FROM next WHERE s.id = next.id
-           RETURNING s.id, s.run_id, s.shard_index, s.attempts, s.lease_expires_at AS "expires_at!""#,
+             FROM agents a WHERE a.id = $1)
+           SELECT r.id FROM runs r
+           JOIN models m ON m.id = r.model_id
+           LEFT JOIN sweeps sw ON sw.id = r.sweep_id
+           CROSS JOIN me
+           WHERE r.status IN ('pending', 'running')
+             AND (sw.id IS NULL OR sw.status = 'active')
+             AND (r.hardware_class IS NULL OR r.hardware_class = me.hardware_class)
+             AND me.labels @> r.label_selector
+             AND m.name = ANY($2::text[])
+             AND (r.model_memory_bytes IS NULL OR r.model_memory_bytes <= me.capacity)
+             AND ($3::uuid IS NULL OR r.id = $3)
+           ORDER BY r.created_at, r.id"#,
         agent_id,
-        ttl.as_secs_f64(),
         available_models,
         only_run,
     )
-    .fetch_optional(&mut **tx)
-    .await?;
-    if let Some(s) = &shard {
-        sqlx::query!(
-            "INSERT INTO lease_attempts (shard_id, attempt, agent_id) VALUES ($1, $2, $3)",
-            s.id,
-            s.attempts,
-            agent_id
-        )
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(shard)
+    .fetch_all(&mut **tx)
+    .await?)
 }
 
 /// How a run's queries are to be run, as a lease carries it.
@@ -310,10 +312,10 @@ pub struct RunSettings {
 pub async fn start_run(conn: &mut PgConnection, run_id: Uuid) -> Result<RunSettings> {
     Ok(sqlx::query_as!(
         RunSettings,
-        "UPDATE runs r SET status = 'running', started_at = coalesce(r.started_at, now())
-         FROM models m WHERE r.id = $1 AND m.id = r.model_id
-         RETURNING m.name AS model, r.concurrency, r.max_tokens, r.temperature, r.top_p, r.repetitions, r.warmup,
-                   r.load_pattern, r.rate_per_s, r.arrival_seed",
+        "WITH started AS (UPDATE runs SET status = 'running', started_at = now() WHERE id = $1 AND status = 'pending')
+         SELECT m.name AS model, r.concurrency, r.max_tokens, r.temperature, r.top_p, r.repetitions, r.warmup,
+                r.load_pattern, r.rate_per_s, r.arrival_seed
+         FROM runs r JOIN models m ON m.id = r.model_id WHERE r.id = $1",
         run_id
     )
     .fetch_one(conn)

@@ -10,6 +10,7 @@ pub mod reports;
 pub mod results;
 pub mod runs;
 pub mod sessions;
+pub mod summaries;
 pub mod sweeps;
 pub mod telemetry;
 pub mod tokens;

@@ -2,8 +2,8 @@
 //! series, under a chosen scoring.
 
 use super::{Error, Result, results, runs};
-use crate::domain::report::{Report, SummaryRow};
-use ipw_proto::v1::{QueryPoint, TimePoint};
+use crate::domain::report::{MAX_POINTS, POINT_GRID, Report, SummaryRow};
+use ipw_proto::v1::{PointBin, QueryPoint, TimePoint};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -23,10 +23,17 @@ pub async fn report(pool: &PgPool, run_ids: &[Uuid], scoring: Option<Uuid>, with
     let chosen = scoring.map(|s| s.to_string()).unwrap_or_default();
     sqlx::query!("SELECT set_config('ipw.scoring', $1, true)", chosen).fetch_one(&mut *tx).await?;
     let rows = summary(&mut tx, run_ids).await?;
-    let (points, over_time) =
-        if with_points { (points(&mut tx, run_ids).await?, over_time(&mut tx).await?) } else { Default::default() };
+    let mut report = Report { rows, ..Default::default() };
+    if with_points {
+        if measured_points(&mut tx, run_ids).await? <= MAX_POINTS {
+            report.points = points(&mut tx, run_ids).await?;
+        } else {
+            report.point_bins = point_bins(&mut tx, run_ids).await?;
+        }
+        report.over_time = over_time(&mut tx).await?;
+    }
     tx.commit().await?;
-    Ok(Report { rows, points, over_time })
+    Ok(report)
 }
 
 /// The `ipw_summary` rows of the runs (every run when empty). Every column of the view, by
@@ -42,11 +49,23 @@ async fn summary(tx: &mut Transaction<'_, Postgres>, run_ids: &[Uuid]) -> Result
     .await?)
 }
 
-/// Each error-free result: output tokens, energy, latency.
+/// How many error-free results with energy the runs hold.
+async fn measured_points(tx: &mut Transaction<'_, Postgres>, run_ids: &[Uuid]) -> Result<i64> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM results
+           WHERE (cardinality($1::uuid[]) = 0 OR run_id = ANY($1)) AND error IS NULL AND energy_j IS NOT NULL"#,
+        run_ids
+    )
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// Each error-free result with energy: output tokens, energy, latency.
 async fn points(tx: &mut Transaction<'_, Postgres>, run_ids: &[Uuid]) -> Result<Vec<QueryPoint>> {
     let rows = sqlx::query!(
         "SELECT run_id, model, hardware_class, tokens_out, energy_j, latency_s FROM query_results
-         WHERE (cardinality($1::uuid[]) = 0 OR run_id = ANY($1)) AND error IS NULL ORDER BY result_id",
+         WHERE (cardinality($1::uuid[]) = 0 OR run_id = ANY($1)) AND error IS NULL AND energy_j IS NOT NULL
+         ORDER BY result_id",
         run_ids
     )
     .fetch_all(&mut **tx)
@@ -60,6 +79,45 @@ async fn points(tx: &mut Transaction<'_, Postgres>, run_ids: &[Uuid]) -> Result<
             tokens_out: p.tokens_out.unwrap_or(0) as u32,
             energy_j: p.energy_j,
             latency_s: p.latency_s,
+        })
+        .collect())
+}
+
+/// The same results counted in a [`POINT_GRID`] from zero to their largest output tokens and
+/// energy, per (model, hardware class): the database does the counting, so any number of
+/// results fits in a few thousand cells.
+async fn point_bins(tx: &mut Transaction<'_, Postgres>, run_ids: &[Uuid]) -> Result<Vec<PointBin>> {
+    let rows = sqlx::query!(
+        r#"WITH p AS (SELECT r.agent_id, r.run_id, r.tokens_out::float8 AS t, r.energy_j AS e FROM results r
+                      WHERE (cardinality($1::uuid[]) = 0 OR r.run_id = ANY($1))
+                        AND r.error IS NULL AND r.energy_j IS NOT NULL),
+                top AS (SELECT greatest(max(t), 1) AS t, greatest(max(e), 1e-9) AS e FROM p),
+                cells AS (SELECT p.agent_id, p.run_id,
+                                 least(floor(p.t / top.t * $2::int)::int, $2::int - 1) AS bx,
+                                 least(floor(p.e / top.e * $3::int)::int, $3::int - 1) AS by, count(*) AS n
+                          FROM p, top GROUP BY 1, 2, 3, 4)
+           SELECT m.name AS "model!", a.hardware_class AS "hardware_class!", c.bx AS "bx!", c.by AS "by!",
+                  sum(c.n)::bigint AS "n!", max(top.t) AS "top_t!", max(top.e) AS "top_e!"
+           FROM cells c, top, runs ru, models m, agents a
+           WHERE ru.id = c.run_id AND m.id = ru.model_id AND a.id = c.agent_id
+           GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"#,
+        run_ids,
+        POINT_GRID.0,
+        POINT_GRID.1
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let (gx, gy) = (f64::from(POINT_GRID.0), f64::from(POINT_GRID.1));
+    Ok(rows
+        .into_iter()
+        .map(|c| PointBin {
+            model: c.model,
+            hardware_class: c.hardware_class,
+            tokens_lo: f64::from(c.bx) * c.top_t / gx,
+            tokens_hi: f64::from(c.bx + 1) * c.top_t / gx,
+            energy_lo: f64::from(c.by) * c.top_e / gy,
+            energy_hi: f64::from(c.by + 1) * c.top_e / gy,
+            count: c.n as u64,
         })
         .collect())
 }

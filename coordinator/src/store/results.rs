@@ -124,15 +124,15 @@ async fn check_membership(
     keys: &Keys,
 ) -> Result<()> {
     let offender = sqlx::query!(
-        r#"SELECT u.ord AS "ord!", la.shard_id IS NULL AS "not_leased!", u.shard_id AS "shard_id!"
-           FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::int[]) WITH ORDINALITY
-                AS u(run_id, shard_id, query_id, repetition, ord)
-           LEFT JOIN (SELECT DISTINCT shard_id FROM lease_attempts WHERE agent_id = $5) la
-                  ON la.shard_id = u.shard_id
+        r#"SELECT u.ord AS "ord!", u.leased IS NULL AS "not_leased!", u.shard_id AS "shard_id!"
+           FROM (SELECT x.*, (SELECT true FROM lease_attempts la
+                              WHERE la.shard_id = x.shard_id AND la.agent_id = $5 LIMIT 1) AS leased
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::int[]) WITH ORDINALITY
+                      AS x(run_id, shard_id, query_id, repetition, ord)) u
            LEFT JOIN run_queries rq
                   ON rq.run_id = u.run_id AND rq.query_id = u.query_id AND rq.shard_id = u.shard_id
            LEFT JOIN runs r ON r.id = u.run_id
-           WHERE la.shard_id IS NULL OR rq.query_id IS NULL OR u.repetition >= r.repetitions
+           WHERE u.leased IS NULL OR rq.query_id IS NULL OR u.repetition >= r.repetitions
            ORDER BY u.ord
            LIMIT 1"#,
         &keys.run_ids,

@@ -11,16 +11,46 @@ use ipw_proto::v1::{AgentShare, RunInfo, RunStatus, SteadyWindow};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-/// The seeded sample of `n` queries: ordered by a hash of (seed, query id), so the same seed
-/// always gives the same queries whatever the import order, and a smaller sample is a prefix
-/// of a larger one. Stratified, each category gets its share (see [`stratified_quotas`]).
-pub async fn sample(
-    conn: &mut PgConnection,
-    workload: &Workload,
-    n: u32,
-    seed: i64,
-    stratify: bool,
-) -> Result<Vec<i64>> {
+/// Which queries a new run measures. The sample is drawn in the database, by the statement
+/// that writes the run's queries: a million ids never travel to the coordinator and back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sample {
+    /// The seeded sample of `size` queries of `workload_id`: ordered by a hash of (seed, query
+    /// id), so the same seed always gives the same queries whatever the import order, and a
+    /// smaller sample is a prefix of a larger one. Stratified, each category gets its quota
+    /// (see [`stratified_quotas`]).
+    Draw {
+        /// The workload drawn from.
+        workload_id: Uuid,
+        /// How many queries.
+        size: i64,
+        /// The seed of the order.
+        seed: i64,
+        /// Stratified: each category (`''` for none) and its quota.
+        quotas: Option<(Vec<String>, Vec<i64>)>,
+    },
+    /// The same queries, positions and shard layout as an earlier run (the other runs of a
+    /// sweep instance).
+    SameAs {
+        /// The run copied.
+        run_id: Uuid,
+        /// How many queries it holds.
+        size: i64,
+    },
+}
+
+impl Sample {
+    /// How many queries the sample holds.
+    pub fn size(&self) -> i64 {
+        match self {
+            Sample::Draw { size, .. } | Sample::SameAs { size, .. } => *size,
+        }
+    }
+}
+
+/// The seeded sample of `n` queries of `workload` (see [`Sample::Draw`]), checked against the
+/// workload's size; stratified, with each category's quota.
+pub async fn sample(conn: &mut PgConnection, workload: &Workload, n: u32, seed: i64, stratify: bool) -> Result<Sample> {
     if n == 0 {
         return Err(Invalid::new("the sample must be at least 1 query").into());
     }
@@ -30,47 +60,115 @@ pub async fn sample(
             workload.n_queries, workload.name
         )));
     }
-    if !stratify {
-        return sqlx::query_scalar!(
-            "SELECT id FROM queries WHERE workload_id = $1
-             ORDER BY md5($2::bigint::text || ':' || external_id), id LIMIT $3",
-            workload.id,
-            seed,
-            i64::from(n)
+    let quotas = if stratify {
+        let counts: Vec<(String, i64)> = sqlx::query!(
+            r#"SELECT coalesce(category, '') AS "category!", count(*) AS "n!" FROM queries WHERE workload_id = $1
+               GROUP BY 1 ORDER BY 1"#,
+            workload.id
         )
-        .fetch_all(conn)
-        .await
-        .map_err(Error::from);
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|r| (r.category, r.n))
+        .collect();
+        Some(stratified_quotas(&counts, i64::from(n)).into_iter().unzip())
+    } else {
+        None
+    };
+    Ok(Sample::Draw { workload_id: workload.id, size: i64::from(n), seed, quotas })
+}
+
+/// Writes the run's shards and its sampled queries, each query in shard `position /
+/// shard_size`; returns how many shards.
+async fn insert_sample(
+    tx: &mut Transaction<'_, Postgres>,
+    run_id: Uuid,
+    sample: &Sample,
+    shard_size: i32,
+) -> Result<i64> {
+    let shards = (sample.size() + i64::from(shard_size) - 1) / i64::from(shard_size);
+    if let Sample::SameAs { run_id: like, .. } = sample {
+        sqlx::query!(
+            "INSERT INTO shards (id, run_id, shard_index) SELECT gen_random_uuid(), $1, shard_index FROM shards
+             WHERE run_id = $2",
+            run_id,
+            like
+        )
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query!(
+            "INSERT INTO run_queries (run_id, query_id, position, shard_id)
+             SELECT $1, rq.query_id, rq.position, ns.id
+             FROM run_queries rq JOIN shards os ON os.id = rq.shard_id
+             JOIN shards ns ON ns.run_id = $1 AND ns.shard_index = os.shard_index
+             WHERE rq.run_id = $2",
+            run_id,
+            like
+        )
+        .execute(&mut **tx)
+        .await?;
+        return Ok(shards);
     }
-    let counts: Vec<(String, i64)> = sqlx::query!(
-        r#"SELECT coalesce(category, '') AS "category!", count(*) AS "n!" FROM queries WHERE workload_id = $1
-           GROUP BY 1 ORDER BY 1"#,
-        workload.id
+    sqlx::query!(
+        "INSERT INTO shards (id, run_id, shard_index) SELECT gen_random_uuid(), $1, i FROM generate_series(0, $2 - 1) i",
+        run_id,
+        shards as i32
     )
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|r| (r.category, r.n))
-    .collect();
-    let quotas = stratified_quotas(&counts, i64::from(n));
-    let (categories, sizes): (Vec<String>, Vec<i64>) = quotas.into_iter().unzip();
-    sqlx::query_scalar!(
-        r#"SELECT q.id AS "id!" FROM (
-               SELECT id, external_id, coalesce(category, '') AS category,
-                      row_number() OVER (PARTITION BY coalesce(category, '')
-                                         ORDER BY md5($2::bigint::text || ':' || external_id), id) AS rn
-               FROM queries WHERE workload_id = $1) q
-           JOIN UNNEST($3::text[], $4::bigint[]) AS u(category, quota) ON u.category = q.category
-           WHERE q.rn <= u.quota
-           ORDER BY md5($2::bigint::text || ':' || q.external_id), q.id"#,
-        workload.id,
-        seed,
-        &categories,
-        &sizes
-    )
-    .fetch_all(conn)
-    .await
-    .map_err(Error::from)
+    .execute(&mut **tx)
+    .await?;
+    draw(tx, run_id, sample, shard_size).await?;
+    Ok(shards)
+}
+
+/// The seeded draw itself, set-based: the order, the positions and the shard of each query
+/// in one `INSERT ... SELECT`.
+async fn draw(tx: &mut Transaction<'_, Postgres>, run_id: Uuid, sample: &Sample, shard_size: i32) -> Result<()> {
+    let Sample::Draw { workload_id, size, seed, quotas } = sample else { return Ok(()) };
+    let inserted = match quotas {
+        None => sqlx::query!(
+            "INSERT INTO run_queries (run_id, query_id, position, shard_id)
+             SELECT $1, s.id, s.position, sh.id
+             FROM (SELECT id, (row_number() OVER (ORDER BY md5($3::bigint::text || ':' || external_id), id) - 1)::int
+                              AS position
+                   FROM queries WHERE workload_id = $2
+                   ORDER BY md5($3::bigint::text || ':' || external_id), id LIMIT $4) s
+             JOIN shards sh ON sh.run_id = $1 AND sh.shard_index = s.position / $5",
+            run_id,
+            workload_id,
+            seed,
+            size,
+            shard_size
+        )
+        .execute(&mut **tx)
+        .await?
+        .rows_affected(),
+        Some((categories, sizes)) => sqlx::query!(
+            "INSERT INTO run_queries (run_id, query_id, position, shard_id)
+             SELECT $1, s.id, s.position, sh.id
+             FROM (SELECT q.id, (row_number() OVER (ORDER BY md5($3::bigint::text || ':' || q.external_id), q.id)
+                                 - 1)::int AS position
+                   FROM (SELECT id, external_id, coalesce(category, '') AS category,
+                                row_number() OVER (PARTITION BY coalesce(category, '')
+                                                   ORDER BY md5($3::bigint::text || ':' || external_id), id) AS rn
+                         FROM queries WHERE workload_id = $2) q
+                   JOIN UNNEST($4::text[], $5::bigint[]) AS u(category, quota) ON u.category = q.category
+                   WHERE q.rn <= u.quota) s
+             JOIN shards sh ON sh.run_id = $1 AND sh.shard_index = s.position / $6",
+            run_id,
+            workload_id,
+            seed,
+            categories,
+            sizes,
+            shard_size
+        )
+        .execute(&mut **tx)
+        .await?
+        .rows_affected(),
+    };
+    if inserted as i64 != *size {
+        return Err(Error::Invalid(format!("the sample drew {inserted} queries, not {size}")));
+    }
+    Ok(())
 }
 
 /// Which agents may lease a run's shards, and the sweep it belongs to.
@@ -91,7 +189,7 @@ pub async fn create(
     model: &str,
     seed: i64,
     settings: &Settings,
-    sample: &[i64],
+    sample: &Sample,
     placement: &Placement<'_>,
 ) -> Result<RunInfo> {
     let Placement { hardware_class, sweep_id, .. } = *placement;
@@ -119,7 +217,7 @@ pub async fn create(
         run_id,
         workload.id,
         model_id,
-        sample.len() as i32,
+        sample.size() as i32,
         seed,
         settings.concurrency,
         settings.shard_size,
@@ -145,47 +243,15 @@ pub async fn create(
     sqlx::query!("INSERT INTO scorings (id, run_id, kind) VALUES ($1, $2, 'ingest')", Uuid::now_v7(), run_id)
         .execute(&mut **tx)
         .await?;
-    let shards = insert_shards(tx, run_id, sample, settings.shard_size as usize).await?;
-    tracing::info!(run = %run_id, model, hardware_class, queries = sample.len(), shards, "run created");
+    let shards = insert_sample(tx, run_id, sample, settings.shard_size).await?;
+    tracing::info!(run = %run_id, model, hardware_class, queries = sample.size(), shards, "run created");
     Ok(RunInfo {
         run_id: run_id.to_string(),
         workload: workload.name.clone(),
         model: model.to_owned(),
-        queries: sample.len() as u32,
+        queries: sample.size() as u32,
         shards: shards as u32,
     })
-}
-
-/// Cuts the sample into shards of `shard_size` queries, in sample order; returns how many.
-async fn insert_shards(
-    tx: &mut Transaction<'_, Postgres>,
-    run_id: Uuid,
-    sample: &[i64],
-    shard_size: usize,
-) -> Result<usize> {
-    let shard_ids: Vec<Uuid> = sample.chunks(shard_size).map(|_| Uuid::now_v7()).collect();
-    let indexes: Vec<i32> = (0..shard_ids.len() as i32).collect();
-    sqlx::query!(
-        "INSERT INTO shards (id, run_id, shard_index) SELECT id, $1, idx FROM UNNEST($2::uuid[], $3::int[]) AS u(id, idx)",
-        run_id,
-        &shard_ids,
-        &indexes
-    )
-    .execute(&mut **tx)
-    .await?;
-    let positions: Vec<i32> = (0..sample.len() as i32).collect();
-    let query_shards: Vec<Uuid> = positions.iter().map(|p| shard_ids[*p as usize / shard_size]).collect();
-    sqlx::query!(
-        "INSERT INTO run_queries (run_id, query_id, position, shard_id)
-         SELECT $1, q, p, s FROM UNNEST($2::bigint[], $3::int[], $4::uuid[]) AS u(q, p, s)",
-        run_id,
-        sample,
-        &positions,
-        &query_shards
-    )
-    .execute(&mut **tx)
-    .await?;
-    Ok(shard_ids.len())
 }
 
 /// The run's identity and size, or NotFound.

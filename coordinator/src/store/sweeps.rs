@@ -124,7 +124,7 @@ pub async fn instantiate(
         return Ok(None);
     }
     let workload = workloads::find(tx, &d.workload_id.to_string()).await?;
-    let sample = runs::sample(tx, &workload, d.sample_size as u32, d.seed, d.stratify).await?;
+    let mut sample = runs::sample(tx, &workload, d.sample_size as u32, d.seed, d.stratify).await?;
     let placement = |class| runs::Placement {
         hardware_class: Some(class),
         label_selector: Some(&d.label_selector),
@@ -135,7 +135,10 @@ pub async fn instantiate(
         for class in &classes {
             for &level in &d.concurrency_levels {
                 settings.concurrency = level;
-                runs::create(tx, &workload, model, d.seed, &settings, &sample, &placement(class)).await?;
+                let run = runs::create(tx, &workload, model, d.seed, &settings, &sample, &placement(class)).await?;
+                // One draw per instance; every other run copies it.
+                let run_id = Uuid::parse_str(&run.run_id).map_err(|e| Error::Invalid(e.to_string()))?;
+                sample = runs::Sample::SameAs { run_id, size: sample.size() };
             }
         }
     }

@@ -3,7 +3,7 @@
 //! Every figure has axes with units and names the power source and scope it rests on; when
 //! energy is unknown it says so, and why, instead of drawing made-up points.
 
-use crate::domain::report::{Report, SummaryRow as ReportRow};
+use crate::domain::report::{POINT_GRID, Report, SummaryRow as ReportRow};
 use plotters::coord::Shift;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
@@ -234,6 +234,9 @@ fn accuracy_vs_energy(report: &Report, path: &Path) -> PlotResult {
 fn energy_vs_tokens(report: &Report, path: &Path) -> PlotResult {
     const TITLE: &str = "Energy against output tokens, per query";
     let rows: Vec<&ReportRow> = report.rows.iter().collect();
+    if !report.point_bins.is_empty() {
+        return energy_vs_tokens_density(report, &rows, path);
+    }
     let measured: Vec<_> = report.points.iter().filter(|p| p.energy_j.is_some()).collect();
     if measured.is_empty() {
         return unavailable(path, TITLE, &null_reason(&rows), &provenance(&rows));
@@ -253,6 +256,40 @@ fn energy_vs_tokens(report: &Report, path: &Path) -> PlotResult {
             .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?
             .label(name)
             .legend(move |(x, y)| Circle::new((x, y), 4, color.filled()));
+    }
+    legend(&mut chart)?;
+    root.present()?;
+    Ok(())
+}
+
+/// The same figure when the points were binned on the server: each cell a square shaded by
+/// how many results fall in it (darker is more, on a log scale), one color per series. The
+/// caption says so, with the number of results and the grid.
+fn energy_vs_tokens_density(report: &Report, rows: &[&ReportRow], path: &Path) -> PlotResult {
+    let bins = &report.point_bins;
+    let total: u64 = bins.iter().map(|b| b.count).sum();
+    let most = bins.iter().map(|b| b.count).max().unwrap_or(1).max(2) as f64;
+    let title = format!(
+        "Energy against output tokens: {total} results binned on the server, {} x {} cells, darker is more",
+        POINT_GRID.0, POINT_GRID.1
+    );
+    let max_t = bins.iter().map(|b| b.tokens_hi).fold(0.0, f64::max);
+    let max_j = bins.iter().map(|b| b.energy_hi).fold(0.0, f64::max);
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    let mut chart = frame(&root, &title, rows, 0.0..max_t, 0.0..max_j)?;
+    chart.configure_mesh().x_desc("output tokens").y_desc("energy (J)").draw()?;
+    let series =
+        by_series(bins.iter().enumerate().map(|(i, b)| (series_name(&b.model, &b.hardware_class), (i as f64, 0.0))));
+    for (k, (name, members)) in series.into_iter().enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        let cells = members.into_iter().map(|(i, _)| &bins[i as usize]).map(|b| {
+            let shade = 0.15 + 0.85 * (b.count as f64).ln() / most.ln();
+            Rectangle::new([(b.tokens_lo, b.energy_lo), (b.tokens_hi, b.energy_hi)], color.mix(shade.min(1.0)).filled())
+        });
+        chart
+            .draw_series(cells)?
+            .label(name)
+            .legend(move |(x, y)| Rectangle::new([(x - 4, y - 4), (x + 4, y + 4)], color.filled()));
     }
     legend(&mut chart)?;
     root.present()?;
@@ -359,6 +396,7 @@ mod tests {
                     ..Default::default()
                 })
                 .collect(),
+            point_bins: Vec::new(),
             over_time: ["2026-01-05", "2026-03-01"]
                 .iter()
                 .enumerate()
@@ -426,5 +464,29 @@ mod tests {
             );
             assert!(t.iter().any(|s| s == "power: none"));
         }
+    }
+
+    #[test]
+    fn binned_points_are_drawn_as_a_density_and_the_caption_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = |bx: f64, by: f64, count| ipw_proto::v1::PointBin {
+            model: "qwen-7b".into(),
+            hardware_class: "gpu:nvidia:H100:80GiB:x1".into(),
+            tokens_lo: bx * 10.0,
+            tokens_hi: bx * 10.0 + 10.0,
+            energy_lo: by,
+            energy_hi: by + 1.0,
+            count,
+        };
+        let report = Report {
+            rows: vec![row("qwen-7b", "gpu:nvidia:H100:80GiB:x1", 0.62, 40.0, 0.0031)],
+            point_bins: vec![bin(0.0, 0.0, 900_000), bin(3.0, 2.0, 100_000)],
+            ..Default::default()
+        };
+        let path = dir.path().join("energy.svg");
+        energy_vs_tokens(&report, &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.contains("1000000 results binned on the server, 60 x 40 cells"), "{svg}");
+        assert!(svg.matches("<rect").count() >= 3, "two cells and the legend: {svg}");
     }
 }
