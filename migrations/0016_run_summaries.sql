@@ -78,8 +78,11 @@ FROM run_summaries s JOIN chosen_scorings cs ON cs.run_id = s.run_id AND cs.scor
 UNION ALL
 SELECT l.*
 FROM runs ru
-CROSS JOIN LATERAL (SELECT * FROM run_summary_live l WHERE l.run_id = ru.id) l
-WHERE NOT EXISTS (SELECT 1 FROM run_summaries s JOIN chosen_scorings cs
+-- OFFSET 0 keeps the subquery from being flattened: each run not stored is aggregated on its
+-- own, through the results index, instead of every result being aggregated and then filtered.
+CROSS JOIN LATERAL (SELECT * FROM run_summary_live l WHERE l.run_id = ru.id OFFSET 0) l
+WHERE EXISTS (SELECT 1 FROM results r WHERE r.run_id = ru.id)
+  AND NOT EXISTS (SELECT 1 FROM run_summaries s JOIN chosen_scorings cs
                   ON cs.run_id = s.run_id AND cs.scoring_id = s.scoring_id
                   WHERE s.run_id = ru.id);
 

@@ -502,3 +502,78 @@ async fn provenance_answers_which_runs_changed_driver_in_one_query() -> anyhow::
     assert_eq!((changed[0].3.as_deref(), changed[0].4.as_deref()), (Some("550.54.15"), Some("560.35.03")));
     Ok(())
 }
+
+/// Each `ipw_summary` row of `run`, whole, as JSON text, in hardware-class order.
+async fn summary_rows(conn: &mut sqlx::PgConnection, view: &str, run: Uuid) -> anyhow::Result<Vec<String>> {
+    let sql = format!("SELECT row_to_json(s)::text FROM {view} s WHERE run_id = $1 ORDER BY hardware_class");
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(run).fetch_all(&mut *conn).await?)
+}
+
+#[tokio::test]
+async fn stored_summaries_equal_the_live_aggregate_in_every_column_under_every_scoring() -> anyhow::Result<()> {
+    let fleet = Fleet::start().await?;
+    let fx = Fixture::new(fleet.pool.clone(), 4).await?;
+    let agent = fx.agent("cpu:test:2c:8GiB").await?;
+    let results = [
+        ok(true, 1.0, 10.0),
+        ok(false, 2.0, 40.0),
+        R { correct: Some(true), latency: 4.0, ttft: Some(0.3), tokens: 10, energy: None, dynamic: None, error: false },
+        R { correct: None, latency: 0.5, ttft: None, tokens: 0, energy: Some(5.0), dynamic: Some(1.0), error: true },
+    ];
+    let (run, ingest) = fx.run("m1", agent, "2026-05-01", &results).await?;
+    let mut conn = fleet.pool.acquire().await?;
+    let live = summary_rows(&mut conn, "ipw_summary", run).await?;
+    assert_eq!(live.len(), 1);
+
+    // The summaries job stores the finished run; the view then reads the stored row, and it
+    // is the live one, every column.
+    assert_eq!(ipw_coordinator::jobs::summaries::tick(&fleet.pool).await?, 1);
+    assert_eq!(summary_rows(&mut conn, "run_summaries", run).await?.len(), 1);
+    assert_eq!(summary_rows(&mut conn, "ipw_summary", run).await?, live);
+    let mut tx = fleet.pool.begin().await?;
+    sqlx::query("UPDATE run_summaries SET queries = -1 WHERE run_id = $1").bind(run).execute(&mut *tx).await?;
+    let read: i64 =
+        sqlx::query_scalar("SELECT queries FROM ipw_summary WHERE run_id = $1").bind(run).fetch_one(&mut *tx).await?;
+    assert_eq!(read, -1, "ipw_summary reads the stored row");
+    tx.rollback().await?;
+
+    // A re-scoring: the stored row belongs to the ingest scoring, so the view computes the new
+    // one live until it too is stored; both equal the live aggregate, and naming the ingest
+    // scoring reads its stored row.
+    let rescore = Uuid::new_v4();
+    sqlx::query("INSERT INTO scorings (id, run_id, kind, completed_at) VALUES ($1, $2, 'rescore', now())")
+        .bind(rescore)
+        .bind(run)
+        .execute(&fleet.pool)
+        .await?;
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM results WHERE run_id = $1 AND error IS NULL ORDER BY id")
+        .bind(run)
+        .fetch_all(&fleet.pool)
+        .await?;
+    for id in &ids {
+        fx.score(rescore, *id, true).await?;
+    }
+    let rescored_live = summary_rows(&mut conn, "run_summary_live", run).await?;
+    assert_ne!(rescored_live, summary_rows(&mut conn, "run_summaries", run).await?);
+    assert_eq!(ipw_coordinator::jobs::summaries::tick(&fleet.pool).await?, 1);
+    assert_eq!(summary_rows(&mut conn, "run_summaries", run).await?.len(), 2, "one row per scoring");
+    let rescored = summary_rows(&mut conn, "ipw_summary", run).await?;
+    assert!(
+        rescored[0].contains(&format!("\"scoring_id\":\"{rescore}\"")) && rescored[0].contains("\"accuracy\":0.75")
+    );
+    sqlx::query("SELECT set_config('ipw.scoring', $1, false)").bind(ingest.to_string()).execute(&mut *conn).await?;
+    assert_eq!(summary_rows(&mut conn, "ipw_summary", run).await?, live);
+    assert_eq!(summary_rows(&mut conn, "run_summary_live", run).await?.len(), 1);
+    sqlx::query("SELECT set_config('ipw.scoring', '', false)").execute(&mut *conn).await?;
+
+    // A change to the run's results drops what was stored: the view is live again and right.
+    sqlx::query("UPDATE results SET latency_s = latency_s * 2 WHERE run_id = $1")
+        .bind(run)
+        .execute(&fleet.pool)
+        .await?;
+    assert!(summary_rows(&mut conn, "run_summaries", run).await?.is_empty());
+    let rows = summary_rows(&mut conn, "run_summary_rows", run).await?;
+    assert_eq!(rows, summary_rows(&mut conn, "run_summary_live", run).await?);
+    assert!(rows[0].contains("\"latency_mean_s\":4.666666666666667"), "{rows:?}");
+    Ok(())
+}

@@ -12,6 +12,7 @@ mod enrollment;
 mod faults;
 mod leases;
 mod load;
+mod scale;
 mod schema;
 mod security;
 mod sweeps;

@@ -291,6 +291,8 @@ pub struct CoordinatorProcess {
     pub url: String,
     /// Its data directory.
     pub data_dir: PathBuf,
+    /// Where its CA and admin token are: its data directory, or the one it shares.
+    secrets_dir: PathBuf,
     args: Vec<String>,
 }
 
@@ -305,7 +307,29 @@ impl CoordinatorProcess {
             format!("--lease-ttl={lease_ttl}"),
         ];
         let child = Self::spawn(&args).await?;
-        Ok(Self { child, url: format!("https://127.0.0.1:{port}"), data_dir, args })
+        Ok(Self { child, url: format!("https://127.0.0.1:{port}"), secrets_dir: data_dir.clone(), data_dir, args })
+    }
+
+    /// A second coordinator on the same database serving the same fleet: it reads `first`'s
+    /// CA and admin token, read-only (`--tls-dir`, `--admin-token-file`).
+    pub async fn start_replica(
+        first: &Self,
+        data_dir: PathBuf,
+        database_url: &str,
+        lease_ttl: &str,
+    ) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let secrets = &first.secrets_dir;
+        let args = vec![
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--database-url={database_url}"),
+            format!("--data-dir={}", data_dir.display()),
+            format!("--lease-ttl={lease_ttl}"),
+            format!("--tls-dir={}", ipw_coordinator::infra::tls::tls_dir(secrets).display()),
+            format!("--admin-token-file={}", ipw_coordinator::infra::paths::admin_token_file(secrets).display()),
+        ];
+        let child = Self::spawn(&args).await?;
+        Ok(Self { child, url: format!("https://127.0.0.1:{port}"), secrets_dir: secrets.clone(), data_dir, args })
     }
 
     /// Starts one that speaks plain text (`--insecure`), for tests that speak raw HTTP/2.
@@ -318,7 +342,7 @@ impl CoordinatorProcess {
             "--insecure".to_owned(),
         ];
         let child = Self::spawn(&args).await?;
-        Ok(Self { child, url: format!("http://127.0.0.1:{port}"), data_dir, args })
+        Ok(Self { child, url: format!("http://127.0.0.1:{port}"), secrets_dir: data_dir.clone(), data_dir, args })
     }
 
     /// The process's peak resident memory so far (`VmHWM`), in bytes.
@@ -351,7 +375,7 @@ impl CoordinatorProcess {
 
     /// The CA clients trust, from the data directory.
     pub fn tls(&self) -> anyhow::Result<ClientTls> {
-        let ca_pem = std::fs::read_to_string(ipw_coordinator::infra::tls::ca_file(&self.data_dir))?;
+        let ca_pem = std::fs::read_to_string(ipw_coordinator::infra::tls::ca_file(&self.secrets_dir))?;
         Ok(ClientTls { ca_pem, identity: None })
     }
 
@@ -362,7 +386,7 @@ impl CoordinatorProcess {
 
     /// An admin client, with the admin token the coordinator wrote.
     pub async fn admin(&self) -> anyhow::Result<Admin> {
-        let token = std::fs::read_to_string(ipw_coordinator::infra::paths::admin_token_file(&self.data_dir))?;
+        let token = std::fs::read_to_string(ipw_coordinator::infra::paths::admin_token_file(&self.secrets_dir))?;
         cli::connect(&self.url, Some(&self.tls()?), token.trim()).await
     }
 

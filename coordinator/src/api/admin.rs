@@ -11,16 +11,16 @@ use crate::domain::sweep::Definition;
 use crate::domain::workload::Parser;
 use crate::infra::auth::{hash_secret, new_secret};
 use crate::jobs::rescore;
-use crate::store::{self, admin, agents, reports, runs, sweeps, tokens, unix_us, workloads};
+use crate::store::{self, admin, agents, exports, reports, results, runs, sweeps, tokens, unix_us, workloads};
 use ipw_proto::kinds::{Strictness, SweepStatus};
 use ipw_proto::v1::admin_server::Admin;
 use ipw_proto::v1::{
     AdminTokenInfo, AgentInfo, ApproveAgentRequest, CreateAdminTokenRequest, CreateAdminTokenResponse,
-    CreateRunRequest, CreateTokenRequest, CreateTokenResponse, ImportWorkloadResponse, ListAdminTokensRequest,
-    ListAdminTokensResponse, ListAgentsRequest, ListAgentsResponse, ListSweepsRequest, ListSweepsResponse,
-    ListTokensRequest, ListTokensResponse, ListWorkloadsRequest, ListWorkloadsResponse, Report, ReportRequest,
-    RevokeAdminTokenRequest, RevokeRequest, RunInfo, RunStatus, RunStatusRequest, ScoreRunRequest, ScoreRunResponse,
-    SweepInfo, SweepRequest, SweepSpec, SweepStatusRequest, TokenInfo, WorkloadChunk,
+    CreateRunRequest, CreateTokenRequest, CreateTokenResponse, ExportChunk, ExportRequest, ImportWorkloadResponse,
+    ListAdminTokensRequest, ListAdminTokensResponse, ListAgentsRequest, ListAgentsResponse, ListSweepsRequest,
+    ListSweepsResponse, ListTokensRequest, ListTokensResponse, ListWorkloadsRequest, ListWorkloadsResponse, Report,
+    ReportRequest, RevokeAdminTokenRequest, RevokeRequest, RunInfo, RunStatus, RunStatusRequest, ScoreRunRequest,
+    ScoreRunResponse, SweepInfo, SweepRequest, SweepSpec, SweepStatusRequest, TokenInfo, WorkloadChunk,
 };
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
@@ -173,6 +173,30 @@ impl Admin for AdminService {
         };
         let report = reports::report(&self.state.pool, &run_ids, scoring, req.with_points).await?;
         Ok(Response::new(report.to_wire()))
+    }
+
+    type ExportResultsStream = ExportStream;
+
+    async fn export_results(&self, request: Request<ExportRequest>) -> Result<Response<ExportStream>, Status> {
+        let req = request.into_inner();
+        if req.run_ids.is_empty() {
+            return Err(Status::invalid_argument("name at least one run to export"));
+        }
+        let run_ids = req.run_ids.iter().map(|r| parse_uuid("run", r)).collect::<Result<Vec<Uuid>, _>>()?;
+        let scoring = match req.scoring_id.trim() {
+            "" => None,
+            id => Some(parse_uuid("scoring", id)?),
+        };
+        for id in &run_ids {
+            runs::info(&self.state.pool, *id).await?;
+        }
+        if let Some(id) = scoring
+            && !results::scoring_exists(&self.state.pool, id).await?
+        {
+            return Err(Status::not_found(format!("no scoring {id}")));
+        }
+        let total = exports::count(&self.state.pool, &run_ids).await? as u64;
+        Ok(Response::new(export_stream(self.state.pool.clone(), run_ids, scoring, total)))
     }
 
     async fn create_sweep(&self, request: Request<SweepSpec>) -> Result<Response<SweepInfo>, Status> {
@@ -359,6 +383,35 @@ async fn copy_stream(
         return Err(Status::aborted(format!("import stream ended before its last chunk{nothing}")));
     }
     Ok(())
+}
+
+/// The chunks of an export, as they are read.
+type ExportStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<ExportChunk, Status>> + Send>>;
+
+/// Reads the rows in a task of their own and passes them on as chunks, the total in the first;
+/// a database error ends the stream with that error, so a file is never silently short.
+fn export_stream(pool: sqlx::PgPool, run_ids: Vec<Uuid>, scoring: Option<Uuid>, total: u64) -> ExportStream {
+    let (out, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let (rows_tx, mut rows) = tokio::sync::mpsc::channel(4);
+        let reader = tokio::spawn(async move { exports::rows(&pool, &run_ids, scoring, rows_tx).await });
+        let mut sent = false;
+        while let Some(rows_json) = rows.recv().await {
+            let total_rows = if sent { 0 } else { total };
+            if out.send(Ok(ExportChunk { total_rows, rows_json })).await.is_err() {
+                return;
+            }
+            sent = true;
+        }
+        let outcome = match reader.await {
+            Ok(Ok(())) if sent => return,
+            Ok(Ok(())) => Ok(ExportChunk { total_rows: total, rows_json: Vec::new() }),
+            Ok(Err(e)) => Err(Status::from(e)),
+            Err(e) => Err(Status::internal(format!("the export failed: {e}"))),
+        };
+        let _ = out.send(outcome).await;
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 /// Why something was revoked: what the operator said, or "revoked by an operator".

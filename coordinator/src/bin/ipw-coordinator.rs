@@ -58,6 +58,14 @@ struct Args {
     /// the --listen port).
     #[arg(long, env = "IPW_ADVERTISE_URL")]
     advertise_url: Option<String>,
+    /// Read the CA (ca.pem, ca.key) from this folder, read-only, instead of DATA_DIR/tls:
+    /// several coordinators serving one fleet share one CA
+    #[arg(long, env = "IPW_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
+    /// Read the admin token from this file, read-only, instead of DATA_DIR/admin-token:
+    /// several coordinators serving one fleet share one admin credential
+    #[arg(long, env = "IPW_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
     /// `Join` calls allowed at once from one address, then --join-per-minute.
     #[arg(long, default_value_t = 10)]
     join_burst: u32,
@@ -75,12 +83,14 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let data_dir = paths::data_dir(args.data_dir.clone()).context("resolving --data-dir")?;
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let admin_token = match args.admin_token.clone() {
-        Some(t) => {
+    let admin_token = match (args.admin_token.clone(), &args.admin_token_file) {
+        (Some(_), Some(_)) => anyhow::bail!("give --admin-token or --admin-token-file, not both"),
+        (Some(t), None) => {
             auth::check_admin_token(&t, "--admin-token")?;
             t.trim().to_owned()
         }
-        None => auth::load_or_create_admin_token(&paths::admin_token_file(&data_dir))?,
+        (None, Some(file)) => auth::read_admin_token(file)?,
+        (None, None) => auth::load_or_create_admin_token(&paths::admin_token_file(&data_dir))?,
     };
 
     let (options, embedded) = match &args.database_url {
@@ -105,10 +115,14 @@ async fn main() -> anyhow::Result<()> {
         // Every replica runs the scheduler; the advisory lock lets one act at a time.
         let scheduler = tokio::spawn(scheduler::run_forever(pool.clone(), std::time::Duration::from_secs(15)));
         let summaries = tokio::spawn(summaries::run_forever(pool.clone(), std::time::Duration::from_secs(5)));
-        let authority = (!args.insecure).then(|| tls::Authority::load_or_create(&data_dir)).transpose()?;
+        let authority = match (&args.tls_dir, args.insecure) {
+            (_, true) => None,
+            (Some(dir), false) => Some(tls::Authority::load(dir)?),
+            (None, false) => Some(tls::Authority::load_or_create(&data_dir)?),
+        };
         match &authority {
             Some(a) => tracing::info!(
-                ca = %tls::ca_file(&data_dir).display(),
+                ca = %args.tls_dir.as_ref().map(|d| d.join("ca.pem")).unwrap_or_else(|| tls::ca_file(&data_dir)).display(),
                 fingerprint = %a.fingerprint(),
                 mtls_required = args.require_client_cert,
                 "serving TLS"

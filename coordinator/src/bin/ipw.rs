@@ -5,13 +5,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ipw_coordinator::cli::admin_tokens::AdminTokenCmd;
 use ipw_coordinator::cli::agents::AgentsCmd;
+use ipw_coordinator::cli::export::ExportFormat;
 use ipw_coordinator::cli::render::Format;
 use ipw_coordinator::cli::reports::ScoreArgs;
 use ipw_coordinator::cli::runs::RunCmd;
 use ipw_coordinator::cli::sweeps::SweepCmd;
 use ipw_coordinator::cli::tokens::TokenCmd;
 use ipw_coordinator::cli::workloads::WorkloadCmd;
-use ipw_coordinator::cli::{self, admin_tokens, agents, reports, runs, sweeps, tokens, workloads};
+use ipw_coordinator::cli::{self, admin_tokens, agents, export, reports, runs, sweeps, tokens, workloads};
 use ipw_coordinator::infra::{paths, tls};
 use ipw_proto::tls::ClientTls;
 use std::path::PathBuf;
@@ -80,6 +81,22 @@ enum Command {
         #[arg(long)]
         scoring: Option<String>,
     },
+    /// Writes every result of the runs, with its score and provenance, to a file: CSV, JSON
+    /// lines or Parquet.
+    Export {
+        /// Run ids (at least one).
+        #[arg(required = true)]
+        runs: Vec<String>,
+        /// File format.
+        #[arg(long, value_enum, default_value = "parquet")]
+        format: ExportFormat,
+        /// The file to write; it appears only once complete.
+        #[arg(long)]
+        out: PathBuf,
+        /// Use this scoring instead of each run's latest.
+        #[arg(long)]
+        scoring: Option<String>,
+    },
 }
 
 #[tokio::main]
@@ -131,5 +148,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Command::Report { runs, format, scoring } => reports::report(admin, url, runs, scoring, format).await,
         Command::Score(score) => reports::score(admin, url, score).await,
         Command::Plot { runs, out, scoring } => reports::plot(admin, url, runs, scoring, &out).await,
+        Command::Export { runs, format, out, scoring } => {
+            let rows = export::export(admin, url, runs, scoring, format, &out).await?;
+            println!("wrote {rows} results to {}", out.display());
+            Ok(())
+        }
     }
 }

@@ -10,6 +10,8 @@ use tonic::transport::Channel;
 
 pub mod admin_tokens;
 pub mod agents;
+pub mod export;
+pub mod progress;
 pub mod render;
 pub mod reports;
 pub mod runs;

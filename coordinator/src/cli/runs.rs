@@ -163,7 +163,18 @@ pub async fn run(admin: &mut Admin, url: &str, cmd: RunCmd) -> anyhow::Result<()
                     repeat_until_cv: load.repeat_until_cv.unwrap_or(0.0),
                     max_repeats: load.max_repeats.unwrap_or(0),
                 };
-                let r = admin.create_run(request).await.map_err(refused(url))?.into_inner();
+                let (sample, workload) = (request.sample, request.workload.clone());
+                let call = admin.create_run(request);
+                tokio::pin!(call);
+                // A large run takes a while: say what is happening instead of hanging silently.
+                let r = tokio::select! {
+                    r = &mut call => r,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                        eprintln!("drawing {sample} queries of \"{workload}\" and cutting them into shards...");
+                        call.await
+                    }
+                };
+                let r = r.map_err(refused(url))?.into_inner();
                 let how = match load.rate {
                     Some(rate) => format!("{} arrivals at {rate}/s", load.arrival),
                     None => format!("concurrency {concurrency}"),

@@ -1,5 +1,6 @@
 //! `ipw workload`: importing and listing query workloads.
 
+use super::progress::Progress;
 use super::render::table::render_table;
 use super::{Admin, refused};
 use anyhow::Context;
@@ -46,6 +47,7 @@ const IMPORT_CHUNK_LINES: usize = 1000;
 pub async fn import_workload(admin: &mut Admin, file: &Path, name: &str) -> anyhow::Result<ImportWorkloadResponse> {
     use std::io::BufRead;
     let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let mut progress = Progress::bytes(&format!("importing {}", file.display()), f.metadata()?.len());
     let (tx, rx) = tokio::sync::mpsc::channel::<WorkloadChunk>(4);
     let source = file.display().to_string();
     let name = name.to_owned();
@@ -54,6 +56,7 @@ pub async fn import_workload(admin: &mut Admin, file: &Path, name: &str) -> anyh
         for (i, line) in std::io::BufReader::new(f).split(b'\n').enumerate() {
             let line_no = i as u64 + 1;
             let bytes = line.with_context(|| format!("reading line {line_no}"))?;
+            progress.add(bytes.len() as u64 + 1);
             let text = String::from_utf8(bytes)
                 .map_err(|_| anyhow::anyhow!("line {line_no}: not valid UTF-8; nothing was imported"))?;
             chunk.lines.push(WorkloadLine { line_no, text });
@@ -68,6 +71,7 @@ pub async fn import_workload(admin: &mut Admin, file: &Path, name: &str) -> anyh
         // unterminated, so the server rolls back.
         chunk.last = true;
         let _ = tx.blocking_send(chunk);
+        progress.finish();
         Ok(())
     });
     let call = admin.import_workload(tokio_stream::wrappers::ReceiverStream::new(rx)).await;

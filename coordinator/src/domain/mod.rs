@@ -1,5 +1,6 @@
 //! Validated types and pure logic: no SQL, no network, no gRPC statuses.
 
+pub mod export;
 pub mod hardware;
 pub mod prompt;
 pub mod report;

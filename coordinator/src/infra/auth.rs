@@ -3,6 +3,7 @@
 //! Every secret is 32 random bytes, shown once, and stored only as its SHA-256. A slow
 //! password hash buys nothing for 256-bit random secrets.
 
+use anyhow::Context;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -29,12 +30,8 @@ pub fn check_admin_token(token: &str, from: &str) -> anyhow::Result<()> {
 /// empty file once let anyone in.
 pub fn load_or_create_admin_token(path: &std::path::Path) -> anyhow::Result<String> {
     match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let token = text.trim().to_owned();
-            check_admin_token(&token, &path.display().to_string())
-                .map_err(|e| e.context(format!("delete {} to have a new token generated", path.display())))?;
-            Ok(token)
-        }
+        Ok(_) => read_admin_token(path)
+            .map_err(|e| e.context(format!("delete {} to have a new token generated", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let token = new_secret();
             ipw_proto::files::write_private(path, format!("{token}\n").as_bytes())?;
@@ -43,6 +40,15 @@ pub fn load_or_create_admin_token(path: &std::path::Path) -> anyhow::Result<Stri
         }
         Err(e) => Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
     }
+}
+
+/// Reads the admin token from `path`, read-only (`--admin-token-file`: coordinators serving
+/// one fleet share one token this way).
+pub fn read_admin_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the admin token {}", path.display()))?;
+    let token = text.trim().to_owned();
+    check_admin_token(&token, &path.display().to_string())?;
+    Ok(token)
 }
 
 /// The SHA-256 of a secret, as stored in the database.

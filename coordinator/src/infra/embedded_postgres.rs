@@ -133,7 +133,9 @@ impl EmbeddedPostgres {
         }
         // Rewritten at every start, so a moved data directory keeps working.
         let settings = format!(
-            "listen_addresses = ''\nport = {PORT}\nunix_socket_directories = '{}'\nunix_socket_permissions = 0700\n",
+            // jit: compiling a view's plan took longer than running it (stored summaries).
+            "listen_addresses = ''\nport = {PORT}\nunix_socket_directories = '{}'\nunix_socket_permissions = 0700\n\
+             jit = off\n",
             self.socket_dir().display().to_string().replace('\'', "''")
         );
         let settings_file = pgdata.join("ipw-fleet.conf");

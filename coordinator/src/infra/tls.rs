@@ -83,15 +83,7 @@ impl Authority {
         let dir = tls_dir(data_dir);
         let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
         if cert_path.exists() {
-            let ca_pem =
-                std::fs::read_to_string(&cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
-            let key_pem =
-                std::fs::read_to_string(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
-            let key =
-                KeyPair::from_pem(&key_pem).with_context(|| format!("{} is not a private key", key_path.display()))?;
-            let ca_der =
-                ipw_proto::tls::pem_to_der(&ca_pem).map_err(|e| anyhow::anyhow!("{}: {e}", cert_path.display()))?;
-            return Ok(Self { ca_pem, ca_der, key });
+            return Self::load(&dir);
         }
         let authority = Self::generate()?;
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -101,6 +93,19 @@ impl Authority {
         write_private(&cert_path, authority.ca_pem.as_bytes())?;
         tracing::info!(dir = %dir.display(), fingerprint = %authority.fingerprint(), "created the coordinator's CA");
         Ok(authority)
+    }
+
+    /// Loads the CA from `dir` (`ca.pem`, `ca.key`), read-only: several coordinators serving
+    /// one fleet share one CA this way (`--tls-dir`, a mounted secret under Helm).
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
+        let ca_pem = std::fs::read_to_string(&cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
+        let key_pem = std::fs::read_to_string(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
+        let key =
+            KeyPair::from_pem(&key_pem).with_context(|| format!("{} is not a private key", key_path.display()))?;
+        let ca_der =
+            ipw_proto::tls::pem_to_der(&ca_pem).map_err(|e| anyhow::anyhow!("{}: {e}", cert_path.display()))?;
+        Ok(Self { ca_pem, ca_der, key })
     }
 
     /// A new CA, in memory only (tests).

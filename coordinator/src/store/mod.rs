@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod agents;
+pub mod exports;
 pub mod leases;
 pub mod provenance;
 pub mod reports;

@@ -22,6 +22,9 @@ pub async fn report(pool: &PgPool, run_ids: &[Uuid], scoring: Option<Uuid>, with
     let mut tx = pool.begin().await?;
     let chosen = scoring.map(|s| s.to_string()).unwrap_or_default();
     sqlx::query!("SELECT set_config('ipw.scoring', $1, true)", chosen).fetch_one(&mut *tx).await?;
+    // The views' cost estimates are large even when stored summaries make them cheap, and
+    // JIT-compiling their plans took longer than running them.
+    sqlx::query!("SELECT set_config('jit', 'off', true)").fetch_one(&mut *tx).await?;
     let rows = summary(&mut tx, run_ids).await?;
     let mut report = Report { rows, ..Default::default() };
     if with_points {

@@ -258,7 +258,7 @@ pub async fn create(
 pub async fn info(pool: &PgPool, run_id: Uuid) -> Result<RunInfo> {
     let r = sqlx::query!(
         r#"SELECT w.name AS workload, m.name AS model,
-                  (SELECT count(*) FROM run_queries WHERE run_id = r.id) AS "queries!",
+                  r.sample_size::bigint AS "queries!",
                   (SELECT count(*) FROM shards WHERE run_id = r.id) AS "shards!"
            FROM runs r JOIN workloads w ON w.id = r.workload_id JOIN models m ON m.id = r.model_id
            WHERE r.id = $1"#,

@@ -13,7 +13,7 @@ pub fn report(rows: &[SummaryRow]) -> String {
 }
 
 /// One cell, quoted when it holds a comma, a quote or a line break.
-fn cell(v: &serde_json::Value) -> String {
+pub(crate) fn cell(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::Null => String::new(),
         serde_json::Value::String(s) if s.contains([',', '"', '\n']) => format!("\"{}\"", s.replace('"', "\"\"")),

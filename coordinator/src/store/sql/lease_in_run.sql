@@ -2,7 +2,7 @@
 -- oldest), else the next pending shard in order. Each branch reads one index entry; SKIP
 -- LOCKED lets many agents (and replicas) take different shards at once. The pending branch
 -- runs only when no lease has run out, and must use `shards_pending_idx`
--- (tests/suite/scale.rs checks the plan).
+-- (tests/scale.rs checks the plan).
 WITH next AS (
     SELECT id FROM (SELECT id FROM shards
                     WHERE run_id = $1 AND status = 'leased' AND lease_expires_at < now()
