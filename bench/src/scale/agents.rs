@@ -88,9 +88,14 @@ pub struct IngestFigures {
     pub batch_p50_s: f64,
 }
 
-/// Every agent leases shards of `run`, uploads each shard's results as one batch and
-/// completes it, until no shard is left.
-pub async fn ingest(agents: &[Coordinator], run: &str, model: &str) -> anyhow::Result<IngestFigures> {
+/// Every agent leases `shards_per_batch` shards of `run` at a time (as a session leases
+/// ahead), uploads their results as one batch and completes them, until no shard is left.
+pub async fn ingest(
+    agents: &[Coordinator],
+    run: &str,
+    model: &str,
+    shards_per_batch: usize,
+) -> anyhow::Result<IngestFigures> {
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for agent in agents {
@@ -98,16 +103,28 @@ pub async fn ingest(agents: &[Coordinator], run: &str, model: &str) -> anyhow::R
         let request = AcquireLeaseRequest { available_models: vec![model.into()], run_id: run.into() };
         tasks.spawn(async move {
             let (mut inserted, mut acks, mut seq) = (0u64, Vec::new(), 0u64);
-            while let Some(lease) = agent.acquire_lease(request.clone()).await?.into_inner().lease {
+            loop {
+                let mut leases = Vec::new();
+                while leases.len() < shards_per_batch {
+                    match agent.acquire_lease(request.clone()).await?.into_inner().lease {
+                        Some(lease) => leases.push(lease),
+                        None => break,
+                    }
+                }
+                if leases.is_empty() {
+                    break;
+                }
                 seq += 1;
-                let batch = ResultBatch { batch_seq: seq, results: made_up_results(&lease) };
+                let batch = ResultBatch { batch_seq: seq, results: leases.iter().flat_map(made_up_results).collect() };
                 let t = Instant::now();
                 let mut replies = agent.upload_results(futures::stream::iter([batch])).await?.into_inner();
                 while let Some(ack) = replies.message().await? {
                     inserted += u64::from(ack.inserted);
                 }
                 acks.push(t.elapsed().as_secs_f64());
-                agent.complete_shard(CompleteShardRequest { shard_id: lease.shard_id }).await?;
+                for lease in leases {
+                    agent.complete_shard(CompleteShardRequest { shard_id: lease.shard_id }).await?;
+                }
             }
             anyhow::Ok((inserted, acks))
         });

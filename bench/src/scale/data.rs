@@ -30,19 +30,21 @@ pub fn write_workload(source: &Path, out: &Path, lines: usize) -> anyhow::Result
     Ok(std::fs::metadata(out)?.len())
 }
 
-/// `COPY ... TO STDOUT` of `select`, whole, in memory.
-async fn copy_out(pool: &PgPool, select: &str) -> anyhow::Result<Vec<bytes::Bytes>> {
+/// `COPY ... TO STDOUT` of `select`, whole, in memory, in `format` (text or binary).
+async fn copy_out(pool: &PgPool, select: &str, format: &str) -> anyhow::Result<Vec<bytes::Bytes>> {
     let mut conn = pool.acquire().await?;
-    let stream = conn.copy_out_raw(&format!("COPY ({select}) TO STDOUT")).await?;
+    let stream = conn.copy_out_raw(&format!("COPY ({select}) TO STDOUT WITH (FORMAT {format})")).await?;
     Ok(stream.try_collect().await?)
 }
 
-/// Seconds `COPY table (columns) FROM STDIN` takes to load `rows`, inside a transaction
-/// that `prepare` starts and that is rolled back afterwards, so the database is left as it was.
+/// Seconds `COPY table (columns) FROM STDIN` takes to load `rows` in `format`, inside a
+/// transaction that `prepare` starts and that is rolled back afterwards, so the database is
+/// left as it was.
 async fn copy_in_timed(
     pool: &PgPool,
     prepare: &[String],
     target: &str,
+    format: &str,
     rows: &[bytes::Bytes],
 ) -> anyhow::Result<(f64, u64)> {
     let mut tx = pool.begin().await?;
@@ -50,7 +52,7 @@ async fn copy_in_timed(
         sqlx::query(sqlx::AssertSqlSafe(statement.clone())).execute(&mut *tx).await?;
     }
     let start = Instant::now();
-    let mut copy = tx.copy_in_raw(&format!("COPY {target} FROM STDIN")).await?;
+    let mut copy = tx.copy_in_raw(&format!("COPY {target} FROM STDIN WITH (FORMAT {format})")).await?;
     for chunk in rows {
         copy.send(chunk.as_ref()).await?;
     }
@@ -60,20 +62,21 @@ async fn copy_in_timed(
     Ok((secs, n))
 }
 
-/// The baseline for an import: `COPY` of the rows the import wrote into `queries`, under a
-/// new workload. Seconds and rows.
-pub async fn copy_queries_baseline(pool: &PgPool, workload_id: Uuid) -> anyhow::Result<(f64, u64)> {
+/// The baselines for an import: `COPY` of the rows the import wrote into `queries`, under a
+/// new workload, in the text and in the binary format. Seconds of each, and rows.
+pub async fn copy_queries_baseline(pool: &PgPool, workload_id: Uuid) -> anyhow::Result<(f64, f64, u64)> {
     let copy_id = Uuid::new_v4();
     let cols = "external_id, line_no, prompt, choices, answer, category, scorer, tolerance";
-    let rows = copy_out(
-        pool,
-        &format!("SELECT '{copy_id}'::uuid, {cols} FROM queries WHERE workload_id = '{workload_id}' ORDER BY id"),
-    )
-    .await?;
+    let select =
+        format!("SELECT '{copy_id}'::uuid, {cols} FROM queries WHERE workload_id = '{workload_id}' ORDER BY id");
     let prepare = [format!(
         "INSERT INTO workloads (id, name, format, n_queries) VALUES ('{copy_id}', 'copy-baseline', 'generic', 0)"
     )];
-    copy_in_timed(pool, &prepare, &format!("queries (workload_id, {cols})"), &rows).await
+    let target = format!("queries (workload_id, {cols})");
+    let (text_s, n) = copy_in_timed(pool, &prepare, &target, "text", &copy_out(pool, &select, "text").await?).await?;
+    let (binary_s, _) =
+        copy_in_timed(pool, &prepare, &target, "binary", &copy_out(pool, &select, "binary").await?).await?;
+    Ok((text_s, binary_s, n))
 }
 
 /// The baseline for ingest: `COPY` of the result rows `run` holds into `twin`, a run over the
@@ -92,9 +95,10 @@ pub async fn copy_results_baseline(pool: &PgPool, run: Uuid, twin: Uuid) -> anyh
              JOIN shards s2 ON s2.run_id = '{twin}' AND s2.shard_index = s.shard_index
              WHERE r.run_id = '{run}' ORDER BY r.id"
         ),
+        "text",
     )
     .await?;
-    copy_in_timed(pool, &[], &format!("results (run_id, shard_id, {cols})"), &rows).await
+    copy_in_timed(pool, &[], &format!("results (run_id, shard_id, {cols})"), "text", &rows).await
 }
 
 /// Fills `run` with one synthetic, scored result per sampled query, all by `agent`, and

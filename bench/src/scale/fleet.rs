@@ -58,18 +58,35 @@ impl Fleet {
 
     /// Runs `ipw ARGS` against this coordinator: its wall seconds and standard output.
     pub fn ipw(&self, args: &[&str]) -> anyhow::Result<(f64, String)> {
+        let (secs, out, _) = self.ipw_measured(args)?;
+        Ok((secs, out))
+    }
+
+    /// Runs `ipw ARGS`: its wall seconds, standard output and peak resident memory in bytes
+    /// (`VmHWM`, read every 20 ms while it runs).
+    pub fn ipw_measured(&self, args: &[&str]) -> anyhow::Result<(f64, String, u64)> {
         let start = Instant::now();
-        let out = Command::new(self.bin.join("ipw"))
+        let mut child = Command::new(self.bin.join("ipw"))
             .args(args)
             .env("IPW_COORDINATOR", &self.url)
             .env("IPW_DATA_DIR", &self.data_dir)
             .stdin(Stdio::null())
-            .output()?;
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let status_file = format!("/proc/{}/status", child.id());
+        let mut peak = 0;
+        // Output is small; the pipes do not fill while this polls.
+        while child.try_wait()?.is_none() {
+            peak = peak.max(vm_hwm(&status_file).unwrap_or(0));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output()?;
         let secs = start.elapsed().as_secs_f64();
         if !out.status.success() {
             bail!("ipw {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
         }
-        Ok((secs, String::from_utf8(out.stdout)?))
+        Ok((secs, String::from_utf8(out.stdout)?, peak))
     }
 
     /// A new auto-approved join token good for `uses` agents.
@@ -122,4 +139,18 @@ impl Drop for Fleet {
         );
         let _ = self.child.wait();
     }
+}
+
+/// A process's peak resident memory so far, from its `/proc/PID/status`, in bytes.
+fn vm_hwm(status_file: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(status_file).ok()?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
 }

@@ -320,7 +320,9 @@ fn judge(req: &ScoreRunRequest) -> Result<Option<Judge>, Status> {
     Judge::new(config).map(Some).map_err(|e| Status::internal(e.to_string()))
 }
 
-/// Imports a streamed workload in one transaction: any error drops it, rolling back.
+/// Imports a streamed workload in one transaction: any error drops it, rolling back. A task
+/// of its own parses the stream while this one loads what it parsed, so PostgreSQL and the
+/// parser work at the same time.
 async fn import(pool: &sqlx::PgPool, mut stream: Streaming<WorkloadChunk>) -> Result<ImportWorkloadResponse, Status> {
     let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty import stream"))?;
     let name = first.name.trim().to_owned();
@@ -330,12 +332,23 @@ async fn import(pool: &sqlx::PgPool, mut stream: Streaming<WorkloadChunk>) -> Re
     let nothing = "; nothing was imported";
     let mut tx = pool.begin().await.map_err(store::Error::from)?;
     let workload_id = workloads::begin_import(&mut tx, &name, &first.source, nothing).await?;
-    let mut parser = Parser::new();
-    let mut copy = workloads::QueryCopy::begin(&mut tx, workload_id).await?;
-    if let Err(e) = copy_stream(&mut copy, &mut parser, first, &mut stream).await {
-        copy.abort(e.message()).await;
-        return Err(e);
+    let mut copy = workloads::QueryCopy::begin(&mut tx).await?;
+    let (rows_tx, mut rows) = tokio::sync::mpsc::channel(4);
+    let parsing = tokio::spawn(parse_stream(first, stream, workload_id, rows_tx));
+    while let Some(encoded) = rows.recv().await {
+        if let Err(e) = copy.send(&encoded).await {
+            parsing.abort();
+            return Err(e.into());
+        }
     }
+    let parser = match parsing.await {
+        Ok(Ok(parser)) => parser,
+        Ok(Err(e)) => {
+            copy.abort(e.message()).await;
+            return Err(e);
+        }
+        Err(e) => return Err(Status::internal(format!("the import's parser failed: {e}{nothing}"))),
+    };
     copy.finish().await?;
     let (Some(format), n @ 1..) = (parser.format(), parser.count()) else {
         return Err(Status::invalid_argument(format!("the file has no queries{nothing}")));
@@ -351,14 +364,18 @@ async fn import(pool: &sqlx::PgPool, mut stream: Streaming<WorkloadChunk>) -> Re
     })
 }
 
-/// Parses every chunk of the stream, from `first` to the one marked last, into the `COPY`.
-async fn copy_stream(
-    copy: &mut workloads::QueryCopy<'_>,
-    parser: &mut Parser,
+/// Parses every chunk of the stream, from `first` to the one marked last, into binary `COPY`
+/// rows sent on in buffers of about a megabyte; returns the parser, which knows the format and
+/// the count.
+async fn parse_stream(
     first: WorkloadChunk,
-    stream: &mut Streaming<WorkloadChunk>,
-) -> Result<(), Status> {
+    mut stream: Streaming<WorkloadChunk>,
+    workload_id: Uuid,
+    rows: tokio::sync::mpsc::Sender<Vec<u8>>,
+) -> Result<Parser, Status> {
     let nothing = "; nothing was imported";
+    let mut parser = Parser::new();
+    let mut buf = Vec::with_capacity(workloads::COPY_CHUNK_BYTES + (64 << 10));
     let mut chunk = Some(first);
     let mut saw_last = false;
     while let Some(c) = chunk {
@@ -371,8 +388,11 @@ async fn copy_stream(
                 .parse_line(line.line_no, &line.text)
                 .map_err(|e| Status::invalid_argument(format!("{e}{nothing}")))?;
             if let Some(q) = parsed {
-                copy.push(&q).await?;
+                workloads::encode_query(&mut buf, workload_id, &q);
             }
+        }
+        if buf.len() >= workloads::COPY_CHUNK_BYTES && rows.send(std::mem::take(&mut buf)).await.is_err() {
+            return Err(Status::aborted(format!("the import stopped{nothing}")));
         }
         chunk = stream
             .message()
@@ -382,7 +402,10 @@ async fn copy_stream(
     if !saw_last {
         return Err(Status::aborted(format!("import stream ended before its last chunk{nothing}")));
     }
-    Ok(())
+    if !buf.is_empty() {
+        let _ = rows.send(buf).await;
+    }
+    Ok(parser)
 }
 
 /// The chunks of an export, as they are read.

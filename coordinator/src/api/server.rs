@@ -26,6 +26,12 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tower::Layer;
 
+/// HTTP/2 flow-control window of one stream, and of a whole connection, in bytes; the CLI
+/// uses the same for what it receives (exports).
+pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+/// See [`STREAM_WINDOW_BYTES`].
+pub const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+
 /// Largest message accepted: result batches and workload chunks stay well under it.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Largest message accepted on the unauthenticated `Join`.
@@ -48,6 +54,10 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!("registering the initial admin credential: {e}"))?;
     let (pool, authority) = (state.pool.clone(), state.authority.clone());
     let router = tonic::transport::Server::builder()
+        // HTTP/2's default 64 KiB window made a workload import wait on window updates a third
+        // of the time; large uploads (imports, result batches) need room in flight.
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .add_service(InterceptedService::new(
             EnrollmentServer::new(EnrollmentService::new(state.clone()))
                 .max_decoding_message_size(MAX_JOIN_MESSAGE_BYTES),

@@ -33,6 +33,8 @@ pub fn refused(url: &str) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
 pub async fn connect(url: &str, tls: Option<&ClientTls>, admin_token: &str) -> anyhow::Result<Admin> {
     let channel = ipw_proto::tls::endpoint(url, tls)
         .map_err(anyhow::Error::msg)?
+        .initial_stream_window_size(crate::api::server::STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(crate::api::server::CONNECTION_WINDOW_BYTES)
         .connect()
         .await
         .with_context(|| format!("cannot reach the coordinator at {url}; is ipw-coordinator running?"))?;

@@ -152,6 +152,18 @@ impl Parser {
         if text.trim().is_empty() {
             return Ok(None);
         }
+        // Once the format is known, a good line parses straight into its record; anything
+        // else takes the slow path below, which says what is wrong.
+        let query = match self.format.and_then(|f| typed_query(f, text, line_no)) {
+            Some(query) => query,
+            None => self.first_look(line_no, text)?,
+        };
+        self.check(line_no, query).map(Some)
+    }
+
+    /// Parses a line as JSON, finds its format, and checks it matches the file's.
+    fn first_look(&mut self, line_no: u64, text: &str) -> Result<NewQuery, LineError> {
+        let err = |message: String| LineError { line_no, message };
         let value: serde_json::Value = serde_json::from_str(text).map_err(|e| err(format!("not valid JSON: {e}")))?;
         let object = value.as_object().ok_or_else(|| err("expected a JSON object".into()))?;
         let format = if object.contains_key("question_id") {
@@ -174,11 +186,20 @@ impl Parser {
             }
             Some(_) => {}
         }
-        let query = match format {
-            Format::MmluPro => mmlu_pro_query(value, line_no),
-            Format::Generic => generic_query(value, line_no),
+        match format {
+            Format::MmluPro => {
+                serde_json::from_value(value).map_err(|e| e.to_string().into()).and_then(|r| mmlu_pro_query(r, line_no))
+            }
+            Format::Generic => {
+                serde_json::from_value(value).map_err(|e| e.to_string().into()).and_then(|r| generic_query(r, line_no))
+            }
         }
-        .map_err(|e| err(e.0))?;
+        .map_err(|e: Invalid| err(e.0))
+    }
+
+    /// What every query must be, whichever way it was parsed.
+    fn check(&mut self, line_no: u64, query: NewQuery) -> Result<NewQuery, LineError> {
+        let err = |message: String| LineError { line_no, message };
         // JSON may spell NUL as \u0000; PostgreSQL text cannot hold it.
         let texts = [Some(&query.external_id), Some(&query.prompt), Some(&query.answer), query.category.as_ref()];
         if texts.into_iter().flatten().chain(query.choices.iter().flatten()).any(|t| t.contains('\0')) {
@@ -193,13 +214,20 @@ impl Parser {
         if let Some(first) = self.seen.insert(query.external_id.clone(), line_no) {
             return Err(err(format!("id \"{}\" already appeared on line {first}", query.external_id)));
         }
-        Ok(Some(query))
+        Ok(query)
+    }
+}
+
+/// A line of a known format parsed straight into its record, if it is a good one.
+fn typed_query(format: Format, text: &str, line_no: u64) -> Option<NewQuery> {
+    match format {
+        Format::MmluPro => mmlu_pro_query(serde_json::from_str(text).ok()?, line_no).ok(),
+        Format::Generic => generic_query(serde_json::from_str(text).ok()?, line_no).ok(),
     }
 }
 
 /// An MMLU-Pro record as a query; the error says what is wrong with it.
-fn mmlu_pro_query(value: serde_json::Value, line_no: u64) -> Result<NewQuery, Invalid> {
-    let r: MmluProRecord = serde_json::from_value(value).map_err(|e| e.to_string())?;
+fn mmlu_pro_query(r: MmluProRecord, line_no: u64) -> Result<NewQuery, Invalid> {
     check_choices(&r.options, &r.answer)?;
     Ok(NewQuery {
         external_id: r.question_id.to_string(),
@@ -215,8 +243,7 @@ fn mmlu_pro_query(value: serde_json::Value, line_no: u64) -> Result<NewQuery, In
 
 /// A generic record as a query: its scorer (given, or mcq with choices, else exact) and what
 /// that scorer needs.
-fn generic_query(value: serde_json::Value, line_no: u64) -> Result<NewQuery, Invalid> {
-    let r: GenericRecord = serde_json::from_value(value).map_err(|e| e.to_string())?;
+fn generic_query(r: GenericRecord, line_no: u64) -> Result<NewQuery, Invalid> {
     let scorer = match r.scorer.as_deref() {
         None if r.choices.is_some() => Scorer::Mcq,
         None => Scorer::Exact,

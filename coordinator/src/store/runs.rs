@@ -121,7 +121,8 @@ async fn insert_sample(
 }
 
 /// The seeded draw itself, set-based: the order, the positions and the shard of each query
-/// in one `INSERT ... SELECT`.
+/// in one `INSERT ... SELECT`, written in query order so the primary key grows at its end
+/// (migration 0017 says why `run_queries` has no per-row checks).
 async fn draw(tx: &mut Transaction<'_, Postgres>, run_id: Uuid, sample: &Sample, shard_size: i32) -> Result<()> {
     let Sample::Draw { workload_id, size, seed, quotas } = sample else { return Ok(()) };
     let inserted = match quotas {
@@ -132,7 +133,8 @@ async fn draw(tx: &mut Transaction<'_, Postgres>, run_id: Uuid, sample: &Sample,
                               AS position
                    FROM queries WHERE workload_id = $2
                    ORDER BY md5($3::bigint::text || ':' || external_id), id LIMIT $4) s
-             JOIN shards sh ON sh.run_id = $1 AND sh.shard_index = s.position / $5",
+             JOIN shards sh ON sh.run_id = $1 AND sh.shard_index = s.position / $5
+             ORDER BY s.id",
             run_id,
             workload_id,
             seed,
@@ -153,7 +155,8 @@ async fn draw(tx: &mut Transaction<'_, Postgres>, run_id: Uuid, sample: &Sample,
                          FROM queries WHERE workload_id = $2) q
                    JOIN UNNEST($4::text[], $5::bigint[]) AS u(category, quota) ON u.category = q.category
                    WHERE q.rn <= u.quota) s
-             JOIN shards sh ON sh.run_id = $1 AND sh.shard_index = s.position / $6",
+             JOIN shards sh ON sh.run_id = $1 AND sh.shard_index = s.position / $6
+             ORDER BY s.id",
             run_id,
             workload_id,
             seed,

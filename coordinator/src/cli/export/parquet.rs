@@ -4,14 +4,13 @@
 use super::{RowWriter, parse};
 use crate::domain::export::{COLUMNS, Kind};
 use anyhow::Context;
-use arrow_array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
+use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::sync::Arc;
 
 /// Results per row group.
@@ -21,30 +20,29 @@ const ROW_GROUP: usize = 65_536;
 pub struct Parquet {
     writer: ArrowWriter<std::fs::File>,
     schema: SchemaRef,
-    pending: Vec<Map<String, Value>>,
+    columns: Vec<Builder>,
+    rows: usize,
 }
 
 impl Parquet {
     /// Writes into `file`, with the export's schema.
     pub fn new(file: std::fs::File) -> anyhow::Result<Self> {
-        let schema = Arc::new(Schema::new(
-            COLUMNS.iter().map(|c| Field::new(c.name, data_type(c.kind), true)).collect::<Vec<_>>(),
-        ));
+        let fields = COLUMNS.iter().map(|c| Field::new(c.name, data_type(c.kind), true)).collect::<Vec<_>>();
+        let schema = Arc::new(Schema::new(fields));
         let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
         let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
-        Ok(Self { writer, schema, pending: Vec::with_capacity(ROW_GROUP) })
+        Ok(Self { writer, schema, columns: COLUMNS.iter().map(|c| Builder::new(c.kind)).collect(), rows: 0 })
     }
 
-    /// Writes the pending rows as one batch.
+    /// Writes the rows so far as one row group.
     fn flush(&mut self) -> anyhow::Result<()> {
-        if self.pending.is_empty() {
+        if self.rows == 0 {
             return Ok(());
         }
-        let columns =
-            COLUMNS.iter().map(|c| column(c.name, c.kind, &self.pending)).collect::<anyhow::Result<Vec<_>>>()?;
-        self.writer.write(&RecordBatch::try_new(self.schema.clone(), columns)?)?;
+        let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(Builder::finish).collect();
+        self.writer.write(&RecordBatch::try_new(self.schema.clone(), arrays)?)?;
         self.writer.flush()?;
-        self.pending.clear();
+        self.rows = 0;
         Ok(())
     }
 }
@@ -52,8 +50,13 @@ impl Parquet {
 impl RowWriter for Parquet {
     fn write(&mut self, rows: &[String]) -> anyhow::Result<()> {
         for row in rows {
-            self.pending.push(parse(row)?);
-            if self.pending.len() == ROW_GROUP {
+            let row = parse(row)?;
+            for (column, builder) in COLUMNS.iter().zip(&mut self.columns) {
+                let value = row.get(column.name).filter(|v| !v.is_null());
+                builder.append(value).with_context(|| format!("column {}", column.name))?;
+            }
+            self.rows += 1;
+            if self.rows == ROW_GROUP {
                 self.flush()?;
             }
         }
@@ -78,44 +81,55 @@ fn data_type(kind: Kind) -> DataType {
     }
 }
 
-/// One column of `rows` as an Arrow array; a value of the wrong type is an error naming it.
-fn column(name: &str, kind: Kind, rows: &[Map<String, Value>]) -> anyhow::Result<ArrayRef> {
-    let values = rows.iter().map(|r| r.get(name).filter(|v| !v.is_null()));
-    let wrong = |v: &Value| anyhow::anyhow!("column {name}: {v} is not {kind:?}");
-    Ok(match kind {
-        Kind::Text => Arc::new(
-            values
-                .map(|v| v.map(|v| v.as_str().map(str::to_owned).ok_or_else(|| wrong(v))).transpose())
-                .collect::<anyhow::Result<StringArray>>()?,
-        ),
-        Kind::Int => Arc::new(
-            values
-                .map(|v| v.map(|v| v.as_i64().ok_or_else(|| wrong(v))).transpose())
-                .collect::<anyhow::Result<Int64Array>>()?,
-        ),
-        Kind::Float => Arc::new(
-            values
-                .map(|v| v.map(|v| v.as_f64().ok_or_else(|| wrong(v))).transpose())
-                .collect::<anyhow::Result<Float64Array>>()?,
-        ),
-        Kind::Bool => Arc::new(
-            values
-                .map(|v| v.map(|v| v.as_bool().ok_or_else(|| wrong(v))).transpose())
-                .collect::<anyhow::Result<BooleanArray>>()?,
-        ),
-        Kind::Timestamp => {
-            let micros = values
-                .map(|v| {
-                    v.map(|v| {
-                        let text = v.as_str().ok_or_else(|| wrong(v))?;
-                        let at = chrono::DateTime::parse_from_rfc3339(text)
-                            .with_context(|| format!("column {name}: {text} is not an RFC 3339 instant"))?;
-                        Ok(at.timestamp_micros())
-                    })
-                    .transpose()
-                })
-                .collect::<anyhow::Result<Vec<Option<i64>>>>()?;
-            Arc::new(TimestampMicrosecondArray::from(micros).with_timezone("UTC"))
+/// One column being filled, row by row: only the current row group is held.
+enum Builder {
+    Text(StringBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Bool(BooleanBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+}
+
+impl Builder {
+    fn new(kind: Kind) -> Self {
+        match kind {
+            Kind::Text => Builder::Text(StringBuilder::new()),
+            Kind::Int => Builder::Int(Int64Builder::new()),
+            Kind::Float => Builder::Float(Float64Builder::new()),
+            Kind::Bool => Builder::Bool(BooleanBuilder::new()),
+            Kind::Timestamp => Builder::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
         }
-    })
+    }
+
+    /// Appends a value (`None` for NULL); a value of the wrong type is an error naming it.
+    fn append(&mut self, value: Option<&Value>) -> anyhow::Result<()> {
+        let wrong = |v: &Value| anyhow::anyhow!("{v} is not of the column's type");
+        match (self, value) {
+            (Builder::Text(b), v) => b.append_option(v.map(|v| v.as_str().ok_or_else(|| wrong(v))).transpose()?),
+            (Builder::Int(b), v) => b.append_option(v.map(|v| v.as_i64().ok_or_else(|| wrong(v))).transpose()?),
+            (Builder::Float(b), v) => b.append_option(v.map(|v| v.as_f64().ok_or_else(|| wrong(v))).transpose()?),
+            (Builder::Bool(b), v) => b.append_option(v.map(|v| v.as_bool().ok_or_else(|| wrong(v))).transpose()?),
+            (Builder::Timestamp(b), v) => b.append_option(
+                v.map(|v| {
+                    let text = v.as_str().ok_or_else(|| wrong(v))?;
+                    let at = chrono::DateTime::parse_from_rfc3339(text)
+                        .with_context(|| format!("{text} is not an RFC 3339 instant"))?;
+                    anyhow::Ok(at.timestamp_micros())
+                })
+                .transpose()?,
+            ),
+        }
+        Ok(())
+    }
+
+    /// The column's array so far; the builder starts empty again.
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Builder::Text(b) => Arc::new(b.finish()),
+            Builder::Int(b) => Arc::new(b.finish()),
+            Builder::Float(b) => Arc::new(b.finish()),
+            Builder::Bool(b) => Arc::new(b.finish()),
+            Builder::Timestamp(b) => Arc::new(b.finish()),
+        }
+    }
 }
