@@ -159,6 +159,25 @@ impl Fixture {
         Ok((run, scoring))
     }
 
+    /// A finished re-scoring of `run` that judges every error-free result correct.
+    async fn rescore_all_correct(&self, run: Uuid) -> anyhow::Result<Uuid> {
+        let rescore = Uuid::new_v4();
+        sqlx::query("INSERT INTO scorings (id, run_id, kind, completed_at) VALUES ($1, $2, 'rescore', now())")
+            .bind(rescore)
+            .bind(run)
+            .execute(&self.pool)
+            .await?;
+        let ids: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM results WHERE run_id = $1 AND error IS NULL ORDER BY id")
+                .bind(run)
+                .fetch_all(&self.pool)
+                .await?;
+        for id in ids {
+            self.score(rescore, id, true).await?;
+        }
+        Ok(rescore)
+    }
+
     async fn score(&self, scoring: Uuid, result_id: i64, correct: bool) -> anyhow::Result<()> {
         sqlx::query("INSERT INTO scores (scoring_id, result_id, scorer, correct) VALUES ($1, $2, 'exact', $3)")
             .bind(scoring)
@@ -250,19 +269,7 @@ async fn ipw_summary_matches_hand_computed_figures() -> anyhow::Result<()> {
 
     // A later scoring (q2 judged right after all) becomes what the views read; naming the
     // ingest scoring brings the old one back; both are kept.
-    let rescore = Uuid::new_v4();
-    sqlx::query("INSERT INTO scorings (id, run_id, kind, completed_at) VALUES ($1, $2, 'rescore', now())")
-        .bind(rescore)
-        .bind(run)
-        .execute(&fleet.pool)
-        .await?;
-    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM results WHERE run_id = $1 AND error IS NULL ORDER BY id")
-        .bind(run)
-        .fetch_all(&fleet.pool)
-        .await?;
-    for id in &ids {
-        fx.score(rescore, *id, true).await?;
-    }
+    fx.rescore_all_correct(run).await?;
     let latest: f64 = sqlx::query_scalar("SELECT accuracy FROM ipw_summary WHERE run_id = $1")
         .bind(run)
         .fetch_one(&fleet.pool)
@@ -540,19 +547,7 @@ async fn stored_summaries_equal_the_live_aggregate_in_every_column_under_every_s
     // A re-scoring: the stored row belongs to the ingest scoring, so the view computes the new
     // one live until it too is stored; both equal the live aggregate, and naming the ingest
     // scoring reads its stored row.
-    let rescore = Uuid::new_v4();
-    sqlx::query("INSERT INTO scorings (id, run_id, kind, completed_at) VALUES ($1, $2, 'rescore', now())")
-        .bind(rescore)
-        .bind(run)
-        .execute(&fleet.pool)
-        .await?;
-    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM results WHERE run_id = $1 AND error IS NULL ORDER BY id")
-        .bind(run)
-        .fetch_all(&fleet.pool)
-        .await?;
-    for id in &ids {
-        fx.score(rescore, *id, true).await?;
-    }
+    let rescore = fx.rescore_all_correct(run).await?;
     let rescored_live = summary_rows(&mut conn, "run_summary_live", run).await?;
     assert_ne!(rescored_live, summary_rows(&mut conn, "run_summaries", run).await?);
     assert_eq!(ipw_coordinator::jobs::summaries::tick(&fleet.pool).await?, 1);

@@ -231,3 +231,89 @@ async fn two_replicas_on_one_database_serve_one_run_exactly_once() -> anyhow::Re
     assert_eq!(status, "completed");
     Ok(())
 }
+
+/// A replica killed mid-run: its agent's leases run out and the other replica's agent takes
+/// them; when the replica is back, what its agent measured meanwhile is a duplicate, never a
+/// second count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_run_leaves_its_shards_to_the_other_and_every_query_lands_once() -> anyhow::Result<()> {
+    use ipw_e2e::CoordinatorProcess;
+    let dir = tempfile::tempdir()?;
+    let database_url = ipw_e2e::fresh_database_url().await?;
+    let mut first = CoordinatorProcess::start(dir.path().join("first"), &database_url, "6s").await?;
+    let second = CoordinatorProcess::start_replica(&first, dir.path().join("second"), &database_url, "6s").await?;
+    let mut admin = second.admin().await?;
+    let slice = dir.path().join("slice.jsonl");
+    let text = std::fs::read_to_string(ipw_e2e::mmlu_pro())?;
+    std::fs::write(&slice, text.lines().take(100).collect::<Vec<_>>().join("\n"))?;
+    ipw_coordinator::cli::workloads::import_workload(&mut admin, &slice, "slice").await?;
+    let token = admin
+        .create_token(ipw_proto::v1::CreateTokenRequest {
+            ttl_seconds: 60,
+            max_uses: 2,
+            auto_approve: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let run = admin
+        .create_run(ipw_proto::v1::CreateRunRequest {
+            workload: "slice".into(),
+            model: "SmolLM2-135M-Instruct".into(),
+            sample: 16,
+            seed: 7,
+            concurrency: 1,
+            shard_size: 2,
+            repetitions: 1,
+            params: Some(ipw_proto::v1::GenerationParams { max_tokens: 24, temperature: 0.0, top_p: 1.0 }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let run_id = Uuid::parse_str(&run.run_id)?;
+    let trust = ipw_agent::join::Trust::Pinned(first.fingerprint()?);
+    let a = ipw_agent::join::join(&first.url, &trust, &token.token, "on-first", Default::default()).await?;
+    let b = ipw_agent::join::join(&second.url, &trust, &token.token, "on-second", Default::default()).await?;
+    let quiet = || std::process::Stdio::null();
+    let mut on_first = ipw_e2e::agent_service_process(dir.path(), &a)?.stdout(quiet()).kill_on_drop(true).spawn()?;
+    let mut on_second = ipw_e2e::agent_service_process(dir.path(), &b)?.stdout(quiet()).kill_on_drop(true).spawn()?;
+
+    let pool = sqlx::PgPool::connect(&database_url).await?;
+    let before = ipw_e2e::wait_for_results(&pool, run_id, 3).await?;
+    anyhow::ensure!(before < 16, "the kill must come mid-run");
+    first.kill().await?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    first.restart().await?;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM runs WHERE id = $1").bind(run_id).fetch_one(&pool).await?;
+        if status == "completed" {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the run did not complete (status {status})");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (results, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT (query_id, repetition)) FROM results WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!((results, distinct), (16, 16), "every query exactly once");
+    let by_agent: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT a.name, count(*) FROM shards s JOIN agents a ON a.id = s.completed_by
+         WHERE s.run_id = $1 GROUP BY a.name ORDER BY a.name",
+    )
+    .bind(run_id)
+    .fetch_all(&pool)
+    .await?;
+    assert!(
+        by_agent.iter().any(|(name, _)| name == "on-second"),
+        "the surviving replica's agent took shards: {by_agent:?}"
+    );
+    on_first.start_kill()?;
+    on_second.start_kill()?;
+    eprintln!("killed one replica with {before} of 16 results committed; shards completed by agent: {by_agent:?}");
+    Ok(())
+}

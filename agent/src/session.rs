@@ -383,6 +383,12 @@ impl<'a> Session<'a> {
 
     fn on_leased(&mut self, got: Result<Option<Lease>, tonic::Status>) {
         match got {
+            // Our own lease of this shard ran out (slow heartbeats) and came back to us: we are
+            // still measuring it under the first lease, whose items the requests in flight
+            // point into, and its heartbeats renew the new one too.
+            Ok(Some(lease)) if self.leases.iter().any(|a| a.lease.shard_id == lease.shard_id) => {
+                tracing::warn!(session = %self.id, shard = %lease.shard_id, "leased a shard this session still holds; kept the first lease");
+            }
             Ok(Some(lease)) => {
                 tracing::debug!(session = %self.id, shard = %lease.shard_id, queries = lease.items.len(), "leased ahead");
                 let holding = self.held.hold(&lease.shard_id);
