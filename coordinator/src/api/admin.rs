@@ -11,7 +11,7 @@ use crate::domain::sweep::Definition;
 use crate::domain::workload::Parser;
 use crate::infra::auth::{hash_secret, new_secret};
 use crate::jobs::rescore;
-use crate::store::{self, admin, agents, exports, reports, results, runs, sweeps, tokens, unix_us, workloads};
+use crate::store::{self, admin, agents, exports, reports, runs, sweeps, tokens, unix_us, workloads};
 use ipw_proto::kinds::{Strictness, SweepStatus};
 use ipw_proto::v1::admin_server::Admin;
 use ipw_proto::v1::{
@@ -167,10 +167,7 @@ impl Admin for AdminService {
     async fn get_report(&self, request: Request<ReportRequest>) -> Result<Response<Report>, Status> {
         let req = request.into_inner();
         let run_ids = req.run_ids.iter().map(|r| parse_uuid("run", r)).collect::<Result<Vec<Uuid>, _>>()?;
-        let scoring = match req.scoring_id.trim() {
-            "" => None,
-            id => Some(parse_uuid("scoring", id)?),
-        };
+        let scoring = parse_scoring(&req.scoring_id)?;
         let report = reports::report(&self.state.pool, &run_ids, scoring, req.with_points).await?;
         Ok(Response::new(report.to_wire()))
     }
@@ -183,18 +180,8 @@ impl Admin for AdminService {
             return Err(Status::invalid_argument("name at least one run to export"));
         }
         let run_ids = req.run_ids.iter().map(|r| parse_uuid("run", r)).collect::<Result<Vec<Uuid>, _>>()?;
-        let scoring = match req.scoring_id.trim() {
-            "" => None,
-            id => Some(parse_uuid("scoring", id)?),
-        };
-        for id in &run_ids {
-            runs::info(&self.state.pool, *id).await?;
-        }
-        if let Some(id) = scoring
-            && !results::scoring_exists(&self.state.pool, id).await?
-        {
-            return Err(Status::not_found(format!("no scoring {id}")));
-        }
+        let scoring = parse_scoring(&req.scoring_id)?;
+        reports::check_exist(&self.state.pool, &run_ids, scoring).await?;
         let total = exports::count(&self.state.pool, &run_ids).await? as u64;
         Ok(Response::new(export_stream(self.state.pool.clone(), run_ids, scoring, total)))
     }
@@ -375,7 +362,8 @@ async fn parse_stream(
 ) -> Result<Parser, Status> {
     let nothing = "; nothing was imported";
     let mut parser = Parser::new();
-    let mut buf = Vec::with_capacity(workloads::COPY_CHUNK_BYTES + (64 << 10));
+    let fresh = || Vec::with_capacity(workloads::COPY_CHUNK_BYTES + (64 << 10));
+    let mut buf = fresh();
     let mut chunk = Some(first);
     let mut saw_last = false;
     while let Some(c) = chunk {
@@ -391,7 +379,7 @@ async fn parse_stream(
                 workloads::encode_query(&mut buf, workload_id, &q);
             }
         }
-        if buf.len() >= workloads::COPY_CHUNK_BYTES && rows.send(std::mem::take(&mut buf)).await.is_err() {
+        if buf.len() >= workloads::COPY_CHUNK_BYTES && rows.send(std::mem::replace(&mut buf, fresh())).await.is_err() {
             return Err(Status::aborted(format!("the import stopped{nothing}")));
         }
         chunk = stream
@@ -406,6 +394,14 @@ async fn parse_stream(
         let _ = rows.send(buf).await;
     }
     Ok(parser)
+}
+
+/// A scoring named in a request; empty means each run's latest.
+fn parse_scoring(id: &str) -> Result<Option<Uuid>, Status> {
+    match id.trim() {
+        "" => Ok(None),
+        id => parse_uuid("scoring", id).map(Some),
+    }
 }
 
 /// The chunks of an export, as they are read.

@@ -28,8 +28,7 @@ pub async fn rows(
     sink: mpsc::Sender<Vec<String>>,
 ) -> Result<()> {
     let mut tx = pool.begin().await?;
-    let chosen = scoring.map(|s| s.to_string()).unwrap_or_default();
-    sqlx::query!("SELECT set_config('ipw.scoring', $1, true)", chosen).fetch_one(&mut *tx).await?;
+    super::reports::read_under(&mut tx, scoring).await?;
     // The select list is built from constant column declarations only.
     let sql = format!(
         "SELECT row_to_json(x)::text FROM (

@@ -10,21 +10,9 @@ use uuid::Uuid;
 /// The report of `run_ids` (every run when empty) under `scoring` (each run's latest when
 /// `None`); with `with_points`, also the per-query points and the series over time.
 pub async fn report(pool: &PgPool, run_ids: &[Uuid], scoring: Option<Uuid>, with_points: bool) -> Result<Report> {
-    for id in run_ids {
-        runs::info(pool, *id).await?;
-    }
-    if let Some(id) = scoring
-        && !results::scoring_exists(pool, id).await?
-    {
-        return Err(Error::NotFound(format!("no scoring {id}")));
-    }
-    // The views read the chosen scoring from a setting local to this transaction.
+    check_exist(pool, run_ids, scoring).await?;
     let mut tx = pool.begin().await?;
-    let chosen = scoring.map(|s| s.to_string()).unwrap_or_default();
-    sqlx::query!("SELECT set_config('ipw.scoring', $1, true)", chosen).fetch_one(&mut *tx).await?;
-    // The views' cost estimates are large even when stored summaries make them cheap, and
-    // JIT-compiling their plans took longer than running them.
-    sqlx::query!("SELECT set_config('jit', 'off', true)").fetch_one(&mut *tx).await?;
+    read_under(&mut tx, scoring).await?;
     let rows = summary(&mut tx, run_ids).await?;
     let mut report = Report { rows, ..Default::default() };
     if with_points {
@@ -37,6 +25,29 @@ pub async fn report(pool: &PgPool, run_ids: &[Uuid], scoring: Option<Uuid>, with
     }
     tx.commit().await?;
     Ok(report)
+}
+
+/// Every run of `run_ids`, and `scoring` when given, exists; NotFound names the first that
+/// does not.
+pub async fn check_exist(pool: &PgPool, run_ids: &[Uuid], scoring: Option<Uuid>) -> Result<()> {
+    for id in run_ids {
+        runs::info(pool, *id).await?;
+    }
+    match scoring {
+        Some(id) if !results::scoring_exists(pool, id).await? => Err(Error::NotFound(format!("no scoring {id}"))),
+        _ => Ok(()),
+    }
+}
+
+/// Makes the views read `scoring` (each run's latest when `None`) for the rest of `tx`: they
+/// take it from a setting local to the transaction.
+pub async fn read_under(tx: &mut Transaction<'_, Postgres>, scoring: Option<Uuid>) -> Result<()> {
+    let chosen = scoring.map(|s| s.to_string()).unwrap_or_default();
+    sqlx::query!("SELECT set_config('ipw.scoring', $1, true)", chosen).fetch_one(&mut **tx).await?;
+    // The views' cost estimates are large even when stored summaries make them cheap, and
+    // JIT-compiling their plans took longer than running them.
+    sqlx::query!("SELECT set_config('jit', 'off', true)").fetch_one(&mut **tx).await?;
+    Ok(())
 }
 
 /// The `ipw_summary` rows of the runs (every run when empty). Every column of the view, by

@@ -15,22 +15,10 @@ use uuid::Uuid;
 /// that writes the run's queries: a million ids never travel to the coordinator and back.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sample {
-    /// The seeded sample of `size` queries of `workload_id`: ordered by a hash of (seed, query
-    /// id), so the same seed always gives the same queries whatever the import order, and a
-    /// smaller sample is a prefix of a larger one. Stratified, each category gets its quota
-    /// (see [`stratified_quotas`]).
-    Draw {
-        /// The workload drawn from.
-        workload_id: Uuid,
-        /// How many queries.
-        size: i64,
-        /// The seed of the order.
-        seed: i64,
-        /// Stratified: each category (`''` for none) and its quota.
-        quotas: Option<(Vec<String>, Vec<i64>)>,
-    },
+    /// A new seeded draw.
+    Draw(Draw),
     /// The same queries, positions and shard layout as an earlier run (the other runs of a
-    /// sweep instance).
+    /// sweep instance), copied by `copy_sample` (migration 0017).
     SameAs {
         /// The run copied.
         run_id: Uuid,
@@ -39,16 +27,32 @@ pub enum Sample {
     },
 }
 
+/// The seeded sample of `size` queries of `workload_id`: ordered by a hash of (seed, query id),
+/// so the same seed always gives the same queries whatever the import order, and a smaller
+/// sample is a prefix of a larger one. Stratified, each category gets its quota (see
+/// [`stratified_quotas`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draw {
+    /// The workload drawn from.
+    pub workload_id: Uuid,
+    /// How many queries.
+    pub size: i64,
+    /// The seed of the order.
+    pub seed: i64,
+    /// Stratified: each category (`''` for none) and its quota.
+    pub quotas: Option<(Vec<String>, Vec<i64>)>,
+}
+
 impl Sample {
     /// How many queries the sample holds.
     pub fn size(&self) -> i64 {
         match self {
-            Sample::Draw { size, .. } | Sample::SameAs { size, .. } => *size,
+            Sample::Draw(Draw { size, .. }) | Sample::SameAs { size, .. } => *size,
         }
     }
 }
 
-/// The seeded sample of `n` queries of `workload` (see [`Sample::Draw`]), checked against the
+/// The seeded sample of `n` queries of `workload` (see [`Draw`]), checked against the
 /// workload's size; stratified, with each category's quota.
 pub async fn sample(conn: &mut PgConnection, workload: &Workload, n: u32, seed: i64, stratify: bool) -> Result<Sample> {
     if n == 0 {
@@ -75,7 +79,7 @@ pub async fn sample(conn: &mut PgConnection, workload: &Workload, n: u32, seed: 
     } else {
         None
     };
-    Ok(Sample::Draw { workload_id: workload.id, size: i64::from(n), seed, quotas })
+    Ok(Sample::Draw(Draw { workload_id: workload.id, size: i64::from(n), seed, quotas }))
 }
 
 /// Writes the run's shards and its sampled queries, each query in shard `position /
@@ -87,44 +91,30 @@ async fn insert_sample(
     shard_size: i32,
 ) -> Result<i64> {
     let shards = (sample.size() + i64::from(shard_size) - 1) / i64::from(shard_size);
-    if let Sample::SameAs { run_id: like, .. } = sample {
-        sqlx::query!(
-            "INSERT INTO shards (id, run_id, shard_index) SELECT gen_random_uuid(), $1, shard_index FROM shards
-             WHERE run_id = $2",
-            run_id,
-            like
-        )
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query!(
-            "INSERT INTO run_queries (run_id, query_id, position, shard_id)
-             SELECT $1, rq.query_id, rq.position, ns.id
-             FROM run_queries rq JOIN shards os ON os.id = rq.shard_id
-             JOIN shards ns ON ns.run_id = $1 AND ns.shard_index = os.shard_index
-             WHERE rq.run_id = $2",
-            run_id,
-            like
-        )
-        .execute(&mut **tx)
-        .await?;
-        return Ok(shards);
+    match sample {
+        Sample::SameAs { run_id: like, .. } => {
+            sqlx::query!("SELECT copy_sample($1, $2)", like, run_id).fetch_one(&mut **tx).await?;
+        }
+        Sample::Draw(d) => {
+            sqlx::query!(
+                "INSERT INTO shards (id, run_id, shard_index)
+                 SELECT gen_random_uuid(), $1, i FROM generate_series(0, $2 - 1) i",
+                run_id,
+                shards as i32
+            )
+            .execute(&mut **tx)
+            .await?;
+            draw(tx, run_id, d, shard_size).await?;
+        }
     }
-    sqlx::query!(
-        "INSERT INTO shards (id, run_id, shard_index) SELECT gen_random_uuid(), $1, i FROM generate_series(0, $2 - 1) i",
-        run_id,
-        shards as i32
-    )
-    .execute(&mut **tx)
-    .await?;
-    draw(tx, run_id, sample, shard_size).await?;
     Ok(shards)
 }
 
 /// The seeded draw itself, set-based: the order, the positions and the shard of each query
 /// in one `INSERT ... SELECT`, written in query order so the primary key grows at its end
 /// (migration 0017 says why `run_queries` has no per-row checks).
-async fn draw(tx: &mut Transaction<'_, Postgres>, run_id: Uuid, sample: &Sample, shard_size: i32) -> Result<()> {
-    let Sample::Draw { workload_id, size, seed, quotas } = sample else { return Ok(()) };
+async fn draw(tx: &mut Transaction<'_, Postgres>, run_id: Uuid, d: &Draw, shard_size: i32) -> Result<()> {
+    let Draw { workload_id, size, seed, quotas } = d;
     let inserted = match quotas {
         None => sqlx::query!(
             "INSERT INTO run_queries (run_id, query_id, position, shard_id)

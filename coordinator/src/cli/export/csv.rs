@@ -30,9 +30,7 @@ impl RowWriter for Csv {
         Ok(())
     }
 
-    fn finish(mut self: Box<Self>) -> anyhow::Result<()> {
-        self.out.flush()?;
-        self.out.get_ref().sync_all()?;
-        Ok(())
+    fn finish(self: Box<Self>) -> anyhow::Result<()> {
+        super::close(self.out)
     }
 }

@@ -82,6 +82,14 @@ fn partial_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
+/// Flushes a buffered file and syncs it to disk, before it is moved under its name.
+fn close(mut out: std::io::BufWriter<std::fs::File>) -> anyhow::Result<()> {
+    use std::io::Write;
+    out.flush()?;
+    out.get_ref().sync_all()?;
+    Ok(())
+}
+
 /// A row's object, or an error naming what came instead.
 fn parse(row: &str) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
     match serde_json::from_str(row) {

@@ -104,19 +104,20 @@ impl Builder {
     /// Appends a value (`None` for NULL); a value of the wrong type is an error naming it.
     fn append(&mut self, value: Option<&Value>) -> anyhow::Result<()> {
         let wrong = |v: &Value| anyhow::anyhow!("{v} is not of the column's type");
-        match (self, value) {
-            (Builder::Text(b), v) => b.append_option(v.map(|v| v.as_str().ok_or_else(|| wrong(v))).transpose()?),
-            (Builder::Int(b), v) => b.append_option(v.map(|v| v.as_i64().ok_or_else(|| wrong(v))).transpose()?),
-            (Builder::Float(b), v) => b.append_option(v.map(|v| v.as_f64().ok_or_else(|| wrong(v))).transpose()?),
-            (Builder::Bool(b), v) => b.append_option(v.map(|v| v.as_bool().ok_or_else(|| wrong(v))).transpose()?),
-            (Builder::Timestamp(b), v) => b.append_option(
-                v.map(|v| {
-                    let text = v.as_str().ok_or_else(|| wrong(v))?;
-                    let at = chrono::DateTime::parse_from_rfc3339(text)
-                        .with_context(|| format!("{text} is not an RFC 3339 instant"))?;
-                    anyhow::Ok(at.timestamp_micros())
-                })
-                .transpose()?,
+        match self {
+            Builder::Text(b) => b.append_option(value.map(|v| v.as_str().ok_or_else(|| wrong(v))).transpose()?),
+            Builder::Int(b) => b.append_option(value.map(|v| v.as_i64().ok_or_else(|| wrong(v))).transpose()?),
+            Builder::Float(b) => b.append_option(value.map(|v| v.as_f64().ok_or_else(|| wrong(v))).transpose()?),
+            Builder::Bool(b) => b.append_option(value.map(|v| v.as_bool().ok_or_else(|| wrong(v))).transpose()?),
+            Builder::Timestamp(b) => b.append_option(
+                value
+                    .map(|v| {
+                        let text = v.as_str().ok_or_else(|| wrong(v))?;
+                        let at = chrono::DateTime::parse_from_rfc3339(text)
+                            .with_context(|| format!("{text} is not an RFC 3339 instant"))?;
+                        anyhow::Ok(at.timestamp_micros())
+                    })
+                    .transpose()?,
             ),
         }
         Ok(())
