@@ -11,7 +11,6 @@ use uuid::Uuid;
 /// Inserts the rows a run leaves behind, directly, so each figure is known.
 struct Fixture {
     pool: PgPool,
-    token: Uuid,
     workload: Uuid,
     queries: Vec<i64>,
 }
@@ -41,14 +40,6 @@ fn ok(correct: bool, latency: f64, energy: f64) -> R {
 
 impl Fixture {
     async fn new(pool: PgPool, n_queries: usize) -> anyhow::Result<Self> {
-        let token = Uuid::new_v4();
-        sqlx::query(
-            "INSERT INTO join_tokens (id, token_hash, expires_at, max_uses) VALUES ($1, $2, now() + interval '1 day', 100)",
-        )
-        .bind(token)
-        .bind(vec![7u8; 32])
-        .execute(&pool)
-        .await?;
         let workload = Uuid::new_v4();
         sqlx::query("INSERT INTO workloads (id, name, format, n_queries) VALUES ($1, 'fixture', 'generic', $2)")
             .bind(workload)
@@ -68,23 +59,11 @@ impl Fixture {
             .await?;
             queries.push(id);
         }
-        Ok(Self { pool, token, workload, queries })
+        Ok(Self { pool, workload, queries })
     }
 
     async fn agent(&self, hardware_class: &str) -> anyhow::Result<Uuid> {
-        let id = Uuid::new_v4();
-        sqlx::query(
-            "INSERT INTO agents (id, name, status, credential_hash, join_token_id, hardware_class, approved_at)
-             VALUES ($1, $2, 'approved', $3, $4, $5, now())",
-        )
-        .bind(id)
-        .bind(format!("agent-{hardware_class}"))
-        .bind(id.as_bytes().repeat(2))
-        .bind(self.token)
-        .bind(hardware_class)
-        .execute(&self.pool)
-        .await?;
-        Ok(id)
+        ipw_e2e::fixture_agent(&self.pool, &format!("agent-{hardware_class}"), hardware_class).await
     }
 
     /// A run of `model` by `agent` created at `day`, with one result per entry of `results`

@@ -81,24 +81,7 @@ async fn an_export_reads_back_through_duckdb_with_the_counts_and_sums_of_the_dat
     let run: Uuid = fleet.create_run("export", 250, 100, 1, 8).await?.run_id.parse()?;
     // Fixture rows, written straight into the database: a quarter without energy (with the
     // reason), a tenth with an engine error, every other one scored correct.
-    let agent = Uuid::new_v4();
-    let token = Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO join_tokens (id, token_hash, expires_at, max_uses) VALUES ($1, $2, now() + interval '1 day', 1)",
-    )
-    .bind(token)
-    .bind(vec![9u8; 32])
-    .execute(&fleet.pool)
-    .await?;
-    sqlx::query(
-        "INSERT INTO agents (id, name, status, credential_hash, join_token_id, hardware_class, approved_at)
-         VALUES ($1, 'fixture', 'approved', $2, $3, 'cpu:test:2c:8GiB', now())",
-    )
-    .bind(agent)
-    .bind(vec![8u8; 32])
-    .bind(token)
-    .execute(&fleet.pool)
-    .await?;
+    let agent = ipw_e2e::fixture_agent(&fleet.pool, "fixture", "cpu:test:2c:8GiB").await?;
     sqlx::query(
         "INSERT INTO results (run_id, shard_id, query_id, repetition, agent_id, started_at, latency_s, tokens_in,
                               tokens_out, response, error, power_source, energy_j, energy_null_reason)
@@ -156,79 +139,115 @@ async fn an_export_reads_back_through_duckdb_with_the_counts_and_sums_of_the_dat
     Ok(())
 }
 
+/// Two coordinator processes on one fresh database, the second a replica of the first (its CA
+/// and admin token, read-only), a run of 16 queries in shards of 2, and one agent joined to
+/// each replica.
+struct TwoReplicas {
+    dir: tempfile::TempDir,
+    database_url: String,
+    first: ipw_e2e::CoordinatorProcess,
+    /// Held so the replica keeps serving.
+    _second: ipw_e2e::CoordinatorProcess,
+    run_id: Uuid,
+    on_first: ipw_agent::config::AgentConfig,
+    on_second: ipw_agent::config::AgentConfig,
+}
+
+impl TwoReplicas {
+    const QUERIES: i64 = 16;
+
+    async fn start(lease_ttl: &str, max_tokens: u32) -> anyhow::Result<Self> {
+        use ipw_e2e::CoordinatorProcess;
+        let dir = tempfile::tempdir()?;
+        let database_url = ipw_e2e::fresh_database_url().await?;
+        let first = CoordinatorProcess::start(dir.path().join("first"), &database_url, lease_ttl).await?;
+        let second =
+            CoordinatorProcess::start_replica(&first, dir.path().join("second"), &database_url, lease_ttl).await?;
+        // One CA and one admin credential: the second serves a certificate of the first's CA,
+        // and takes the first's admin token.
+        let (mut admin, mut admin2) = (first.admin().await?, second.admin().await?);
+        let slice = dir.path().join("slice.jsonl");
+        let text = std::fs::read_to_string(ipw_e2e::mmlu_pro())?;
+        std::fs::write(&slice, text.lines().take(100).collect::<Vec<_>>().join("\n"))?;
+        ipw_coordinator::cli::workloads::import_workload(&mut admin, &slice, "slice").await?;
+        let token = admin2
+            .create_token(ipw_proto::v1::CreateTokenRequest {
+                ttl_seconds: 60,
+                max_uses: 2,
+                auto_approve: true,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let run = admin2
+            .create_run(ipw_proto::v1::CreateRunRequest {
+                workload: "slice".into(),
+                model: "SmolLM2-135M-Instruct".into(),
+                sample: Self::QUERIES as u32,
+                seed: 7,
+                concurrency: 1,
+                shard_size: 2,
+                repetitions: 1,
+                params: Some(ipw_proto::v1::GenerationParams { max_tokens, temperature: 0.0, top_p: 1.0 }),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let trust = ipw_agent::join::Trust::Pinned(first.fingerprint()?);
+        let on_first = ipw_agent::join::join(&first.url, &trust, &token.token, "on-first", Default::default()).await?;
+        let on_second =
+            ipw_agent::join::join(&second.url, &trust, &token.token, "on-second", Default::default()).await?;
+        let run_id = Uuid::parse_str(&run.run_id)?;
+        Ok(Self { dir, database_url, first, _second: second, run_id, on_first, on_second })
+    }
+
+    /// Results of the run, distinct (query, repetition) among them, and duplicate attempts.
+    async fn counts(&self, pool: &sqlx::PgPool) -> anyhow::Result<(i64, i64, i64)> {
+        Ok(sqlx::query_as(
+            "SELECT count(*), count(DISTINCT (query_id, repetition)),
+                    (SELECT count(*) FROM duplicate_attempts WHERE run_id = $1)
+             FROM results WHERE run_id = $1",
+        )
+        .bind(self.run_id)
+        .fetch_one(pool)
+        .await?)
+    }
+
+    /// Shards completed by each agent, by name.
+    async fn shards_by_agent(&self, pool: &sqlx::PgPool) -> anyhow::Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT a.name, count(*) FROM shards s JOIN agents a ON a.id = s.completed_by
+             WHERE s.run_id = $1 GROUP BY a.name ORDER BY a.name",
+        )
+        .bind(self.run_id)
+        .fetch_all(pool)
+        .await?)
+    }
+
+    async fn status(&self, pool: &sqlx::PgPool) -> anyhow::Result<String> {
+        Ok(sqlx::query_scalar("SELECT status FROM runs WHERE id = $1").bind(self.run_id).fetch_one(pool).await?)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_one_database_serve_one_run_exactly_once() -> anyhow::Result<()> {
-    use ipw_e2e::CoordinatorProcess;
-    let dir = tempfile::tempdir()?;
-    let database_url = ipw_e2e::fresh_database_url().await?;
-    let first = CoordinatorProcess::start(dir.path().join("first"), &database_url, "60s").await?;
-    let second = CoordinatorProcess::start_replica(&first, dir.path().join("second"), &database_url, "60s").await?;
-    // One CA and one admin credential: the second serves a certificate of the first's CA, and
-    // takes the first's admin token.
-    let (mut admin, mut admin2) = (first.admin().await?, second.admin().await?);
-    let slice = dir.path().join("slice.jsonl");
-    let text = std::fs::read_to_string(ipw_e2e::mmlu_pro())?;
-    std::fs::write(&slice, text.lines().take(100).collect::<Vec<_>>().join("\n"))?;
-    ipw_coordinator::cli::workloads::import_workload(&mut admin, &slice, "slice").await?;
-    let token = admin2
-        .create_token(ipw_proto::v1::CreateTokenRequest {
-            ttl_seconds: 60,
-            max_uses: 2,
-            auto_approve: true,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    let run = admin2
-        .create_run(ipw_proto::v1::CreateRunRequest {
-            workload: "slice".into(),
-            model: "SmolLM2-135M-Instruct".into(),
-            sample: 16,
-            seed: 7,
-            concurrency: 1,
-            shard_size: 2,
-            repetitions: 1,
-            params: Some(ipw_proto::v1::GenerationParams { max_tokens: 16, temperature: 0.0, top_p: 1.0 }),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    let run_id = Uuid::parse_str(&run.run_id)?;
-
+    let r = TwoReplicas::start("60s", 16).await?;
     // One agent on each replica, started together.
-    let trust = ipw_agent::join::Trust::Pinned(first.fingerprint()?);
-    let a = ipw_agent::join::join(&first.url, &trust, &token.token, "on-first", Default::default()).await?;
-    let b = ipw_agent::join::join(&second.url, &trust, &token.token, "on-second", Default::default()).await?;
     let quiet = || std::process::Stdio::null();
-    let mut on_first = ipw_e2e::agent_process(dir.path(), &a)?.stdout(quiet()).spawn()?;
-    let mut on_second = ipw_e2e::agent_process(dir.path(), &b)?.stdout(quiet()).spawn()?;
+    let mut on_first = ipw_e2e::agent_process(r.dir.path(), &r.on_first)?.stdout(quiet()).spawn()?;
+    let mut on_second = ipw_e2e::agent_process(r.dir.path(), &r.on_second)?.stdout(quiet()).spawn()?;
     let (sa, sb) =
         tokio::time::timeout(Duration::from_secs(300), async { (on_first.wait().await, on_second.wait().await) })
             .await?;
     assert!(sa?.success() && sb?.success());
 
-    let pool = sqlx::PgPool::connect(&database_url).await?;
-    let (results, distinct, duplicates): (i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(DISTINCT (query_id, repetition)),
-                (SELECT count(*) FROM duplicate_attempts WHERE run_id = $1)
-         FROM results WHERE run_id = $1",
-    )
-    .bind(run_id)
-    .fetch_one(&pool)
-    .await?;
-    assert_eq!((results, distinct, duplicates), (16, 16, 0), "every query measured exactly once");
-    let shards_by_agent: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT a.name, count(*) FROM shards s JOIN agents a ON a.id = s.completed_by
-         WHERE s.run_id = $1 GROUP BY a.name ORDER BY a.name",
-    )
-    .bind(run_id)
-    .fetch_all(&pool)
-    .await?;
+    let pool = sqlx::PgPool::connect(&r.database_url).await?;
+    let n = TwoReplicas::QUERIES;
+    assert_eq!(r.counts(&pool).await?, (n, n, 0), "every query measured exactly once");
+    let shards_by_agent = r.shards_by_agent(&pool).await?;
     assert_eq!(shards_by_agent.iter().map(|(_, n)| n).sum::<i64>(), 8);
     assert_eq!(shards_by_agent.len(), 2, "both replicas' agents took shards: {shards_by_agent:?}");
-    let status: String =
-        sqlx::query_scalar("SELECT status FROM runs WHERE id = $1").bind(run_id).fetch_one(&pool).await?;
-    assert_eq!(status, "completed");
+    assert_eq!(r.status(&pool).await?, "completed");
     Ok(())
 }
 
@@ -237,83 +256,39 @@ async fn two_replicas_on_one_database_serve_one_run_exactly_once() -> anyhow::Re
 /// second count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_run_leaves_its_shards_to_the_other_and_every_query_lands_once() -> anyhow::Result<()> {
-    use ipw_e2e::CoordinatorProcess;
-    let dir = tempfile::tempdir()?;
-    let database_url = ipw_e2e::fresh_database_url().await?;
-    let mut first = CoordinatorProcess::start(dir.path().join("first"), &database_url, "6s").await?;
-    let second = CoordinatorProcess::start_replica(&first, dir.path().join("second"), &database_url, "6s").await?;
-    let mut admin = second.admin().await?;
-    let slice = dir.path().join("slice.jsonl");
-    let text = std::fs::read_to_string(ipw_e2e::mmlu_pro())?;
-    std::fs::write(&slice, text.lines().take(100).collect::<Vec<_>>().join("\n"))?;
-    ipw_coordinator::cli::workloads::import_workload(&mut admin, &slice, "slice").await?;
-    let token = admin
-        .create_token(ipw_proto::v1::CreateTokenRequest {
-            ttl_seconds: 60,
-            max_uses: 2,
-            auto_approve: true,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    let run = admin
-        .create_run(ipw_proto::v1::CreateRunRequest {
-            workload: "slice".into(),
-            model: "SmolLM2-135M-Instruct".into(),
-            sample: 16,
-            seed: 7,
-            concurrency: 1,
-            shard_size: 2,
-            repetitions: 1,
-            params: Some(ipw_proto::v1::GenerationParams { max_tokens: 24, temperature: 0.0, top_p: 1.0 }),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    let run_id = Uuid::parse_str(&run.run_id)?;
-    let trust = ipw_agent::join::Trust::Pinned(first.fingerprint()?);
-    let a = ipw_agent::join::join(&first.url, &trust, &token.token, "on-first", Default::default()).await?;
-    let b = ipw_agent::join::join(&second.url, &trust, &token.token, "on-second", Default::default()).await?;
+    let mut r = TwoReplicas::start("6s", 24).await?;
     let quiet = || std::process::Stdio::null();
-    let mut on_first = ipw_e2e::agent_service_process(dir.path(), &a)?.stdout(quiet()).kill_on_drop(true).spawn()?;
-    let mut on_second = ipw_e2e::agent_service_process(dir.path(), &b)?.stdout(quiet()).kill_on_drop(true).spawn()?;
+    let mut on_first =
+        ipw_e2e::agent_service_process(r.dir.path(), &r.on_first)?.stdout(quiet()).kill_on_drop(true).spawn()?;
+    let mut on_second =
+        ipw_e2e::agent_service_process(r.dir.path(), &r.on_second)?.stdout(quiet()).kill_on_drop(true).spawn()?;
 
-    let pool = sqlx::PgPool::connect(&database_url).await?;
-    let before = ipw_e2e::wait_for_results(&pool, run_id, 3).await?;
-    anyhow::ensure!(before < 16, "the kill must come mid-run");
-    first.kill().await?;
+    let pool = sqlx::PgPool::connect(&r.database_url).await?;
+    let n = TwoReplicas::QUERIES;
+    let before = ipw_e2e::wait_for_results(&pool, r.run_id, 3).await?;
+    anyhow::ensure!(before < n, "the kill must come mid-run");
+    r.first.kill().await?;
     tokio::time::sleep(Duration::from_secs(10)).await;
-    first.restart().await?;
+    r.first.restart().await?;
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
     loop {
-        let status: String =
-            sqlx::query_scalar("SELECT status FROM runs WHERE id = $1").bind(run_id).fetch_one(&pool).await?;
+        let status = r.status(&pool).await?;
         if status == "completed" {
             break;
         }
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "the run did not complete (status {status})");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let (results, distinct): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(DISTINCT (query_id, repetition)) FROM results WHERE run_id = $1")
-            .bind(run_id)
-            .fetch_one(&pool)
-            .await?;
-    assert_eq!((results, distinct), (16, 16), "every query exactly once");
-    let by_agent: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT a.name, count(*) FROM shards s JOIN agents a ON a.id = s.completed_by
-         WHERE s.run_id = $1 GROUP BY a.name ORDER BY a.name",
-    )
-    .bind(run_id)
-    .fetch_all(&pool)
-    .await?;
+    let (results, distinct, _) = r.counts(&pool).await?;
+    assert_eq!((results, distinct), (n, n), "every query exactly once");
+    let by_agent = r.shards_by_agent(&pool).await?;
     assert!(
         by_agent.iter().any(|(name, _)| name == "on-second"),
         "the surviving replica's agent took shards: {by_agent:?}"
     );
     on_first.start_kill()?;
     on_second.start_kill()?;
-    eprintln!("killed one replica with {before} of 16 results committed; shards completed by agent: {by_agent:?}");
+    eprintln!("killed one replica with {before} of {n} results committed; shards completed by agent: {by_agent:?}");
     Ok(())
 }

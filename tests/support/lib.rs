@@ -283,6 +283,31 @@ pub async fn fresh_database_url() -> anyhow::Result<String> {
     Ok(format!("{server}/{}", options.get_database().context("a database name")?))
 }
 
+/// An approved agent named `name` of `hardware_class`, written straight into the database with
+/// a join token of its own: for tests that write fixture results by hand.
+pub async fn fixture_agent(pool: &PgPool, name: &str, hardware_class: &str) -> anyhow::Result<uuid::Uuid> {
+    let (id, token) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    sqlx::query(
+        "INSERT INTO join_tokens (id, token_hash, expires_at, max_uses) VALUES ($1, $2, now() + interval '1 day', 1)",
+    )
+    .bind(token)
+    .bind(token.as_bytes().repeat(2))
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO agents (id, name, status, credential_hash, join_token_id, hardware_class, approved_at)
+         VALUES ($1, $2, 'approved', $3, $4, $5, now())",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(id.as_bytes().repeat(2))
+    .bind(token)
+    .bind(hardware_class)
+    .execute(pool)
+    .await?;
+    Ok(id)
+}
+
 /// `ipw-coordinator` as a real process serving TLS, with its own data directory (CA, admin
 /// token) and database, which survive a kill and restart.
 pub struct CoordinatorProcess {
