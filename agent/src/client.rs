@@ -8,8 +8,21 @@ use ipw_proto::v1::agent_service_client::AgentServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-/// An agent-service client that sends this agent's credential on every call.
-pub type Coordinator = AgentServiceClient<InterceptedService<Channel, BearerAuth>>;
+/// An agent-service client that sends this agent's credential, and the caller's trace
+/// context, on every call.
+pub type Coordinator = AgentServiceClient<InterceptedService<Channel, AgentAuth>>;
+
+/// The agent's credential, and the W3C trace context of the span making the call.
+#[derive(Clone)]
+pub struct AgentAuth(BearerAuth);
+
+impl tonic::service::Interceptor for AgentAuth {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let mut request = self.0.call(request)?;
+        ipw_ops::propagation::inject(request.metadata_mut());
+        Ok(request)
+    }
+}
 
 /// Largest message the agent accepts (a lease of a large shard).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -31,7 +44,7 @@ pub async fn connect(config: &AgentConfig) -> anyhow::Result<Coordinator> {
         .await
         .with_context(|| format!("cannot reach the coordinator at {url}"))?;
     let auth = BearerAuth::new(&config.credential).context("the stored credential is not valid metadata")?;
-    Ok(AgentServiceClient::with_interceptor(channel, auth)
+    Ok(AgentServiceClient::with_interceptor(channel, AgentAuth(auth))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }

@@ -26,6 +26,18 @@ pub async fn join(
     name: &str,
     labels: BTreeMap<String, String>,
 ) -> anyhow::Result<AgentConfig> {
+    Ok(join_with_status(url, trust, token, name, labels).await?.0)
+}
+
+/// [`join`], also returning the status the coordinator gave the agent: `approved` (the token
+/// approves) or `pending` (an operator must approve it).
+pub async fn join_with_status(
+    url: &str,
+    trust: &Trust,
+    token: &str,
+    name: &str,
+    labels: BTreeMap<String, String>,
+) -> anyhow::Result<(AgentConfig, String)> {
     let tls = match (trust, url.starts_with("https://")) {
         (Trust::Pinned(pin), true) => Some(ClientTls { ca_pem: pin::fetch_pinned_ca(url, pin).await?, identity: None }),
         (Trust::Insecure, false) => None,
@@ -53,7 +65,7 @@ pub async fn join(
         .await
         .map_err(|s| anyhow::anyhow!("join refused: {}", ipw_proto::tls::explain(url, s.message())))?
         .into_inner();
-    Ok(AgentConfig {
+    let config = AgentConfig {
         coordinator: url.to_owned(),
         agent_id: resp.agent_id,
         credential: resp.credential,
@@ -62,7 +74,8 @@ pub async fn join(
         hardware_class: resp.hardware_class,
         ca_pem: tls.map(|t| t.ca_pem),
         client_cert: client_cert_from(resp.client_cert_pem, key_pem),
-    })
+    };
+    Ok((config, resp.status))
 }
 
 /// A new key pair for this agent's client certificate, and a request to sign it: the key is

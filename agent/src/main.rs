@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ipw_agent::attribution::Rule;
 use ipw_agent::config::{self, AgentConfig};
+use ipw_agent::health::AgentProbes;
 use ipw_agent::managed::ManagedOptions;
 use ipw_agent::meter::PowerOptions;
 use ipw_agent::power::{self, DiscoveryOptions};
@@ -11,6 +12,7 @@ use ipw_agent::runner::RunOptions;
 use ipw_agent::sampler::Sampler;
 use ipw_agent::spool::Spool;
 use ipw_agent::{hardware, join, rotation};
+use ipw_ops::telemetry::{ServiceIdentity, TelemetryArgs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,6 +22,8 @@ struct Args {
     /// Where the agent's identity is kept (written by `join`, mode 0600).
     #[arg(long, env = "IPW_AGENT_CONFIG", global = true)]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -118,6 +122,10 @@ struct RunArgs {
     model_aliases: Vec<String>,
     #[command(flatten)]
     measure: MeasureArgs,
+    /// Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this address (e.g.
+    /// 127.0.0.1:9465). Without it, they are not served.
+    #[arg(long, env = "IPW_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// How energy is measured while running: the idle baseline, attribution, and the sources.
@@ -219,14 +227,35 @@ impl PowerArgs {
 // spool's fsyncs run on the blocking pool; the power sampler has its own thread.
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
-    if let Err(e) = run(Args::parse()).await {
+    let args = Args::parse();
+    let config_path = args.config.clone().unwrap_or_else(config::default_config_path);
+    let telemetry = match ipw_ops::telemetry::init(&args.telemetry, identity(&config_path)) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let outcome = run(args).await;
+    ipw_ops::status_line::clear();
+    telemetry.shutdown().await;
+    if let Err(e) = outcome {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// The traces' resource: the agent's id, name and hardware class once it has joined.
+fn identity(config_path: &std::path::Path) -> ServiceIdentity {
+    let mut attributes = vec![("host.name", sysinfo::System::host_name().unwrap_or_default())];
+    if let Ok(c) = AgentConfig::load(config_path) {
+        attributes.extend([
+            ("ipw.agent.id", c.agent_id),
+            ("ipw.agent.name", c.name),
+            ("ipw.hardware_class", c.hardware_class),
+        ]);
+    }
+    ServiceIdentity { name: "ipw-agent", attributes }
 }
 
 /// The join token: given, or the first line of `file`.
@@ -254,11 +283,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 Some(pin) if !insecure => join::Trust::Pinned(pin),
                 _ => join::Trust::Insecure,
             };
-            let cfg = join::join(&url, &trust, &token, &name, labels.into_iter().collect()).await?;
+            let (cfg, status) =
+                join::join_with_status(&url, &trust, &token, &name, labels.into_iter().collect()).await?;
             cfg.save(&config_path)?;
             println!("joined {url} as {} ({}), hardware class {}", cfg.name, cfg.agent_id, cfg.hardware_class);
             println!("credential stored in {} (mode 0600)", config_path.display());
-            println!("an operator may need to approve it: ipw agents approve {}", cfg.agent_id);
+            match status.as_str() {
+                "approved" => println!("approved by the join token: `ipw-agent run` can take work now"),
+                _ => println!(
+                    "waiting for approval: it takes no work until an operator runs `ipw agents approve {}`",
+                    cfg.agent_id
+                ),
+            }
         }
         Command::Rotate => {
             let cfg = join::rotate(&AgentConfig::load(&config_path)?).await?;
@@ -273,50 +309,82 @@ async fn run(args: Args) -> anyhow::Result<()> {
             })?;
             println!("rotated the credential of {} ({}); saved in {}", cfg.name, cfg.agent_id, config_path.display());
         }
-        Command::Run(args) => {
-            let RunArgs {
-                retry_for,
-                engine_wait,
-                shutdown_grace,
-                spool_min_free_mib,
-                heartbeat_interval,
-                coordinator,
-                engine_url,
-                spool_dir,
-                exit_when_idle,
-                poll_interval,
-                request_timeout,
-                measure,
-                model_aliases,
-                engine,
-                managed,
-            } = *args;
-            let spool = Spool::open(&spool_dir.unwrap_or_else(config::default_spool_dir))?;
-            let opts = RunOptions {
-                engine_url,
-                exit_when_idle,
-                poll_interval,
-                request_timeout,
-                power: measure.options(),
-                model_aliases,
-                retry_for,
-                heartbeat_interval,
-                spool_min_free: spool_min_free_mib << 20,
-                managed: (engine == "managed").then(|| managed.options()).transpose()?,
-                engine_wait,
-                shutdown_grace,
-                ..RunOptions::default()
-            };
-            opts.shutdown.on_signals().context("cannot listen for SIGTERM and SIGINT")?;
-            // Follows `ipw-agent rotate`: starts again with the new credential when it changes.
-            let s = rotation::run_following_rotations(&config_path, coordinator.as_deref(), &spool, &opts).await?;
-            println!(
-                "{} shards completed, {} results committed, {} duplicates ignored",
-                s.shards, s.committed, s.duplicates
-            );
-        }
+        Command::Run(args) => run_service(*args, &config_path).await?,
         Command::Probe { seconds, power } => probe(seconds, &power),
     }
+    Ok(())
+}
+
+/// `ipw-agent run`: serves the operations listener if asked, shows progress, and runs until
+/// stopped, following credential rotations.
+async fn run_service(args: RunArgs, config_path: &std::path::Path) -> anyhow::Result<()> {
+    let RunArgs {
+        retry_for,
+        engine_wait,
+        shutdown_grace,
+        spool_min_free_mib,
+        heartbeat_interval,
+        coordinator,
+        engine_url,
+        spool_dir,
+        exit_when_idle,
+        poll_interval,
+        request_timeout,
+        measure,
+        model_aliases,
+        engine,
+        managed,
+        metrics_listen,
+    } = args;
+    let spool = Spool::open(&spool_dir.unwrap_or_else(config::default_spool_dir))?;
+    let opts = RunOptions {
+        engine_url,
+        exit_when_idle,
+        poll_interval,
+        request_timeout,
+        power: measure.options(),
+        model_aliases,
+        retry_for,
+        heartbeat_interval,
+        spool_min_free: spool_min_free_mib << 20,
+        managed: (engine == "managed").then(|| managed.options()).transpose()?,
+        engine_wait,
+        shutdown_grace,
+        ..RunOptions::default()
+    };
+    opts.shutdown.on_signals().context("cannot listen for SIGTERM and SIGINT")?;
+    if let Some(addr) = metrics_listen {
+        serve_ops(addr, config_path, &spool, &opts).await?;
+    }
+    let progress = tokio::spawn(ipw_agent::progress::report(opts.metrics.clone()));
+    // Follows `ipw-agent rotate`: starts again with the new credential when it changes.
+    let s = rotation::run_following_rotations(config_path, coordinator.as_deref(), &spool, &opts).await;
+    progress.abort();
+    ipw_ops::status_line::clear();
+    let s = s?;
+    println!("{} shards completed, {} results committed, {} duplicates ignored", s.shards, s.committed, s.duplicates);
+    Ok(())
+}
+
+/// Serves /metrics, /healthz and /readyz on `addr` for this run.
+async fn serve_ops(
+    addr: std::net::SocketAddr,
+    config_path: &std::path::Path,
+    spool: &Spool,
+    opts: &RunOptions,
+) -> anyhow::Result<()> {
+    let engine_url = match &opts.managed {
+        Some(m) => format!("http://127.0.0.1:{}", m.port),
+        None => opts.engine_url.clone(),
+    };
+    let probes = AgentProbes {
+        config_path: config_path.to_owned(),
+        engine: ipw_agent::engine::Engine::new(&engine_url, ipw_ops::http::CHECK_TIMEOUT)?,
+        spool: spool.clone(),
+        metrics: opts.metrics.clone(),
+        heartbeat: opts.heartbeat_interval,
+    };
+    ipw_ops::http::spawn(addr, opts.metrics.registry(), std::sync::Arc::new(probes)).await?;
     Ok(())
 }
 

@@ -51,6 +51,21 @@ pub struct Idle {
     pub seconds: f64,
 }
 
+/// One source's reading, for the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceReading {
+    /// Its kind, e.g. `rapl`.
+    pub kind: &'static str,
+    /// Device or domain.
+    pub name: String,
+    /// What it covers.
+    pub scope: &'static str,
+    /// Mean power over the last window, in watts.
+    pub watts: Option<f64>,
+    /// Joules since sampling began.
+    pub joules: f64,
+}
+
 /// Discovery plus a running sampler, or the reason there is none.
 pub struct Meter {
     sampler: Option<Sampler>,
@@ -122,6 +137,29 @@ impl Meter {
     /// The newest sample's time: how far the series reaches. `None` without a sampler.
     pub fn newest(&self) -> Option<f64> {
         self.sampler.as_ref().and_then(Sampler::newest)
+    }
+
+    /// Each source's mean power over the last `window` seconds sampled (`None` before two
+    /// samples) and its cumulative joules, for the metrics.
+    pub fn readings(&self, window: f64) -> Vec<SourceReading> {
+        let Some(s) = &self.sampler else { return Vec::new() };
+        let Some(newest) = s.newest() else { return Vec::new() };
+        let samples = s.samples(newest - window, f64::INFINITY);
+        let (first, last) = (samples.first(), samples.last());
+        s.sources()
+            .iter()
+            .enumerate()
+            .map(|(i, info)| SourceReading {
+                kind: info.kind.as_str(),
+                name: info.name.clone(),
+                scope: info.scope,
+                watts: match (first, last) {
+                    (Some(a), Some(b)) if b.t > a.t => Some((b.cumulative_j[i] - a.cumulative_j[i]) / (b.t - a.t)),
+                    _ => None,
+                },
+                joules: last.map_or(0.0, |b| b.cumulative_j[i]),
+            })
+            .collect()
     }
 
     /// The summed cumulative series `(t, J)` around `[from, to]` (empty without a sampler).

@@ -8,6 +8,7 @@ use crate::engine::Engine;
 use crate::leases::Held;
 use crate::managed::{ManagedEngine, ManagedOptions};
 use crate::meter::{Meter, PowerOptions};
+use crate::metrics::AgentMetrics;
 use crate::power::NoPower;
 use crate::provenance;
 use crate::session::{self, End};
@@ -55,6 +56,8 @@ pub struct RunOptions {
     pub shutdown: Shutdown,
     /// On a stop, how long the queries in flight may take to finish before they are abandoned.
     pub shutdown_grace: Duration,
+    /// What the run counts, for `/metrics`, `/readyz` and the progress line.
+    pub metrics: AgentMetrics,
 }
 
 impl RunOptions {
@@ -87,6 +90,7 @@ impl Default for RunOptions {
             engine_wait: Duration::ZERO,
             shutdown: Shutdown::default(),
             shutdown_grace: Duration::from_secs(30),
+            metrics: AgentMetrics::default(),
         }
     }
 }
@@ -108,16 +112,28 @@ pub async fn run(config: &AgentConfig, spool: &Spool, opts: &RunOptions) -> anyh
     let mut managed = opts.managed.clone().map(ManagedEngine::new).transpose().map_err(anyhow::Error::msg)?;
     let url = managed.as_ref().map(ManagedEngine::url).unwrap_or_else(|| opts.engine_url.clone());
     let engine = Engine::new(&url, opts.request_timeout)?;
-    let meter = Meter::start(&opts.power);
+    let meter = Arc::new(Meter::start(&opts.power));
+    let power = tokio::spawn(power_gauges(meter.clone(), opts.metrics.clone()));
     let held = Held::default();
-    let heartbeat = tokio::spawn(heartbeat_loop(coord.clone(), opts.heartbeat_interval, held.clone()));
+    let heartbeat =
+        tokio::spawn(heartbeat_loop(coord.clone(), opts.heartbeat_interval, held.clone(), opts.metrics.clone()));
     let parts = Parts { engine: &engine, meter: &meter, spool, held: &held };
     let outcome = lease_loop(&mut coord, &parts, managed.as_mut(), opts).await;
     if let Some(m) = managed.as_mut() {
         m.stop().await;
     }
     heartbeat.abort();
+    power.abort();
     outcome
+}
+
+/// Keeps the power gauges and energy counters current, once a second.
+async fn power_gauges(meter: Arc<Meter>, metrics: AgentMetrics) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        metrics.power(&meter.readings(1.0));
+    }
 }
 
 /// What the lease loop works with.
@@ -236,6 +252,7 @@ enum Asked {
 
 /// Asks for a shard of a run whose model the engine serves, retrying while the coordinator is
 /// away.
+#[tracing::instrument(name = "lease", skip_all, fields(otel.name = "acquire lease", run = tracing::field::Empty))]
 async fn ask_for_lease(
     coord: &mut Coordinator,
     engine: &Engine,
@@ -253,6 +270,11 @@ async fn ask_for_lease(
         async move { c.acquire_lease(r).await }
     })
     .await;
+    opts.metrics.contact.record(&asked);
+    if let Ok(Some(lease)) = asked.as_ref().map(|r| r.get_ref().lease.as_ref()) {
+        tracing::Span::current().record("run", lease.run_id.as_str());
+        opts.metrics.leased(&lease.run_id, lease.items.len());
+    }
     match asked {
         Ok(r) => match r.into_inner().lease.map(crate::leases::checked).transpose() {
             Ok(lease) => Ok(lease.map_or(Asked::NoWork, Asked::Granted)),
@@ -386,7 +408,10 @@ pub(crate) async fn upload_patiently(
     let mut attempt = 0;
     loop {
         match upload(coord, spool, entries.clone(), opts.upload_batch).await {
-            Ok(counts) => return Ok(counts),
+            Ok(counts) => {
+                opts.metrics.uploaded(counts.0);
+                return Ok(counts);
+            }
             Err(UploadError::Refused { keys, .. }) => {
                 let (suspects, mut rest): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(k, _)| keys.contains(k));
                 for entry in suspects {
@@ -424,6 +449,7 @@ async fn set_aside(spool: &Spool, (key, result): (SpoolKey, QueryResult), reason
 }
 
 /// Re-sends everything an earlier run left in the spool, retrying like [`upload_patiently`].
+#[tracing::instrument(name = "spool_flush", skip_all, fields(otel.name = "flush spool"))]
 async fn flush_patiently(coord: &mut Coordinator, spool: &Spool, opts: &RunOptions) -> anyhow::Result<(u64, u64)> {
     let pending = {
         let spool = spool.clone();
@@ -472,6 +498,11 @@ const BATCH_BYTES: usize = 4 << 20;
 
 /// Streams results in batches of at most `batch` results and [`BATCH_BYTES`]; each
 /// acknowledged batch is removed from the spool. Returns (committed, duplicates).
+#[tracing::instrument(
+    name = "upload",
+    skip_all,
+    fields(otel.name = "upload results", otel.kind = "client", results = results.len())
+)]
 pub async fn upload(
     coord: &mut Coordinator,
     spool: &Spool,
@@ -544,11 +575,13 @@ pub async fn upload(
 
 /// Says the agent is alive every `every`, naming the shards it holds (only those are
 /// renewed), and stops the work of any the coordinator says are lost.
-async fn heartbeat_loop(mut coord: Coordinator, every: Duration, held: Held) {
+async fn heartbeat_loop(mut coord: Coordinator, every: Duration, held: Held, metrics: AgentMetrics) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        match coord.heartbeat(HeartbeatRequest { shard_ids: held.shard_ids() }).await {
+        let beat = coord.heartbeat(HeartbeatRequest { shard_ids: held.shard_ids() }).await;
+        metrics.contact.record(&beat);
+        match beat {
             Ok(r) => held.apply(r.get_ref()),
             Err(s) => tracing::warn!("heartbeat failed: {}", s.message()),
         }

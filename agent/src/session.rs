@@ -35,6 +35,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 /// How often the ledger attributes energy.
 const ENERGY_EVERY: Duration = Duration::from_secs(1);
@@ -453,14 +454,40 @@ impl<'a> Session<'a> {
             self.first_tokens.insert(id, first.clone());
         }
         let engine = self.engine.clone();
-        in_flight.spawn(async move {
-            let c = engine.chat_observed(&model, &item.messages, &params, &first).await;
-            (Request { energy_id, ..request }, c)
-        });
+        self.opts.metrics.in_flight.inc();
+        let span = tracing::info_span!(
+            "query",
+            otel.name = "engine request",
+            otel.kind = "client",
+            gen_ai.request.model = %model,
+            shard = %request.shard_id,
+            query_id = item.query_id,
+            repetition = item.repetition,
+        );
+        in_flight.spawn(
+            async move {
+                let c = engine.chat_observed(&model, &item.messages, &params, &first).await;
+                (Request { energy_id, ..request }, c)
+            }
+            .instrument(span),
+        );
     }
 
     /// A request ended: its result goes to the committer, its energy follows.
     fn on_done(&mut self, r: Request, c: Completion) {
+        let m = &self.opts.metrics;
+        m.in_flight.dec();
+        m.request_seconds.observe(c.latency_s);
+        if let Some(t) = c.ttft_s {
+            m.ttft_seconds.observe(t);
+        }
+        let outcome = match (c.failed_by, &c.error) {
+            (Some(FailedBy::Engine), _) => "engine_failure",
+            (_, Some(_)) => "error",
+            _ => "answered",
+        };
+        let run = self.leases.iter().find(|a| a.lease.shard_id == r.shard_id).map(|a| a.lease.run_id.as_str());
+        m.query_done(run, outcome);
         let start = c.started.map(|s| self.meter.clock(s)).unwrap_or_else(|| self.now());
         let end = start + c.latency_s;
         self.tracker.ended(end);

@@ -289,6 +289,17 @@ impl Spool {
         Ok(self.replay()?.len())
     }
 
+    /// How many results are waiting, from memory (no file is read): for the metrics.
+    pub fn waiting(&self) -> usize {
+        let w = self.lock();
+        w.waiting.values().map(HashSet::len).sum::<usize>() + w.legacy.len()
+    }
+
+    /// Bytes of the spool's files (journals, set-aside and legacy results).
+    pub fn disk_bytes(&self) -> std::io::Result<u64> {
+        Ok(fs::read_dir(&self.dir)?.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+    }
+
     /// Whether nothing is waiting.
     pub fn is_empty(&self) -> std::io::Result<bool> {
         Ok(self.len()? == 0)

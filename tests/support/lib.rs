@@ -17,6 +17,7 @@ use ipw_proto::v1::enrollment_client::EnrollmentClient;
 use ipw_proto::v1::{CreateRunRequest, CreateTokenRequest, GenerationParams, HardwareInfo, JoinRequest, RunInfo};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -319,20 +320,34 @@ pub struct CoordinatorProcess {
     /// Where its CA and admin token are: its data directory, or the one it shares.
     secrets_dir: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl CoordinatorProcess {
     /// Starts it on a free port and waits until it serves.
     pub async fn start(data_dir: PathBuf, database_url: &str, lease_ttl: &str) -> anyhow::Result<Self> {
+        Self::start_with(data_dir, database_url, lease_ttl, &[], &[]).await
+    }
+
+    /// [`CoordinatorProcess::start`] with more flags and environment variables.
+    pub async fn start_with(
+        data_dir: PathBuf,
+        database_url: &str,
+        lease_ttl: &str,
+        flags: &[String],
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let args = vec![
+        let mut args = vec![
             format!("--listen=127.0.0.1:{port}"),
             format!("--database-url={database_url}"),
             format!("--data-dir={}", data_dir.display()),
             format!("--lease-ttl={lease_ttl}"),
         ];
-        let child = Self::spawn(&args).await?;
-        Ok(Self { child, url: format!("https://127.0.0.1:{port}"), secrets_dir: data_dir.clone(), data_dir, args })
+        args.extend_from_slice(flags);
+        let child = Self::spawn(&args, env).await?;
+        let (secrets_dir, env) = (data_dir.clone(), env.to_vec());
+        Ok(Self { child, url: format!("https://127.0.0.1:{port}"), secrets_dir, data_dir, args, env })
     }
 
     /// A second coordinator on the same database serving the same fleet: it reads `first`'s
@@ -353,8 +368,9 @@ impl CoordinatorProcess {
             format!("--tls-dir={}", ipw_coordinator::infra::tls::tls_dir(secrets).display()),
             format!("--admin-token-file={}", ipw_coordinator::infra::paths::admin_token_file(secrets).display()),
         ];
-        let child = Self::spawn(&args).await?;
-        Ok(Self { child, url: format!("https://127.0.0.1:{port}"), secrets_dir: secrets.clone(), data_dir, args })
+        let child = Self::spawn(&args, &[]).await?;
+        let secrets_dir = secrets.clone();
+        Ok(Self { child, url: format!("https://127.0.0.1:{port}"), secrets_dir, data_dir, args, env: Vec::new() })
     }
 
     /// Starts one that speaks plain text (`--insecure`), for tests that speak raw HTTP/2.
@@ -366,8 +382,9 @@ impl CoordinatorProcess {
             format!("--data-dir={}", data_dir.display()),
             "--insecure".to_owned(),
         ];
-        let child = Self::spawn(&args).await?;
-        Ok(Self { child, url: format!("http://127.0.0.1:{port}"), secrets_dir: data_dir.clone(), data_dir, args })
+        let child = Self::spawn(&args, &[]).await?;
+        let secrets_dir = data_dir.clone();
+        Ok(Self { child, url: format!("http://127.0.0.1:{port}"), secrets_dir, data_dir, args, env: Vec::new() })
     }
 
     /// The process's peak resident memory so far (`VmHWM`), in bytes.
@@ -382,10 +399,11 @@ impl CoordinatorProcess {
         Ok(kib << 10)
     }
 
-    async fn spawn(args: &[String]) -> anyhow::Result<tokio::process::Child> {
+    async fn spawn(args: &[String], env: &[(String, String)]) -> anyhow::Result<tokio::process::Child> {
         let mut child = tokio::process::Command::new(binary("ipw-coordinator"))
             .args(args)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().cloned())
             .kill_on_drop(true)
             .spawn()?;
         let addr = args[0].trim_start_matches("--listen=").to_owned();
@@ -423,7 +441,7 @@ impl CoordinatorProcess {
 
     /// Starts it again with the same data directory, database and port.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
-        self.child = Self::spawn(&self.args).await?;
+        self.child = Self::spawn(&self.args, &self.env).await?;
         Ok(())
     }
 }
@@ -606,6 +624,90 @@ impl OwnEngine {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(())
+    }
+}
+
+/// `GET path` on `addr` over HTTP/1.0: the status and the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut response)).await??;
+    let (head, body) = response.split_once("\r\n\r\n").context("an HTTP response")?;
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("a status code")?;
+    Ok((status, body.to_owned()))
+}
+
+/// A free port on the loopback address.
+pub fn free_addr() -> anyhow::Result<std::net::SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// A PostgreSQL cluster of a test's own (never the shared one), which the test may stop and
+/// start. Stopped when dropped.
+pub struct OwnPostgres {
+    data: PathBuf,
+    /// `postgres://...` to its `postgres` database.
+    pub url: String,
+}
+
+impl OwnPostgres {
+    /// `initdb` in `dir` (made readable by the cluster's owner) and starts it on a free port.
+    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))?;
+        let data = dir.join("data");
+        let port = free_addr()?.port();
+        Self::as_owner("initdb", &["-D", &data.to_string_lossy(), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
+            .await?;
+        let conf =
+            format!("listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n", dir.display());
+        std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf"))?.write_all(conf.as_bytes())?;
+        let pg = Self { data, url: format!("postgres://postgres@127.0.0.1:{port}/postgres") };
+        pg.pg_ctl("start").await?;
+        Ok(pg)
+    }
+
+    /// `pg_ctl stop -m fast`.
+    pub async fn stop(&self) -> anyhow::Result<()> {
+        self.pg_ctl("stop").await
+    }
+
+    /// `pg_ctl start`, waiting until it accepts connections.
+    pub async fn pg_ctl(&self, action: &str) -> anyhow::Result<()> {
+        let (data, log) = (self.data.to_string_lossy().into_owned(), self.data.with_extension("log"));
+        let log = log.to_string_lossy().into_owned();
+        Self::as_owner("pg_ctl", &["-D", &data, "-l", &log, "-w", "-m", "fast", action]).await
+    }
+
+    /// A PostgreSQL program, run as the clusters' owner (initdb refuses root).
+    fn owner_command(program: &str) -> anyhow::Result<std::process::Command> {
+        let bin = std::env::var("IPW_TEST_PG_BIN").context("IPW_TEST_PG_BIN is set by scripts/test")?;
+        let program = format!("{bin}/{program}");
+        Ok(match std::env::var("IPW_TEST_PG_RUN_AS").ok().filter(|u| !u.is_empty()) {
+            Some(user) => {
+                let mut c = std::process::Command::new("runuser");
+                c.args(["-u", &user, "--", &program]);
+                c
+            }
+            None => std::process::Command::new(&program),
+        })
+    }
+
+    async fn as_owner(program: &str, args: &[&str]) -> anyhow::Result<()> {
+        let output = tokio::process::Command::from(Self::owner_command(program)?).args(args).output().await?;
+        anyhow::ensure!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        Ok(())
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        if let Ok(mut pg_ctl) = Self::owner_command("pg_ctl") {
+            let _ = pg_ctl.args(["-D", &self.data.to_string_lossy(), "-m", "immediate", "stop"]).output();
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use super::error::prefixed;
 use super::{State, parse_uuid};
 use crate::domain::{prompt, results, telemetry};
 use crate::infra::auth::{AgentCredential, hash_secret, new_secret};
+use crate::infra::metrics::Metrics;
 use crate::store::{self, agents, leases, provenance, unix_us};
 use futures::Stream;
 use ipw_proto::v1::agent_service_server::AgentService;
@@ -17,6 +18,7 @@ use ipw_proto::v1::{
 use std::pin::Pin;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// The agent service.
@@ -100,6 +102,7 @@ impl AgentService for AgentServiceImpl {
             .collect::<Result<Vec<_>, Status>>()?;
         let limit = self.state.max_engine_failures as i32;
         let released = leases::release(&self.state.pool, caller.id, &named, &failures, limit).await?;
+        self.state.metrics.leases_released.inc_by(released.leases as u64);
         tracing::info!(
             agent = %caller.id,
             leases = released.leases,
@@ -138,40 +141,45 @@ impl AgentService for AgentServiceImpl {
         let caller = caller(&request)?;
         let mut inbound = request.into_inner();
         let (acks, rx) = tokio::sync::mpsc::channel(16);
-        let pool = self.state.pool.clone();
-        tokio::spawn(async move {
-            loop {
-                match inbound.message().await {
-                    Ok(Some(batch)) => {
-                        let outcome = ingest_batch(&pool, caller.id, batch).await;
-                        let failed = outcome.is_err();
-                        if acks.send(outcome).await.is_err() || failed {
+        let (pool, metrics) = (self.state.pool.clone(), self.state.metrics.clone());
+        // In the call's span: each batch's ingest joins the caller's trace.
+        let span = tracing::Span::current();
+        tokio::spawn(
+            async move {
+                loop {
+                    match inbound.message().await {
+                        Ok(Some(batch)) => {
+                            let outcome = ingest_batch(&pool, &metrics, caller.id, batch).await;
+                            let failed = outcome.is_err();
+                            if acks.send(outcome).await.is_err() || failed {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        // A stream cut mid-message: every batch before it was committed and
+                        // acknowledged; the partial one was never decoded, so nothing of it is written.
+                        // A message over the method's limits (the guard's refusal) is bad input,
+                        // not a break: it is passed on as it is, and not retried.
+                        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                            let _ = acks.send(Err(status)).await;
+                            break;
+                        }
+                        Err(status) => {
+                            tracing::warn!(agent = %caller.id, %status, "result stream broke off");
+                            let _ = acks
+                                .send(Err(Status::aborted(format!(
+                                    "the result stream was cut off ({}); the unfinished batch was not written, \
+                                 acknowledged batches were",
+                                    status.message()
+                                ))))
+                                .await;
                             break;
                         }
                     }
-                    Ok(None) => break,
-                    // A stream cut mid-message: every batch before it was committed and
-                    // acknowledged; the partial one was never decoded, so nothing of it is written.
-                    // A message over the method's limits (the guard's refusal) is bad input,
-                    // not a break: it is passed on as it is, and not retried.
-                    Err(status) if status.code() == tonic::Code::InvalidArgument => {
-                        let _ = acks.send(Err(status)).await;
-                        break;
-                    }
-                    Err(status) => {
-                        tracing::warn!(agent = %caller.id, %status, "result stream broke off");
-                        let _ = acks
-                            .send(Err(Status::aborted(format!(
-                                "the result stream was cut off ({}); the unfinished batch was not written, \
-                                 acknowledged batches were",
-                                status.message()
-                            ))))
-                            .await;
-                        break;
-                    }
                 }
             }
-        });
+            .instrument(span),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -250,7 +258,8 @@ async fn acquire(
     only_run: Option<Uuid>,
 ) -> store::Result<Option<Lease>> {
     let mut tx = state.pool.begin().await?;
-    leases::fail_exhausted(&mut tx, state.max_attempts).await?;
+    let failed = leases::fail_exhausted(&mut tx, state.max_attempts).await?;
+    state.metrics.shards_failed.inc_by(failed);
     let Some(shard) = leases::lease_next(&mut tx, caller.id, state.lease_ttl, available_models, only_run).await? else {
         agents::touch(&mut tx, caller.id).await?;
         tx.commit().await?;
@@ -259,6 +268,10 @@ async fn acquire(
     let run = leases::start_run(&mut tx, shard.run_id).await?;
     let (queries, done) = leases::shard_work(&mut tx, shard.id).await?;
     tx.commit().await?;
+    state.metrics.leases_granted.inc();
+    if shard.reclaimed {
+        state.metrics.leases_expired.inc();
+    }
 
     let mut items = Vec::new();
     for q in &queries {
@@ -294,7 +307,18 @@ async fn acquire(
 }
 
 /// Validates and commits one batch; the ack is built only after the commit.
-async fn ingest_batch(pool: &sqlx::PgPool, agent_id: Uuid, batch: ResultBatch) -> Result<BatchAck, Status> {
+#[tracing::instrument(
+    name = "ingest",
+    skip_all,
+    fields(otel.name = "ingest result batch", db.system = "postgresql", batch_seq = batch.batch_seq, results = batch.results.len())
+)]
+async fn ingest_batch(
+    pool: &sqlx::PgPool,
+    metrics: &Metrics,
+    agent_id: Uuid,
+    batch: ResultBatch,
+) -> Result<BatchAck, Status> {
+    let started = std::time::Instant::now();
     let seq = batch.batch_seq;
     let in_batch = |s: Status| prefixed(&format!("batch {seq}"), s);
     if batch.results.len() > results::MAX_BATCH_RESULTS {
@@ -319,5 +343,8 @@ async fn ingest_batch(pool: &sqlx::PgPool, agent_id: Uuid, batch: ResultBatch) -
         e => in_batch(e.into()),
     })?;
     tx.commit().await.map_err(store::Error::from)?;
+    metrics.results_ingested.inc_by(outcome.inserted as u64);
+    metrics.results_duplicate.inc_by(outcome.duplicates as u64);
+    metrics.ingest_batch_seconds.observe(started.elapsed().as_secs_f64());
     Ok(BatchAck { batch_seq: seq, inserted: outcome.inserted, duplicates: outcome.duplicates })
 }

@@ -7,8 +7,10 @@ pub mod auth;
 pub mod enrollment;
 pub mod error;
 pub mod guard;
+pub mod ops;
 pub mod server;
 
+use crate::infra::metrics::Metrics;
 use crate::infra::rate_limit::RateLimiter;
 use crate::infra::tls::{Authority, Issued};
 use sqlx::PgPool;
@@ -38,6 +40,8 @@ pub struct State {
     pub advertise_url: String,
     /// `Join` attempts per client address.
     pub join_limiter: Arc<RateLimiter>,
+    /// What this replica counts, for `/metrics`.
+    pub metrics: Metrics,
 }
 
 impl State {
@@ -69,6 +73,7 @@ impl State {
             require_client_cert: false,
             advertise_url: String::new(),
             join_limiter: Arc::new(RateLimiter::new(10, 10)),
+            metrics: Metrics::default(),
         }
     }
 }

@@ -54,6 +54,8 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!("registering the initial admin credential: {e}"))?;
     let (pool, authority) = (state.pool.clone(), state.authority.clone());
     let router = tonic::transport::Server::builder()
+        // A span per call, joined to the caller's trace (W3C traceparent).
+        .layer(ipw_ops::propagation::GrpcServerTraceLayer)
         // HTTP/2's default 64 KiB window made a workload import wait on window updates a third
         // of the time; large uploads (imports, result batches) need room in flight.
         .initial_stream_window_size(STREAM_WINDOW_BYTES)

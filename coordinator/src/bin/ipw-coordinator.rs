@@ -2,11 +2,14 @@
 
 use anyhow::Context;
 use clap::Parser;
+use ipw_coordinator::api::ops::CoordinatorProbes;
 use ipw_coordinator::api::{State, server};
 use ipw_coordinator::infra::embedded_postgres::EmbeddedPostgres;
+use ipw_coordinator::infra::metrics::Metrics;
 use ipw_coordinator::infra::rate_limit::RateLimiter;
 use ipw_coordinator::infra::{auth, paths, pool, tls};
 use ipw_coordinator::jobs::{scheduler, summaries};
+use ipw_ops::telemetry::{ServiceIdentity, TelemetryArgs};
 use sqlx::postgres::PgConnectOptions;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,15 +75,25 @@ struct Args {
     /// `Join` calls allowed per minute from one address, sustained.
     #[arg(long, default_value_t = 10)]
     join_per_minute: u32,
+    /// Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this address (e.g.
+    /// 0.0.0.0:9464). Without it, they are not served.
+    #[arg(long, env = "IPW_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
     let args = Args::parse();
+    let identity = ServiceIdentity { name: "ipw-coordinator", attributes: Vec::new() };
+    let telemetry = ipw_ops::telemetry::init(&args.telemetry, identity)?;
+    let outcome = coordinate(args).await;
+    telemetry.shutdown().await;
+    outcome
+}
+
+async fn coordinate(args: Args) -> anyhow::Result<()> {
     let data_dir = paths::data_dir(args.data_dir.clone()).context("resolving --data-dir")?;
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let admin_token = match (args.admin_token.clone(), &args.admin_token_file) {
@@ -106,14 +119,21 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
+    let metrics = Metrics::default();
+    let probes = std::sync::Arc::new(CoordinatorProbes::new(metrics.clone()));
+    if let Some(addr) = args.metrics_listen {
+        ipw_ops::http::spawn(addr, metrics.registry(), probes.clone()).await?;
+    }
     let served = async {
         let pool = pool::connect_and_migrate_within(options, args.db_wait).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         tracing::info!(addr = %args.listen, "coordinator listening");
+        probes.connected(pool.clone());
         // Every replica runs the scheduler; the advisory lock lets one act at a time.
-        let scheduler = tokio::spawn(scheduler::run_forever(pool.clone(), std::time::Duration::from_secs(15)));
+        let every = std::time::Duration::from_secs(15);
+        let scheduler = tokio::spawn(scheduler::run_forever(pool.clone(), every, metrics.clone()));
         let summaries = tokio::spawn(summaries::run_forever(pool.clone(), std::time::Duration::from_secs(5)));
         let authority = match (&args.tls_dir, args.insecure) {
             (_, true) => None,
@@ -137,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
             require_client_cert: args.require_client_cert,
             advertise_url: args.advertise_url.clone().unwrap_or_else(|| default_advertise_url(&args)),
             join_limiter: std::sync::Arc::new(RateLimiter::new(args.join_burst, args.join_per_minute)),
+            metrics,
             ..State::new(pool.clone())
         };
         server::serve(listener, state, &admin_token, &args.tls_names, shutdown_signal()).await?;

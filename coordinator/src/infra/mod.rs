@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod embedded_postgres;
+pub mod metrics;
 pub mod paths;
 pub mod pool;
 pub mod rate_limit;

@@ -140,8 +140,8 @@ async fn count_engine_failures(
 
 /// Fails shards whose leases ran out `max_attempts` times (leases given back on purpose do not
 /// count), with the reason, instead of letting them circulate; a run with nothing left open
-/// and a failed shard fails too.
-pub async fn fail_exhausted(tx: &mut Transaction<'_, Postgres>, max_attempts: u32) -> Result<()> {
+/// and a failed shard fails too. Returns the number of shards failed.
+pub async fn fail_exhausted(tx: &mut Transaction<'_, Postgres>, max_attempts: u32) -> Result<u64> {
     // Runs are locked before their shards, in the same order as `complete`, so the two never
     // deadlock.
     let runs: Vec<Uuid> = sqlx::query_scalar!(
@@ -157,9 +157,9 @@ pub async fn fail_exhausted(tx: &mut Transaction<'_, Postgres>, max_attempts: u3
     .fetch_all(&mut **tx)
     .await?;
     if runs.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
-    sqlx::query!(
+    let failed = sqlx::query!(
         r#"UPDATE shards s
            SET status = 'failed', lease_expires_at = NULL,
                failure_reason = format('its lease ran out %s times without the shard completing (last agent: %s)',
@@ -172,11 +172,12 @@ pub async fn fail_exhausted(tx: &mut Transaction<'_, Postgres>, max_attempts: u3
         &runs
     )
     .execute(&mut **tx)
-    .await?;
+    .await?
+    .rows_affected();
     for run_id in runs {
         finish_run(tx, run_id).await?;
     }
-    Ok(())
+    Ok(failed)
 }
 
 /// Ends a run (locked by the caller) once none of its shards is pending or leased: `failed`
@@ -218,6 +219,8 @@ pub struct Leased {
     pub attempts: i32,
     /// When the lease runs out without a heartbeat.
     pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// The shard's previous lease had run out.
+    pub reclaimed: bool,
 }
 
 /// Leases a shard of the oldest active run this agent may run (only of `only_run`, when

@@ -97,6 +97,11 @@ impl Keys {
 /// Writes one validated batch inside `tx`: checks that every result belongs to a shard this
 /// agent leased and to a query sampled into that shard, inserts the new ones in one
 /// statement, scores them, and records duplicate attempts.
+#[tracing::instrument(
+    name = "db",
+    skip_all,
+    fields(otel.name = "INSERT results", otel.kind = "client", db.system = "postgresql", db.operation.name = "INSERT")
+)]
 pub async fn insert_batch(
     tx: &mut Transaction<'_, Postgres>,
     agent_id: Uuid,
