@@ -387,3 +387,56 @@ async fn readyz_turns_unready_while_postgresql_is_down_and_ready_again_when_it_r
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_run_releases_its_leases_and_its_agent_stops_its_queries() -> anyhow::Result<()> {
+    use ipw_proto::v1::{CancelRunRequest, ListRunsRequest};
+    let mut fleet = ipw_e2e::Fleet::start().await?;
+    fleet.import_mmlu_slice(40, "slice").await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let agent = fleet.join(&token, "cancelled").await?;
+    let run = fleet.create_run("slice", 40, 2, 1, 32).await?;
+    let run_id: uuid::Uuid = run.run_id.parse()?;
+    let mut process = fleet.agent_service_process(&agent)?.stdout(std::process::Stdio::null()).spawn()?;
+    ipw_e2e::wait_for_results(&fleet.pool, run_id, 2).await?;
+
+    let listed = |statuses: &[&str]| ListRunsRequest {
+        statuses: statuses.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let running = fleet.admin.list_runs(listed(&["running"])).await?.into_inner().runs;
+    assert_eq!(running.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), [run.run_id.as_str()]);
+    assert_eq!(running[0].shards, 20);
+
+    let cancelled = fleet.admin.cancel_run(CancelRunRequest { run_id: run.run_id.clone() }).await?.into_inner();
+    assert_eq!(cancelled.previous_status, "running");
+    // The agent holds the shard it runs, and may have leased the next ahead.
+    assert!((1..=2).contains(&cancelled.leases_released), "{}", cancelled.leases_released);
+    let leased: i64 = sqlx::query_scalar("SELECT count(*) FROM shards WHERE run_id = $1 AND status = 'leased'")
+        .bind(run_id)
+        .fetch_one(&fleet.pool)
+        .await?;
+    assert_eq!(leased, 0);
+
+    // Within a heartbeat (1 s) the agent drops the run's work; then nothing more arrives.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM results WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(&fleet.pool)
+            .await
+    };
+    let settled = count().await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(count().await?, settled, "no results after the cancel settled");
+    assert!(settled < 40, "the run stopped part-way: {settled} of 40");
+    assert!(process.try_wait()?.is_none(), "the agent keeps running, waiting for other work");
+
+    assert!(fleet.admin.list_runs(listed(&["running"])).await?.into_inner().runs.is_empty());
+    assert_eq!(fleet.admin.list_runs(listed(&["cancelled"])).await?.into_inner().runs.len(), 1);
+    let again = fleet.admin.cancel_run(CancelRunRequest { run_id: run.run_id.clone() }).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition);
+    assert!(again.message().contains("cancelled already"), "{}", again.message());
+    process.kill().await?;
+    Ok(())
+}

@@ -11,16 +11,17 @@ use crate::domain::sweep::Definition;
 use crate::domain::workload::Parser;
 use crate::infra::auth::{hash_secret, new_secret};
 use crate::jobs::rescore;
-use crate::store::{self, admin, agents, exports, reports, runs, sweeps, tokens, unix_us, workloads};
-use ipw_proto::kinds::{Strictness, SweepStatus};
+use crate::store::{self, admin, agents, exports, reports, run_list, runs, sweeps, tokens, unix_us, workloads};
+use ipw_proto::kinds::{RunStatus as RunStatusKind, Strictness, SweepStatus};
 use ipw_proto::v1::admin_server::Admin;
 use ipw_proto::v1::{
-    AdminTokenInfo, AgentInfo, ApproveAgentRequest, CreateAdminTokenRequest, CreateAdminTokenResponse,
-    CreateRunRequest, CreateTokenRequest, CreateTokenResponse, ExportChunk, ExportRequest, ImportWorkloadResponse,
-    ListAdminTokensRequest, ListAdminTokensResponse, ListAgentsRequest, ListAgentsResponse, ListSweepsRequest,
-    ListSweepsResponse, ListTokensRequest, ListTokensResponse, ListWorkloadsRequest, ListWorkloadsResponse, Report,
-    ReportRequest, RevokeAdminTokenRequest, RevokeRequest, RunInfo, RunStatus, RunStatusRequest, ScoreRunRequest,
-    ScoreRunResponse, SweepInfo, SweepRequest, SweepSpec, SweepStatusRequest, TokenInfo, WorkloadChunk,
+    AdminTokenInfo, AgentInfo, ApproveAgentRequest, CancelRunRequest, CancelRunResponse, CreateAdminTokenRequest,
+    CreateAdminTokenResponse, CreateRunRequest, CreateTokenRequest, CreateTokenResponse, ExportChunk, ExportRequest,
+    ImportWorkloadResponse, ListAdminTokensRequest, ListAdminTokensResponse, ListAgentsRequest, ListAgentsResponse,
+    ListRunsRequest, ListRunsResponse, ListSweepsRequest, ListSweepsResponse, ListTokensRequest, ListTokensResponse,
+    ListWorkloadsRequest, ListWorkloadsResponse, Report, ReportRequest, RevokeAdminTokenRequest, RevokeRequest,
+    RunInfo, RunStatus, RunStatusRequest, ScoreRunRequest, ScoreRunResponse, SweepInfo, SweepRequest, SweepSpec,
+    SweepStatusRequest, TokenInfo, WorkloadChunk,
 };
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
@@ -162,6 +163,39 @@ impl Admin for AdminService {
     async fn get_run_status(&self, request: Request<RunStatusRequest>) -> Result<Response<RunStatus>, Status> {
         let run_id = parse_uuid("run", &request.get_ref().run_id)?;
         Ok(Response::new(runs::status(&self.state.pool, run_id).await?))
+    }
+
+    async fn list_runs(&self, request: Request<ListRunsRequest>) -> Result<Response<ListRunsResponse>, Status> {
+        let req = request.into_inner();
+        let statuses = req
+            .statuses
+            .iter()
+            .map(|s| s.parse().map_err(|e| Status::invalid_argument(format!("status: {e}"))))
+            .collect::<Result<Vec<RunStatusKind>, _>>()?;
+        let some = |s: String| (!s.trim().is_empty()).then(|| s.trim().to_owned());
+        let filter = run_list::RunFilter {
+            statuses,
+            workload: some(req.workload),
+            model: some(req.model),
+            sweep: some(req.sweep_id).map(|s| parse_uuid("sweep", &s)).transpose()?,
+            limit: if req.limit == 0 { 50 } else { i64::from(req.limit.min(10_000)) },
+        };
+        Ok(Response::new(ListRunsResponse { runs: run_list::list(&self.state.pool, &filter).await? }))
+    }
+
+    async fn cancel_run(&self, request: Request<CancelRunRequest>) -> Result<Response<CancelRunResponse>, Status> {
+        let op = operator(&request)?;
+        let run_id = parse_uuid("run", &request.get_ref().run_id)?;
+        let mut tx = self.state.pool.begin().await.map_err(store::Error::from)?;
+        let cancelled = run_list::cancel(&mut tx, run_id).await?;
+        tx.commit().await.map_err(store::Error::from)?;
+        self.audit(&op, "CancelRun", &run_id.to_string()).await?;
+        tracing::info!(run = %run_id, leases_released = cancelled.leases_released, "run cancelled");
+        Ok(Response::new(CancelRunResponse {
+            previous_status: cancelled.previous.as_str().into(),
+            leases_released: cancelled.leases_released as u32,
+            status: Some(runs::status(&self.state.pool, run_id).await?),
+        }))
     }
 
     async fn get_report(&self, request: Request<ReportRequest>) -> Result<Response<Report>, Status> {

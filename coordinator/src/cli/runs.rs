@@ -1,10 +1,12 @@
 //! `ipw run`: creating runs and following their progress.
 
-use super::render::table::render_status;
+use super::render::table::{render_runs, render_status};
 use super::{Admin, refused};
 use clap::Subcommand;
 use ipw_proto::kinds::RunStatus;
-use ipw_proto::v1::{CreateRunRequest, GenerationParams, LoadPattern, RunStatusRequest};
+use ipw_proto::v1::{
+    CancelRunRequest, CreateRunRequest, GenerationParams, ListRunsRequest, LoadPattern, RunStatusRequest,
+};
 use std::time::Duration;
 
 /// Engine settings and sharding, shared by `ipw run create` and `ipw sweep create`.
@@ -139,6 +141,35 @@ pub enum RunCmd {
         #[arg(long)]
         watch: bool,
     },
+    /// Lists runs, newest first.
+    List {
+        /// Only runs in this status (repeatable): pending, running, completed, failed, cancelled.
+        #[arg(long = "status", value_parser = parse_status)]
+        statuses: Vec<RunStatus>,
+        /// Only runs of this workload (name or id).
+        #[arg(long)]
+        workload: Option<String>,
+        /// Only runs of this model.
+        #[arg(long)]
+        model: Option<String>,
+        /// Only runs of this sweep.
+        #[arg(long)]
+        sweep: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Cancels a run: no more leases; the leases held are released and their agents stop its
+    /// queries at their next heartbeat. Results already committed stay.
+    Cancel {
+        /// The run id.
+        run: String,
+    },
+}
+
+/// A run status, by name.
+fn parse_status(s: &str) -> Result<RunStatus, String> {
+    s.parse().map_err(|e| format!("{e}"))
 }
 
 /// Runs one `ipw run` command.
@@ -191,6 +222,28 @@ pub async fn run(admin: &mut Admin, url: &str, cmd: RunCmd) -> anyhow::Result<()
             }
             let st = admin.get_run_status(RunStatusRequest { run_id: run }).await.map_err(refused(url))?.into_inner();
             print!("{}", render_status(&st));
+        }
+        RunCmd::List { statuses, workload, model, sweep, limit } => {
+            let request = ListRunsRequest {
+                statuses: statuses.iter().map(|s| s.as_str().to_owned()).collect(),
+                workload: workload.unwrap_or_default(),
+                model: model.unwrap_or_default(),
+                sweep_id: sweep.unwrap_or_default(),
+                limit,
+            };
+            let runs = admin.list_runs(request).await.map_err(refused(url))?.into_inner().runs;
+            print!("{}", render_runs(&runs));
+        }
+        RunCmd::Cancel { run } => {
+            let c =
+                admin.cancel_run(CancelRunRequest { run_id: run.clone() }).await.map_err(refused(url))?.into_inner();
+            println!(
+                "cancelled run {run} (it was {}); {} leases released: their agents stop at their next heartbeat",
+                c.previous_status, c.leases_released
+            );
+            if let Some(st) = c.status {
+                print!("{}", render_status(&st));
+            }
         }
     }
     Ok(())

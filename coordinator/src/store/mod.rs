@@ -10,6 +10,7 @@ pub mod leases;
 pub mod provenance;
 pub mod reports;
 pub mod results;
+pub mod run_list;
 pub mod runs;
 pub mod sessions;
 pub mod summaries;

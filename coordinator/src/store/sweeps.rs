@@ -308,12 +308,14 @@ pub async fn set_status(tx: &mut Transaction<'_, Postgres>, id: Uuid, status: Sw
     }
     sqlx::query!("UPDATE sweeps SET status = $2 WHERE id = $1", id, status.as_str()).execute(&mut **tx).await?;
     if status == SweepStatus::Cancelled {
-        sqlx::query!(
-            "UPDATE runs SET status = 'cancelled' WHERE sweep_id = $1 AND status IN ('pending', 'running')",
+        let cancelled = sqlx::query_scalar!(
+            "UPDATE runs SET status = 'cancelled', completed_at = now()
+             WHERE sweep_id = $1 AND status IN ('pending', 'running') RETURNING id",
             id
         )
-        .execute(&mut **tx)
+        .fetch_all(&mut **tx)
         .await?;
+        super::run_list::release_leases(tx, &cancelled).await?;
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use super::opt;
 use crate::domain::report::SummaryRow;
-use ipw_proto::v1::{RunStatus, SweepInfo};
+use ipw_proto::v1::{RunRow, RunStatus, SweepInfo};
 use std::fmt::Write as _;
 
 /// The report for a terminal: one block per (run, hardware class).
@@ -188,6 +188,29 @@ pub fn render_sweep(s: &SweepInfo) -> String {
     });
     out.push_str(&render_table(&["RUN", "MODEL", "HARDWARE CLASS", "CONCURRENCY", "STATUS", "RESULTS", "ETA"], rows));
     out
+}
+
+/// `ipw run list`: one line per run, newest first.
+pub fn render_runs(runs: &[RunRow]) -> String {
+    if runs.is_empty() {
+        return "no runs match\n".into();
+    }
+    let rows = runs.iter().map(|r| {
+        vec![
+            r.run_id.clone(),
+            r.status.clone(),
+            r.workload.clone(),
+            r.model.clone(),
+            if r.hardware_class.is_empty() { "any".into() } else { r.hardware_class.clone() },
+            r.concurrency.to_string(),
+            r.queries.to_string(),
+            format!("{}/{} ({} leased)", r.shards_completed, r.shards, r.shards_leased),
+            when(r.created_unix_us),
+        ]
+    });
+    let headers =
+        ["RUN", "STATUS", "WORKLOAD", "MODEL", "HARDWARE", "CONCURRENCY", "QUERIES", "SHARDS DONE", "CREATED"];
+    render_table(&headers, rows)
 }
 
 /// `ipw run status`: a one-screen summary.
