@@ -440,3 +440,43 @@ async fn a_cancelled_run_releases_its_leases_and_its_agent_stops_its_queries() -
     process.kill().await?;
     Ok(())
 }
+
+/// The power and energy of each source reach `/metrics`, as Zeus users graph them. The source
+/// is a RAPL zone in the kernel's sysfs format advanced at a known power: a FIXTURE for the
+/// path, not a measurement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_power_source_reports_its_watts_and_a_growing_energy_counter() -> anyhow::Result<()> {
+    let mut fleet = ipw_e2e::Fleet::start().await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let agent = fleet.join(&token, "metered").await?;
+    let fixture = ipw_e2e::PowercapFixture::start(fleet.dir.path(), 25.0)?;
+    let addr = free_addr()?;
+    let mut process = ipw_e2e::metered_agent_service_process(fleet.dir.path(), &agent, &fixture.root)?
+        .arg(format!("--metrics-listen={addr}"))
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let reading = || async {
+        let (_, text) = http_get(addr, "/metrics").await.ok()?;
+        let samples = scrape_values(&text).ok()?;
+        let rapl = [("kind", "rapl")];
+        Some((
+            value(&samples, "ipw_agent_power_watts", &rapl)?,
+            value(&samples, "ipw_agent_energy_joules_total", &rapl)?,
+        ))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (watts, joules) = loop {
+        if let Some(r) = reading().await {
+            break r;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no power reading reached /metrics");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!((20.0..30.0).contains(&watts), "{watts} W from a 25 W fixture");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, later) = reading().await.context("a second reading")?;
+    let grown = later - joules;
+    assert!((50.0..100.0).contains(&grown), "{grown} J in about 3 s at 25 W");
+    process.kill().await?;
+    Ok(())
+}

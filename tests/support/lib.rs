@@ -493,9 +493,18 @@ pub fn metered_agent_process(
     agent: &AgentConfig,
     powercap: &Path,
 ) -> anyhow::Result<tokio::process::Command> {
-    let mut cmd = agent_command(dir, agent, &engine_url(), powercap)?;
+    let mut cmd = metered_agent_service_process(dir, agent, powercap)?;
     cmd.arg("--exit-when-idle");
     Ok(cmd)
+}
+
+/// Like [`metered_agent_process`], but it keeps running until it is stopped.
+pub fn metered_agent_service_process(
+    dir: &Path,
+    agent: &AgentConfig,
+    powercap: &Path,
+) -> anyhow::Result<tokio::process::Command> {
+    agent_command(dir, agent, &engine_url(), powercap)
 }
 
 fn agent_command(
