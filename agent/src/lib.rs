@@ -22,6 +22,7 @@ pub mod provenance;
 pub mod rotation;
 pub mod runner;
 pub mod sampler;
+pub mod service;
 pub mod session;
 pub mod shutdown;
 pub mod spool;

@@ -68,6 +68,12 @@ enum Command {
         #[command(flatten)]
         power: PowerArgs,
     },
+    /// Installs, removes or prints the systemd unit (Linux) or launchd plist (macOS) that runs
+    /// `ipw-agent run` as a service, with this machine's paths and user.
+    Service {
+        #[command(subcommand)]
+        action: ipw_agent::service::ServiceAction,
+    },
 }
 
 /// `ipw-agent run`'s settings.
@@ -273,6 +279,19 @@ fn join_token(given: Option<String>, file: Option<&std::path::Path>) -> anyhow::
     }
 }
 
+/// Checks the arguments `service install -- ARGS` gives `ipw-agent run`, as `run` parses them.
+fn check_run_args(extra: &[String]) -> anyhow::Result<()> {
+    let argv = ["ipw-agent", "run"].into_iter().map(String::from).chain(extra.iter().cloned());
+    match Args::try_parse_from(argv) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let what = e.to_string();
+            let what = what.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned();
+            anyhow::bail!("the arguments after -- are not valid for `ipw-agent run`: {what}")
+        }
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let config_path = args.config.unwrap_or_else(config::default_config_path);
     match args.command {
@@ -311,6 +330,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         Command::Run(args) => run_service(*args, &config_path).await?,
         Command::Probe { seconds, power } => probe(seconds, &power),
+        Command::Service { action } => ipw_agent::service::main(action, &config_path, check_run_args)?,
     }
     Ok(())
 }
