@@ -326,6 +326,7 @@ async fn metrics_move_as_a_real_run_completes_and_follow_prometheus_conventions(
     assert!(answered_seen.windows(2).all(|w| w[0] <= w[1]), "monotonic: {answered_seen:?}");
     assert!(answered_seen.iter().any(|v| *v > 0.0 && *v < 6.0), "seen mid-run: {answered_seen:?}");
     assert_eq!(value(&a, "ipw_agent_queries_total", &[("outcome", "answered")]), Some(6.0));
+    assert_eq!(value(&a, "ipw_agent_queries_total", &[("outcome", "error")]), Some(0.0), "present at zero");
     assert_eq!(value(&a, "ipw_agent_results_uploaded_total", &[]), Some(6.0));
     assert_eq!(value(&a, "ipw_agent_request_duration_seconds_count", &[]), Some(6.0), "{agent_text}");
     assert_eq!(value(&a, "ipw_agent_requests_in_flight", &[]), Some(0.0));
@@ -343,6 +344,7 @@ async fn metrics_move_as_a_real_run_completes_and_follow_prometheus_conventions(
     assert!(value(&c, "ipw_agent_last_seen_age_seconds", &[("agent_name", "observed")]).is_some_and(|v| v < 30.0));
     assert!(value(&c, "ipw_ingest_batch_duration_seconds_count", &[]).unwrap_or(0.0) >= 1.0);
     assert!(value(&c, "ipw_db_pool_max_connections", &[]).unwrap_or(0.0) > 0.0);
+    assert_eq!(value(&c, "ipw_scheduler_firings_total", &[("outcome", "created")]), Some(0.0), "present at zero");
 
     for text in [&agent_text, &coordinator_text] {
         assert_eq!(naming_problems(text), Vec::<String>::new());

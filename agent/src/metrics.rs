@@ -79,7 +79,7 @@ pub struct AgentMetrics {
 
 impl Default for AgentMetrics {
     fn default() -> Self {
-        Self {
+        let m = Self {
             queries: Family::default(),
             in_flight: Gauge::default(),
             // 10 ms to ~10 min.
@@ -96,7 +96,12 @@ impl Default for AgentMetrics {
             energy_seen: Arc::default(),
             now_watts: Arc::default(),
             contact: crate::health::Contact::default(),
+        };
+        // Every outcome from the start, at zero, so a rate over them is defined before the first.
+        for outcome in ["answered", "error", "engine_failure"] {
+            let _ = m.queries.get_or_create(&OutcomeLabel { outcome });
         }
+        m
     }
 }
 

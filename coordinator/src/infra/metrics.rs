@@ -86,7 +86,7 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self {
+        let m = Self {
             leases_granted: Counter::default(),
             leases_expired: Counter::default(),
             shards_failed: Counter::default(),
@@ -101,7 +101,12 @@ impl Default for Metrics {
             shards: Family::default(),
             db_pool_connections: Family::default(),
             db_pool_max_connections: Gauge::default(),
+        };
+        // Every outcome from the start, at zero, so a rate over them is defined before the first.
+        for outcome in ["created", "skipped", "failed"] {
+            let _ = m.scheduler_firings.get_or_create(&OutcomeLabel { outcome });
         }
+        m
     }
 }
 

@@ -96,8 +96,9 @@ pub async fn cancel(tx: &mut Transaction<'_, Postgres>, run_id: Uuid) -> Result<
 }
 
 /// Releases every lease held on shards of `runs` (cancelled runs): the attempts end, the
-/// shards return to pending and unowned, so no heartbeat renews them.
-pub async fn release_leases(tx: &mut Transaction<'_, Postgres>, runs: &[Uuid]) -> Result<u64> {
+/// shards return to pending and unowned. (Heartbeats renew no lease of a cancelled run in any
+/// case; releasing also frees the shards at once, and refuses their completion.)
+async fn release_leases(tx: &mut Transaction<'_, Postgres>, runs: &[Uuid]) -> Result<u64> {
     sqlx::query!(
         "UPDATE lease_attempts la SET released_at = now()
          FROM shards s

@@ -308,14 +308,14 @@ pub async fn set_status(tx: &mut Transaction<'_, Postgres>, id: Uuid, status: Sw
     }
     sqlx::query!("UPDATE sweeps SET status = $2 WHERE id = $1", id, status.as_str()).execute(&mut **tx).await?;
     if status == SweepStatus::Cancelled {
-        let cancelled = sqlx::query_scalar!(
-            "UPDATE runs SET status = 'cancelled', completed_at = now()
-             WHERE sweep_id = $1 AND status IN ('pending', 'running') RETURNING id",
+        // Leases stay as they are: heartbeats renew no lease of a cancelled run, so agents
+        // stop its work, and a shard an agent had finished may still be completed.
+        sqlx::query!(
+            "UPDATE runs SET status = 'cancelled' WHERE sweep_id = $1 AND status IN ('pending', 'running')",
             id
         )
-        .fetch_all(&mut **tx)
+        .execute(&mut **tx)
         .await?;
-        super::run_list::release_leases(tx, &cancelled).await?;
     }
     Ok(())
 }
