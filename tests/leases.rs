@@ -315,3 +315,46 @@ async fn each_lease_attempt_keeps_its_own_telemetry() -> anyhow::Result<()> {
     assert_eq!(idle, [(1, 10.0), (2, 12.0)]);
     Ok(())
 }
+
+/// An agent dies between uploading its shard's last result and completing the shard (as when
+/// its coordinator is killed at that moment). When the lease runs out, the next agent to ask is
+/// not handed the shard with nothing to do, which nothing would ever complete: the shard is
+/// completed, and the agent gets the next shard with work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_whose_results_all_landed_is_completed_not_leased_out_empty() -> anyhow::Result<()> {
+    use ipw_coordinator::api::State;
+    use ipw_coordinator::infra::pool::connect_and_migrate;
+    let pool = connect_and_migrate(ipw_e2e::fresh_database().await?).await?;
+    let state = State { lease_ttl: Duration::from_millis(300), ..State::new(pool) };
+    let mut fleet = Fleet::start_with(state).await?;
+    fleet
+        .import_lines(
+            "two",
+            &[r#"{"id": "1", "prompt": "hi", "answer": "a"}"#, r#"{"id": "2", "prompt": "ho", "answer": "b"}"#],
+        )
+        .await?;
+    let token = fleet.token(2, true, Duration::from_secs(60)).await?;
+    let mut first = client::connect(&fleet.join(&token, "first").await?).await?;
+    let mut second = client::connect(&fleet.join(&token, "second").await?).await?;
+    let run = fleet.create_run("two", 2, 1, 1, 8).await?;
+
+    let finished = lease(&mut first).await?;
+    upload_all(&mut first, &finished).await?;
+    // No completion, no heartbeat: the lease runs out.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let next = lease(&mut second).await?;
+    assert_ne!(next.shard_id, finished.shard_id, "the finished shard is not handed out again");
+    assert_eq!(next.items.len(), 1, "the next shard comes with its work");
+    let status: String = sqlx::query_scalar("SELECT status FROM shards WHERE id = $1::uuid")
+        .bind(&finished.shard_id)
+        .fetch_one(&fleet.pool)
+        .await?;
+    assert_eq!(status, "completed");
+
+    upload_all(&mut second, &next).await?;
+    let done = second.complete_shard(CompleteShardRequest { shard_id: next.shard_id.clone() }).await?;
+    assert!(done.into_inner().run_completed);
+    assert_eq!(run_status(&mut fleet, &run.run_id).await?, "completed");
+    Ok(())
+}
