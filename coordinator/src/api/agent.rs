@@ -128,7 +128,7 @@ impl AgentService for AgentServiceImpl {
             .then(|| Uuid::parse_str(&request.run_id))
             .transpose()
             .map_err(|_| Status::invalid_argument(format!("run_id \"{}\" is not a UUID", request.run_id)))?;
-        let lease = acquire_work(&self.state, caller, &request.available_models, only_run).await?;
+        let lease = acquire(&self.state, caller, &request.available_models, only_run).await?;
         Ok(Response::new(AcquireLeaseResponse { lease }))
     }
 
@@ -247,32 +247,6 @@ fn shard_ids(ids: &[String]) -> Result<Vec<Uuid>, Status> {
         return Err(Status::invalid_argument(format!("{} shards named; at most {MAX_NAMED_SHARDS}", ids.len())));
     }
     ids.iter().map(|id| parse_uuid("shard_id", id)).collect()
-}
-
-/// Shards already done that one lease call completes at most, before it gives up for now.
-const MAX_DONE_SHARDS_PER_CALL: usize = 16;
-
-/// Leases the next shard that has work left. A shard whose every result is committed already
-/// (its agent died between its last upload and completing it) is completed here, by the agent
-/// it was just leased to, rather than handed out empty: an empty lease has no query whose end
-/// would complete it, so it would go round the agents for ever and its run never end.
-async fn acquire_work(
-    state: &State,
-    caller: Caller,
-    available_models: &[String],
-    only_run: Option<Uuid>,
-) -> store::Result<Option<Lease>> {
-    for _ in 0..MAX_DONE_SHARDS_PER_CALL {
-        match acquire(state, caller.clone(), available_models, only_run).await? {
-            Some(lease) if lease.items.is_empty() => {
-                let shard = Uuid::parse_str(&lease.shard_id).map_err(|e| store::Error::Invalid(e.to_string()))?;
-                let run_completed = leases::complete(&state.pool, shard, caller.id).await?;
-                tracing::info!(agent = %caller.id, %shard, run_completed, "a leased shard had every result already: completed");
-            }
-            other => return Ok(other),
-        }
-    }
-    Ok(None)
 }
 
 /// Leases the next shard this agent may run, if any, with its work items: each query's
