@@ -315,3 +315,39 @@ async fn each_lease_attempt_keeps_its_own_telemetry() -> anyhow::Result<()> {
     assert_eq!(idle, [(1, 10.0), (2, 12.0)]);
     Ok(())
 }
+
+/// An agent dies between uploading its shard's last result and completing the shard (as when
+/// its coordinator is killed at that moment). When the lease runs out, the next agent is
+/// leased the shard with nothing left to run: it completes it, rather than giving it back to
+/// come round for ever, and the run ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_completes_a_leased_shard_whose_results_all_landed() -> anyhow::Result<()> {
+    use ipw_coordinator::api::State;
+    use ipw_coordinator::infra::pool::connect_and_migrate;
+    let pool = connect_and_migrate(ipw_e2e::fresh_database().await?).await?;
+    let state = State { lease_ttl: Duration::from_secs(2), ..State::new(pool) };
+    let mut fleet = Fleet::start_with(state).await?;
+    let lines = [r#"{"id": "1", "prompt": "hi", "answer": "a"}"#, r#"{"id": "2", "prompt": "ho", "answer": "b"}"#];
+    fleet.import_lines("two", &lines).await?;
+    let token = fleet.token(2, true, Duration::from_secs(60)).await?;
+    let mut first = client::connect(&fleet.join(&token, "first").await?).await?;
+    let second = fleet.join(&token, "second").await?;
+    let run = fleet.create_run("two", 2, 1, 1, 8).await?;
+
+    let finished = lease(&mut first).await?;
+    upload_all(&mut first, &finished).await?;
+    // No completion and no heartbeat: the lease runs out.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let status = fleet.agent_process(&second)?.stdout(std::process::Stdio::null()).status();
+    let status = tokio::time::timeout(Duration::from_secs(120), status).await??;
+    assert!(status.success());
+    assert_eq!(run_status(&mut fleet, &run.run_id).await?, "completed");
+    let completed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM shards WHERE run_id = $1::uuid AND status = 'completed'")
+            .bind(&run.run_id)
+            .fetch_one(&fleet.pool)
+            .await?;
+    assert_eq!(completed, 2);
+    Ok(())
+}

@@ -285,6 +285,7 @@ impl<'a> Session<'a> {
         let mut telemetry_tick = tokio::time::interval(TELEMETRY_EVERY);
         loop {
             self.drop_lost_leases();
+            self.complete_empty_leases();
             self.start_requests(&mut in_flight);
             if leasing.is_none() && self.wants_lease(in_flight.len()) {
                 leasing = Some(self.lease_ahead());
@@ -551,6 +552,17 @@ impl<'a> Session<'a> {
             None => result.energy = Some(self.meter.energy_record(Err("no power source".into()))),
         }
         let _ = self.commit.send(Msg::Measured { result: Box::new(result), energy_id });
+    }
+
+    /// Completes leases with nothing to run: every result of the shard landed under an earlier
+    /// lease whose agent could not complete it (its coordinator went down in between). No
+    /// query's end would complete them, and given back they would come round for ever.
+    fn complete_empty_leases(&mut self) {
+        while let Some(i) = self.leases.iter().position(|a| a.lease.items.is_empty() && a.outstanding == 0) {
+            let a = self.leases.remove(i);
+            tracing::info!(session = %self.id, shard = %a.lease.shard_id, "leased a shard with every result in: completing it");
+            let _ = self.commit.send(Msg::Complete(a.holding));
+        }
     }
 
     /// Stops the work of leases the coordinator says are lost.
