@@ -722,14 +722,7 @@ impl Drop for OwnPostgres {
 
 /// Whether `GET path` on 127.0.0.1:`port` answers 200.
 pub async fn http_ok(port: u16, path: &str) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return false };
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    if s.write_all(request.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).await.is_ok() && head.ends_with(b"200")
+    matches!(http_get(std::net::SocketAddr::from(([127, 0, 0, 1], port)), path).await, Ok((200, _)))
 }
 
 /// A result for `item` of `lease` whose content does not matter to the test (leasing,
