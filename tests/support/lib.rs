@@ -337,15 +337,17 @@ impl CoordinatorProcess {
         flags: &[String],
         env: &[(String, String)],
     ) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut args = vec![
-            format!("--listen=127.0.0.1:{port}"),
-            format!("--database-url={database_url}"),
-            format!("--data-dir={}", data_dir.display()),
-            format!("--lease-ttl={lease_ttl}"),
-        ];
-        args.extend_from_slice(flags);
-        let child = Self::spawn(&args, env).await?;
+        let make_args = |port: u16| {
+            let mut args = vec![
+                format!("--listen=127.0.0.1:{port}"),
+                format!("--database-url={database_url}"),
+                format!("--data-dir={}", data_dir.display()),
+                format!("--lease-ttl={lease_ttl}"),
+            ];
+            args.extend_from_slice(flags);
+            args
+        };
+        let (child, port, args) = Self::spawn_on_free_port(make_args, env).await?;
         let (secrets_dir, env) = (data_dir.clone(), env.to_vec());
         Ok(Self { child, url: format!("https://127.0.0.1:{port}"), secrets_dir, data_dir, args, env })
     }
@@ -358,31 +360,33 @@ impl CoordinatorProcess {
         database_url: &str,
         lease_ttl: &str,
     ) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let secrets = &first.secrets_dir;
-        let args = vec![
-            format!("--listen=127.0.0.1:{port}"),
-            format!("--database-url={database_url}"),
-            format!("--data-dir={}", data_dir.display()),
-            format!("--lease-ttl={lease_ttl}"),
-            format!("--tls-dir={}", ipw_coordinator::infra::tls::tls_dir(secrets).display()),
-            format!("--admin-token-file={}", ipw_coordinator::infra::paths::admin_token_file(secrets).display()),
-        ];
-        let child = Self::spawn(&args, &[]).await?;
+        let make_args = |port: u16| {
+            vec![
+                format!("--listen=127.0.0.1:{port}"),
+                format!("--database-url={database_url}"),
+                format!("--data-dir={}", data_dir.display()),
+                format!("--lease-ttl={lease_ttl}"),
+                format!("--tls-dir={}", ipw_coordinator::infra::tls::tls_dir(secrets).display()),
+                format!("--admin-token-file={}", ipw_coordinator::infra::paths::admin_token_file(secrets).display()),
+            ]
+        };
+        let (child, port, args) = Self::spawn_on_free_port(make_args, &[]).await?;
         let secrets_dir = secrets.clone();
         Ok(Self { child, url: format!("https://127.0.0.1:{port}"), secrets_dir, data_dir, args, env: Vec::new() })
     }
 
     /// Starts one that speaks plain text (`--insecure`), for tests that speak raw HTTP/2.
     pub async fn start_plain(data_dir: PathBuf, database_url: &str) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let args = vec![
-            format!("--listen=127.0.0.1:{port}"),
-            format!("--database-url={database_url}"),
-            format!("--data-dir={}", data_dir.display()),
-            "--insecure".to_owned(),
-        ];
-        let child = Self::spawn(&args, &[]).await?;
+        let make_args = |port: u16| {
+            vec![
+                format!("--listen=127.0.0.1:{port}"),
+                format!("--database-url={database_url}"),
+                format!("--data-dir={}", data_dir.display()),
+                "--insecure".to_owned(),
+            ]
+        };
+        let (child, port, args) = Self::spawn_on_free_port(make_args, &[]).await?;
         let secrets_dir = data_dir.clone();
         Ok(Self { child, url: format!("http://127.0.0.1:{port}"), secrets_dir, data_dir, args, env: Vec::new() })
     }
@@ -399,6 +403,26 @@ impl CoordinatorProcess {
         Ok(kib << 10)
     }
 
+    /// Spawns it on a port picked free, and on another if a second process took that port
+    /// between the pick and the coordinator's bind (other tests pick ports the same way).
+    async fn spawn_on_free_port(
+        make_args: impl Fn(u16) -> Vec<String>,
+        env: &[(String, String)],
+    ) -> anyhow::Result<(tokio::process::Child, u16, Vec<String>)> {
+        let mut last = None;
+        for _ in 0..3 {
+            let port = free_addr()?.port();
+            let args = make_args(port);
+            match Self::spawn(&args, env).await {
+                Ok(child) => return Ok((child, port, args)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("tried at least once"))
+    }
+
+    /// Spawns it and waits until it serves: until the port's listening socket is the child's
+    /// own, not another process's that happens to hold the port.
     async fn spawn(args: &[String], env: &[(String, String)]) -> anyhow::Result<tokio::process::Child> {
         let mut child = tokio::process::Command::new(binary("ipw-coordinator"))
             .args(args)
@@ -406,9 +430,10 @@ impl CoordinatorProcess {
             .envs(env.iter().cloned())
             .kill_on_drop(true)
             .spawn()?;
-        let addr = args[0].trim_start_matches("--listen=").to_owned();
+        let addr: std::net::SocketAddr = args[0].trim_start_matches("--listen=").parse()?;
+        let pid = child.id().context("the coordinator's pid")?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while tokio::net::TcpStream::connect(&addr).await.is_err() {
+        while !listens_on(pid, addr.port()) {
             anyhow::ensure!(child.try_wait()?.is_none(), "ipw-coordinator exited at start");
             anyhow::ensure!(tokio::time::Instant::now() < deadline, "ipw-coordinator did not listen within 60 s");
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -646,6 +671,25 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<
     let (head, body) = response.split_once("\r\n\r\n").context("an HTTP response")?;
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("a status code")?;
     Ok((status, body.to_owned()))
+}
+
+/// Whether process `pid` holds a listening TCP socket on `port` (from `/proc/net/tcp*`).
+fn listens_on(pid: u32, port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|t| t.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f.get(1)?.rsplit(':').next()?;
+            (u16::from_str_radix(local_port, 16).ok()? == port && *f.get(3)? == LISTEN)
+                .then(|| f.get(9).map(|i| i.to_string()))?
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .any(|target| inodes.iter().any(|i| target.to_string_lossy() == format!("socket:[{i}]")))
 }
 
 /// A free port on the loopback address.
