@@ -14,6 +14,7 @@ mod helm;
 mod leases;
 mod load;
 mod operate;
+mod research;
 mod scale;
 mod schema;
 mod security;

@@ -4,6 +4,8 @@
 //! llama-server with SmolLM2 (`IPW_TEST_ENGINE_URL`). Each test gets a fresh database,
 //! migrated by a real coordinator serving on a free port.
 
+pub mod fixture;
+
 use anyhow::Context;
 use ipw_agent::config::AgentConfig;
 use ipw_agent::join::Trust;

@@ -3,25 +3,33 @@
 //! something is recorded in `admin_audit` with the credential's name and the peer.
 
 use super::auth::{Operator, operator};
+use super::error::prefixed;
+use super::research as parse;
 use super::{State, parse_uuid};
 use crate::domain::Invalid;
+use crate::domain::pricing;
 use crate::domain::scoring::judge::{Judge, JudgeConfig};
 use crate::domain::settings::Settings;
 use crate::domain::sweep::Definition;
 use crate::domain::workload::Parser;
 use crate::infra::auth::{hash_secret, new_secret};
 use crate::jobs::rescore;
-use crate::store::{self, admin, agents, exports, reports, run_list, runs, sweeps, tokens, unix_us, workloads};
+use crate::store::{
+    self, admin, agents, exports, pricing as prices, reports, research, run_list, runs, sweeps, tokens, unix_us,
+    workloads,
+};
 use ipw_proto::kinds::{RunStatus as RunStatusKind, Strictness, SweepStatus};
 use ipw_proto::v1::admin_server::Admin;
 use ipw_proto::v1::{
-    AdminTokenInfo, AgentInfo, ApproveAgentRequest, CancelRunRequest, CancelRunResponse, CreateAdminTokenRequest,
-    CreateAdminTokenResponse, CreateRunRequest, CreateTokenRequest, CreateTokenResponse, ExportChunk, ExportRequest,
-    ImportWorkloadResponse, ListAdminTokensRequest, ListAdminTokensResponse, ListAgentsRequest, ListAgentsResponse,
-    ListRunsRequest, ListRunsResponse, ListSweepsRequest, ListSweepsResponse, ListTokensRequest, ListTokensResponse,
-    ListWorkloadsRequest, ListWorkloadsResponse, Report, ReportRequest, RevokeAdminTokenRequest, RevokeRequest,
-    RunInfo, RunStatus, RunStatusRequest, ScoreRunRequest, ScoreRunResponse, SweepInfo, SweepRequest, SweepSpec,
-    SweepStatusRequest, TokenInfo, WorkloadChunk,
+    AdminTokenInfo, AgentInfo, AnalysisRequest, AnalysisTable, ApproveAgentRequest, CancelRunRequest,
+    CancelRunResponse, CreateAdminTokenRequest, CreateAdminTokenResponse, CreateRunRequest, CreateTokenRequest,
+    CreateTokenResponse, ElectricityPriceSpec, ExportChunk, ExportRequest, ImportPricesRequest, ImportWeightsRequest,
+    ImportWeightsResponse, ImportWorkloadResponse, ListAdminTokensRequest, ListAdminTokensResponse, ListAgentsRequest,
+    ListAgentsResponse, ListPricesRequest, ListRunsRequest, ListRunsResponse, ListSweepsRequest, ListSweepsResponse,
+    ListTokensRequest, ListTokensResponse, ListWorkloadsRequest, ListWorkloadsResponse, PriceList, PriceSpec, Report,
+    ReportRequest, RevokeAdminTokenRequest, RevokeRequest, RunInfo, RunStatus, RunStatusRequest, ScoreRunRequest,
+    ScoreRunResponse, SweepInfo, SweepRequest, SweepSpec, SweepStatusRequest, TokenInfo, WorkloadChunk,
+    analysis_request,
 };
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
@@ -306,6 +314,77 @@ impl Admin for AdminService {
         let row = admin::revoke(&self.state.pool, req.name.trim(), &reason_or_default(&req.reason)?).await?;
         self.audit(&op, "RevokeAdminToken", &row.name).await?;
         Ok(Response::new(admin_token_info(row)))
+    }
+
+    async fn set_price(&self, request: Request<PriceSpec>) -> Result<Response<PriceList>, Status> {
+        let op = operator(&request)?;
+        let price = parse::price(request.into_inner())?;
+        let mut tx = self.state.pool.begin().await.map_err(store::Error::from)?;
+        prices::set_price(&mut tx, &price).await?;
+        tx.commit().await.map_err(store::Error::from)?;
+        self.audit(&op, "SetPrice", &price.model).await?;
+        Ok(Response::new(parse::price_list(prices::list(&self.state.pool).await?)))
+    }
+
+    async fn import_prices(&self, request: Request<ImportPricesRequest>) -> Result<Response<PriceList>, Status> {
+        let op = operator(&request)?;
+        let rows = parse::prices_csv(&request.into_inner().csv)?;
+        let mut tx = self.state.pool.begin().await.map_err(store::Error::from)?;
+        for (line, price) in &rows {
+            prices::set_price(&mut tx, price).await.map_err(|e| prefixed(&format!("line {line}"), e.into()))?;
+        }
+        tx.commit().await.map_err(store::Error::from)?;
+        self.audit(&op, "ImportPrices", &format!("{} prices", rows.len())).await?;
+        Ok(Response::new(parse::price_list(prices::list(&self.state.pool).await?)))
+    }
+
+    async fn list_prices(&self, _: Request<ListPricesRequest>) -> Result<Response<PriceList>, Status> {
+        Ok(Response::new(parse::price_list(prices::list(&self.state.pool).await?)))
+    }
+
+    async fn set_electricity_price(
+        &self,
+        request: Request<ElectricityPriceSpec>,
+    ) -> Result<Response<PriceList>, Status> {
+        let op = operator(&request)?;
+        let price = parse::electricity(request.into_inner())?;
+        let mut tx = self.state.pool.begin().await.map_err(store::Error::from)?;
+        prices::set_electricity_price(&mut tx, &price).await?;
+        tx.commit().await.map_err(store::Error::from)?;
+        self.audit(&op, "SetElectricityPrice", &format!("{} {}/kWh", price.per_kwh, price.currency)).await?;
+        Ok(Response::new(parse::price_list(prices::list(&self.state.pool).await?)))
+    }
+
+    async fn import_weights(
+        &self,
+        request: Request<ImportWeightsRequest>,
+    ) -> Result<Response<ImportWeightsResponse>, Status> {
+        let op = operator(&request)?;
+        let req = request.into_inner();
+        let weights = pricing::parse_weights_csv(&req.csv)?;
+        let mut tx = self.state.pool.begin().await.map_err(store::Error::from)?;
+        prices::import_weights(&mut tx, &req.name, &req.source, &weights).await?;
+        tx.commit().await.map_err(store::Error::from)?;
+        self.audit(&op, "ImportWeights", &req.name).await?;
+        Ok(Response::new(ImportWeightsResponse { categories: weights.len() as u32 }))
+    }
+
+    async fn analyze(&self, request: Request<AnalysisRequest>) -> Result<Response<AnalysisTable>, Status> {
+        use analysis_request::Kind;
+        let pool = &self.state.pool;
+        let table = match request.into_inner().kind {
+            Some(Kind::Leaderboard(q)) => {
+                let runs = q.run_ids.iter().map(|r| parse_uuid("run", r)).collect::<Result<Vec<Uuid>, _>>()?;
+                research::leaderboard(pool, &runs).await?
+            }
+            Some(Kind::Routing(q)) => research::routing(pool, &parse::routing(q)?).await?,
+            Some(Kind::Weighted(q)) => research::weighted(pool, &q.weights).await?,
+            Some(Kind::Capacity(_)) => research::capacity(pool).await?,
+            None => {
+                return Err(Status::invalid_argument("say which analysis: leaderboard, routing, weighted or capacity"));
+            }
+        };
+        Ok(Response::new(table.to_wire()))
     }
 }
 

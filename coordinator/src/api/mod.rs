@@ -8,6 +8,7 @@ pub mod enrollment;
 pub mod error;
 pub mod guard;
 pub mod ops;
+pub mod research;
 pub mod server;
 
 use crate::infra::metrics::Metrics;

@@ -6,13 +6,17 @@ use clap::{Parser, Subcommand};
 use ipw_coordinator::cli::admin_tokens::AdminTokenCmd;
 use ipw_coordinator::cli::agents::AgentsCmd;
 use ipw_coordinator::cli::export::ExportFormat;
+use ipw_coordinator::cli::prices::{PriceCmd, WeightsCmd};
 use ipw_coordinator::cli::render::Format;
 use ipw_coordinator::cli::reports::ScoreArgs;
+use ipw_coordinator::cli::research::RoutingArgs;
 use ipw_coordinator::cli::runs::RunCmd;
 use ipw_coordinator::cli::sweeps::SweepCmd;
 use ipw_coordinator::cli::tokens::TokenCmd;
 use ipw_coordinator::cli::workloads::WorkloadCmd;
-use ipw_coordinator::cli::{self, admin_tokens, agents, export, reports, runs, sweeps, tokens, workloads};
+use ipw_coordinator::cli::{
+    self, admin_tokens, agents, export, prices, reports, research, runs, sweeps, tokens, workloads,
+};
 use ipw_coordinator::infra::{paths, tls};
 use ipw_proto::tls::ClientTls;
 use std::path::PathBuf;
@@ -81,6 +85,45 @@ enum Command {
         #[arg(long)]
         scoring: Option<String>,
     },
+    /// API prices per model and the electricity price: what cost per query is computed at.
+    #[command(subcommand)]
+    Price(PriceCmd),
+    /// Task weights (category, weight) for weighted IPW.
+    #[command(subcommand)]
+    Weights(WeightsCmd),
+    /// One row per model x hardware class x workload: accuracy with its CI, IPW, IPJ,
+    /// J/query, tokens/J, $/query, $/correct answer, TTFT and latency.
+    Leaderboard {
+        /// Run ids (none: every completed run).
+        runs: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Simulates a hybrid router over measured runs on the same queries: each query goes to
+    /// the cheapest run that answered it correctly (by energy or cost), with probability
+    /// --router-accuracy; prints each run's share and the savings against the fallback alone.
+    Routing {
+        #[command(flatten)]
+        args: RoutingArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Accuracy and IPW per run, weighted by a weight set (see `ipw weights import`).
+    Weighted {
+        /// The weight set's name.
+        weights: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// The fleet as capacity: per hardware class, agents, power limit and best measured IPW.
+    Capacity {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
     /// Writes every result of the runs, with its score and provenance, to a file: CSV, JSON
     /// lines or Parquet.
     Export {
@@ -148,6 +191,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Command::Report { runs, format, scoring } => reports::report(admin, url, runs, scoring, format).await,
         Command::Score(score) => reports::score(admin, url, score).await,
         Command::Plot { runs, out, scoring } => reports::plot(admin, url, runs, scoring, &out).await,
+        Command::Price(cmd) => prices::run(admin, url, cmd).await,
+        Command::Weights(cmd) => prices::weights(admin, url, cmd).await,
+        Command::Leaderboard { runs, format } => research::leaderboard(admin, url, runs, format).await,
+        Command::Routing { args, format } => research::routing(admin, url, args, format).await,
+        Command::Weighted { weights, format } => research::weighted(admin, url, weights, format).await,
+        Command::Capacity { format } => research::capacity(admin, url, format).await,
         Command::Export { runs, format, out, scoring } => {
             let rows = export::export(admin, url, runs, scoring, format, &out).await?;
             println!("wrote {rows} results to {}", out.display());

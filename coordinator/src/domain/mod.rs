@@ -1,7 +1,9 @@
 //! Validated types and pure logic: no SQL, no network, no gRPC statuses.
 
+pub mod analysis;
 pub mod export;
 pub mod hardware;
+pub mod pricing;
 pub mod prompt;
 pub mod report;
 pub mod results;

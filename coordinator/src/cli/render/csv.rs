@@ -1,5 +1,6 @@
 //! CSV: a header of every column, then one line per row. NULL is an empty cell.
 
+use crate::domain::analysis::Table;
 use crate::domain::report::SummaryRow;
 
 /// Every column of every row.
@@ -7,6 +8,24 @@ pub fn report(rows: &[SummaryRow]) -> String {
     let mut s = SummaryRow::COLUMNS.join(",") + "\n";
     for r in rows {
         let cells: Vec<String> = r.cells().into_iter().map(|(_, v)| cell(&v)).collect();
+        s.push_str(&(cells.join(",") + "\n"));
+    }
+    s
+}
+
+/// A research table: every column, in the SQL's order. Arrays are JSON text.
+pub fn analysis(t: &Table) -> String {
+    let mut s = t.columns.join(",") + "\n";
+    for r in &t.rows {
+        let cells: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| match r.get(c) {
+                Some(v @ serde_json::Value::Array(_)) => cell(&serde_json::Value::String(v.to_string())),
+                Some(v) => cell(v),
+                None => String::new(),
+            })
+            .collect();
         s.push_str(&(cells.join(",") + "\n"));
     }
     s

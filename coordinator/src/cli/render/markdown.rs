@@ -1,6 +1,7 @@
 //! Markdown: a table of the main columns, for papers and notes.
 
-use super::opt;
+use super::{opt, readable};
+use crate::domain::analysis::Table;
 use crate::domain::report::SummaryRow;
 use std::fmt::Write as _;
 
@@ -33,6 +34,20 @@ pub fn report(rows: &[SummaryRow]) -> String {
                 None => "n/a".to_owned(),
             },
         );
+    }
+    s
+}
+
+/// A research table: every column, NULL as `n/a`.
+pub fn analysis(t: &Table) -> String {
+    let mut s = format!("| {} |\n|{}\n", t.columns.join(" | "), "---|".repeat(t.columns.len()));
+    for r in &t.rows {
+        let cells: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| readable(r.get(c).unwrap_or(&serde_json::Value::Null)).replace('|', "\\|"))
+            .collect();
+        let _ = writeln!(s, "| {} |", cells.join(" | "));
     }
     s
 }

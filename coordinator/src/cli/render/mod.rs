@@ -8,6 +8,7 @@ pub mod markdown;
 pub mod svg;
 pub mod table;
 
+use crate::domain::analysis::Table;
 use crate::domain::report::Report;
 
 /// How `ipw report` prints.
@@ -30,6 +31,36 @@ pub fn render_report(report: &Report, format: Format) -> String {
         Format::Csv => csv::report(&report.rows),
         Format::Json => json::report(&report.rows),
         Format::Markdown => markdown::report(&report.rows),
+    }
+}
+
+/// A research table (leaderboard, routing, weighted IPW, capacity) in the chosen format.
+pub fn render_analysis(t: &Table, format: Format) -> String {
+    match format {
+        Format::Table => table::analysis(t),
+        Format::Csv => csv::analysis(t),
+        Format::Json => json::analysis(t),
+        Format::Markdown => markdown::analysis(t),
+    }
+}
+
+/// A cell for reading: NULL as `n/a`, numbers to six significant digits, arrays joined.
+pub(crate) fn readable(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Null => "n/a".into(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f != 0.0 && (f.abs() < 1e-3 || f.abs() >= 1e7) {
+                format!("{f:.5e}")
+            } else {
+                format!("{}", (f * 1e6).round() / 1e6)
+            }
+        }
+        Value::Array(a) if a.is_empty() => "none".into(),
+        Value::Array(a) => a.iter().map(readable).collect::<Vec<_>>().join(", "),
+        other => other.to_string(),
     }
 }
 

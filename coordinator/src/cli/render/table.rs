@@ -1,7 +1,8 @@
 //! Plain text for a terminal: the report as one block per row, and the padded tables and
 //! summaries of the other commands.
 
-use super::opt;
+use super::{opt, readable};
+use crate::domain::analysis::Table;
 use crate::domain::report::SummaryRow;
 use ipw_proto::v1::{RunRow, RunStatus, SweepInfo};
 use std::fmt::Write as _;
@@ -154,6 +155,26 @@ pub fn render_table(headers: &[&str], rows: impl IntoIterator<Item = Vec<String>
         s.push_str(&line(r.iter().map(String::as_str).collect()));
     }
     s
+}
+
+/// A research table for a terminal: one block per row, a column per line.
+pub fn analysis(t: &Table) -> String {
+    if t.rows.is_empty() {
+        return "no rows\n".into();
+    }
+    let width = t.columns.iter().map(|c| c.len()).max().unwrap_or(0);
+    let blocks: Vec<String> = t
+        .rows
+        .iter()
+        .map(|r| {
+            let lines = t
+                .columns
+                .iter()
+                .map(|c| format!("{c:<width$}  {}\n", readable(r.get(c).unwrap_or(&serde_json::Value::Null))));
+            lines.collect()
+        })
+        .collect();
+    blocks.join("\n")
 }
 
 /// A time in the protocol's microseconds as RFC 3339, or empty.

@@ -1,0 +1,81 @@
+//! The research functions and views, each read whole as JSON rows: their columns are declared
+//! once, by the SQL (`migrations/0019`–`0022`), and cross to the CLI as they are; the column
+//! order comes from PostgreSQL's description of the query.
+
+use super::Result;
+use super::pricing::rule_broken;
+use crate::domain::analysis::Table;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// `rows` (each `row_to_json`'s text) under `columns`.
+fn table(columns: Vec<String>, rows: Vec<String>) -> Result<Table> {
+    Table::from_json_rows(columns, &rows).map_err(|e| super::Error::Db(sqlx::Error::Decode(Box::new(e))))
+}
+
+/// The columns `sql` returns, as PostgreSQL describes them.
+async fn columns(pool: &PgPool, sql: &'static str) -> Result<Vec<String>> {
+    use sqlx::{Column, Executor, SqlSafeStr};
+    let described = pool.describe(sql.into_sql_str()).await?;
+    Ok(described.columns().iter().map(|c| c.name().to_owned()).collect())
+}
+
+/// `leaderboard_of(runs)`; every completed run when `runs` is empty (the `leaderboard` view).
+pub async fn leaderboard(pool: &PgPool, runs: &[Uuid]) -> Result<Table> {
+    let rows = if runs.is_empty() {
+        sqlx::query_scalar!(r#"SELECT row_to_json(t)::text AS "row!" FROM leaderboard t"#).fetch_all(pool).await?
+    } else {
+        sqlx::query_scalar!(r#"SELECT row_to_json(t)::text AS "row!" FROM leaderboard_of($1) t"#, runs)
+            .fetch_all(pool)
+            .await?
+    };
+    table(columns(pool, "SELECT * FROM leaderboard").await?, rows)
+}
+
+/// What `routing(...)` takes.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    /// The candidate runs, in tie-break order.
+    pub runs: Vec<Uuid>,
+    /// The run for queries no candidate answered, and the baseline.
+    pub fallback: Uuid,
+    /// `energy` or `cost`.
+    pub objective: String,
+    /// How often the router makes the oracle's choice (0 to 1).
+    pub router_accuracy: f64,
+    /// Seed of the router's draws.
+    pub seed: i32,
+}
+
+/// `routing(runs, fallback, objective, router_accuracy, seed)`: one row per candidate run.
+pub async fn routing(pool: &PgPool, r: &Routing) -> Result<Table> {
+    let rows = sqlx::query_scalar!(
+        r#"SELECT row_to_json(t)::text AS "row!" FROM routing($1, $2, $3, $4, $5) t"#,
+        &r.runs,
+        r.fallback,
+        r.objective,
+        r.router_accuracy,
+        r.seed
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(rule_broken)?;
+    let sql = "SELECT * FROM routing('{}'::uuid[], NULL::uuid, NULL::text, NULL::float8, NULL::int)";
+    table(columns(pool, sql).await?, rows)
+}
+
+/// `ipw_weighted(name)`: per run, plain and weighted accuracy and IPW.
+pub async fn weighted(pool: &PgPool, name: &str) -> Result<Table> {
+    let rows = sqlx::query_scalar!(r#"SELECT row_to_json(t)::text AS "row!" FROM ipw_weighted($1) t"#, name)
+        .fetch_all(pool)
+        .await
+        .map_err(rule_broken)?;
+    table(columns(pool, "SELECT * FROM ipw_weighted(NULL::text)").await?, rows)
+}
+
+/// The `fleet_capacity` view.
+pub async fn capacity(pool: &PgPool) -> Result<Table> {
+    let rows =
+        sqlx::query_scalar!(r#"SELECT row_to_json(t)::text AS "row!" FROM fleet_capacity t"#).fetch_all(pool).await?;
+    table(columns(pool, "SELECT * FROM fleet_capacity").await?, rows)
+}
