@@ -14,6 +14,7 @@ mod helm;
 mod leases;
 mod load;
 mod operate;
+mod remote;
 mod scale;
 mod schema;
 mod security;

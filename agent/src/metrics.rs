@@ -189,3 +189,17 @@ impl AgentMetrics {
         root
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::AgentMetrics;
+
+    #[test]
+    fn rate_limits_are_a_prometheus_counter() {
+        let m = AgentMetrics::default();
+        m.rate_limited.inc_by(3);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &m.registry()).unwrap();
+        assert!(text.lines().any(|l| l == "ipw_agent_rate_limited_total 3"), "{text}");
+    }
+}
