@@ -15,6 +15,7 @@ mod leases;
 mod load;
 mod operate;
 mod research;
+mod remote;
 mod scale;
 mod schema;
 mod security;

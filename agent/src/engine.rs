@@ -2,7 +2,7 @@
 //! Studio, MLX-LM), always streamed so time to first token and inter-token latency are
 //! measured here, on the client, the way a user would feel them.
 
-use ipw_proto::openai::{self, ChatRequest, Client, Message, StreamOptions};
+use ipw_proto::openai::{self, ApiKey, ChatRequest, Client, Message, StreamOptions};
 use ipw_proto::v1::{ChatMessage, GenerationParams};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -40,18 +40,21 @@ pub struct Completion {
     pub error: Option<String>,
     /// Whose failure it was, if the request failed.
     pub failed_by: Option<FailedBy>,
+    /// How many 429 (rate limited) answers the request waited out before this outcome.
+    pub rate_limited: u32,
 }
 
 /// Whose failure a failed request was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailedBy {
-    /// The engine's, not the query's: a refused or reset connection, a 5xx or 429, a timeout
+    /// The engine's, not the query's: a refused or reset connection, a 5xx, a timeout
     /// before the first token, the stream cut off (the engine process gone). The query is not
     /// answered: it goes back to the queue, to be measured once the engine is back.
     Engine,
     /// The request's: a 4xx for this prompt (the context too long, say), an error the engine
-    /// streamed, a reply that breaks the protocol, a generation that outlasted the timeout.
-    /// It stays a result, with its error.
+    /// streamed, a reply that breaks the protocol, a generation that outlasted the timeout, a
+    /// rate limit (429) still in force after the request's retries. It stays a result, with
+    /// its error.
     Request,
 }
 
@@ -73,10 +76,34 @@ pub fn names_for(id: &str) -> Vec<String> {
 /// Attempts for a request that could not be sent (a refused or stale connection).
 const SEND_ATTEMPTS: u32 = 3;
 
+/// How many 429 answers a request waits out, by default, before it is recorded as an error.
+pub const DEFAULT_RATE_LIMIT_RETRIES: u32 = 5;
+
+/// How the agent reaches its engine, beyond the URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineAccess {
+    /// The engine is a remote endpoint (`--engine-remote`, never guessed from the URL): no
+    /// local power is read for its queries, and the run's provenance says so.
+    pub remote: bool,
+    /// Sent as `Authorization: Bearer` with every request, remote or local.
+    pub key: Option<ApiKey>,
+    /// How many 429 answers one request waits out before it is recorded as an error.
+    pub rate_limit_retries: u32,
+}
+
+impl Default for EngineAccess {
+    fn default() -> Self {
+        Self { remote: false, key: None, rate_limit_retries: DEFAULT_RATE_LIMIT_RETRIES }
+    }
+}
+
 /// Why a request failed.
 enum Failure {
     /// Before the engine received it: safe to send again.
     NotSent(String),
+    /// The engine answered 429: rate limited, to be sent again after `retry_after` (or the
+    /// backoff) while the request's retries last.
+    RateLimited(Option<Duration>, String),
     /// After: whose failure it was, and what happened.
     Failed(FailedBy, String),
 }
@@ -93,13 +120,13 @@ impl Failure {
         let timed_out = |cause: &reqwest::Error| cause.is_timeout();
         match e {
             openai::Error::NotSent { .. } => Failure::NotSent(e.to_string()),
-            openai::Error::Status { status, body, .. } => {
-                let by = if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                    FailedBy::Engine
-                } else {
-                    FailedBy::Request
-                };
-                Failure::Failed(by, format!("engine answered {status}: {}", body.chars().take(500).collect::<String>()))
+            openai::Error::Status { status, body, retry_after, .. } => {
+                let what = format!("engine answered {status}: {}", body.chars().take(500).collect::<String>());
+                if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                    return Failure::RateLimited(retry_after, what);
+                }
+                let by = if status.is_server_error() { FailedBy::Engine } else { FailedBy::Request };
+                Failure::Failed(by, what)
             }
             // A generation that outlasts the timeout is this request's; anything else that cuts
             // the connection is the engine's.
@@ -131,12 +158,15 @@ fn server_side(error: &serde_json::Value) -> bool {
 #[derive(Debug, Clone)]
 pub struct Engine {
     client: Client,
+    rate_limit_retries: u32,
 }
 
 impl Engine {
-    /// An engine at `base_url` (e.g. `http://127.0.0.1:8080`); requests give up after `timeout`.
-    pub fn new(base_url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        Ok(Self { client: Client::new(base_url, timeout)? })
+    /// An engine at `base_url` (e.g. `http://127.0.0.1:8080`), reached as `access` says;
+    /// requests give up after `timeout`.
+    pub fn new(base_url: &str, timeout: Duration, access: &EngineAccess) -> anyhow::Result<Self> {
+        let client = Client::new(base_url, timeout)?.with_key(access.key.clone());
+        Ok(Self { client, rate_limit_retries: access.rate_limit_retries })
     }
 
     /// The endpoint's base URL.
@@ -195,27 +225,7 @@ impl Engine {
             temperature: Some(params.temperature),
             top_p: Some(params.top_p),
         };
-        let mut attempt = 0;
-        let mut c = loop {
-            attempt += 1;
-            let started_at = chrono::Utc::now();
-            let started = Instant::now();
-            let mut c = Completion { started_at, started: Some(started), ..Default::default() };
-            match self.stream_into(&request, started, &mut c, first_token).await {
-                Ok(()) => {}
-                // The request never reached the engine, so nothing was measured: try again,
-                // timing afresh.
-                Err(Failure::NotSent(e)) if attempt < SEND_ATTEMPTS => {
-                    tracing::debug!(attempt, error = %e, "engine request not sent; retrying");
-                    tokio::time::sleep(ipw_proto::retry::backoff(attempt - 1)).await;
-                    continue;
-                }
-                Err(Failure::NotSent(e)) => (c.error, c.failed_by) = (Some(e), Some(FailedBy::Engine)),
-                Err(Failure::Failed(by, e)) => (c.error, c.failed_by) = (Some(e), Some(by)),
-            }
-            c.latency_s = started.elapsed().as_secs_f64();
-            break c;
-        };
+        let mut c = self.send_with_retries(&request, first_token).await;
         if let Some(ttft) = c.ttft_s.filter(|_| c.tokens_out > 1) {
             c.tpot_s = Some((c.latency_s - ttft).max(0.0) / f64::from(c.tokens_out - 1));
         }
@@ -224,6 +234,55 @@ impl Engine {
             c.failed_by = Some(FailedBy::Request);
         }
         c
+    }
+
+    /// Sends `request` until it is answered or fails for good: a request that never reached
+    /// the engine is sent again (up to [`SEND_ATTEMPTS`]), one rate limited (429) after its
+    /// `Retry-After` (up to the engine's rate-limit retries, then it is an error). Each attempt
+    /// is timed afresh: the waits between them are not the engine's latency.
+    async fn send_with_retries(&self, request: &ChatRequest, first_token: &OnceLock<Instant>) -> Completion {
+        let (mut not_sent, mut rate_limited) = (0, 0);
+        loop {
+            let started_at = chrono::Utc::now();
+            let started = Instant::now();
+            let mut c = Completion { started_at, started: Some(started), ..Default::default() };
+            let wait = match self.stream_into(request, started, &mut c, first_token).await {
+                Ok(()) => None,
+                // Nothing was measured: try again.
+                Err(Failure::NotSent(e)) if not_sent + 1 < SEND_ATTEMPTS => {
+                    tracing::debug!(attempt = not_sent + 1, error = %e, "engine request not sent; retrying");
+                    not_sent += 1;
+                    Some(ipw_proto::retry::backoff(not_sent - 1))
+                }
+                Err(Failure::RateLimited(retry_after, e)) if rate_limited < self.rate_limit_retries => {
+                    let wait = ipw_proto::retry::after_rate_limit(retry_after, rate_limited);
+                    tracing::info!(rate_limited = rate_limited + 1, wait_ms = wait.as_millis() as u64, error = %e, "engine rate limited the request; waiting");
+                    rate_limited += 1;
+                    Some(wait)
+                }
+                Err(Failure::NotSent(e)) => {
+                    (c.error, c.failed_by) = (Some(e), Some(FailedBy::Engine));
+                    None
+                }
+                Err(Failure::RateLimited(_, e)) => {
+                    rate_limited += 1;
+                    let e = format!("rate limited {rate_limited} times, retries exhausted; last: {e}");
+                    (c.error, c.failed_by) = (Some(e), Some(FailedBy::Request));
+                    None
+                }
+                Err(Failure::Failed(by, e)) => {
+                    (c.error, c.failed_by) = (Some(e), Some(by));
+                    None
+                }
+            };
+            if let Some(wait) = wait {
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            c.latency_s = started.elapsed().as_secs_f64();
+            c.rate_limited = rate_limited;
+            return c;
+        }
     }
 
     /// Streams one request into `c`, timing each chunk of text as it arrives.

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ipw_agent::attribution::Rule;
 use ipw_agent::config::{self, AgentConfig};
+use ipw_agent::engine::{DEFAULT_RATE_LIMIT_RETRIES, EngineAccess};
 use ipw_agent::health::AgentProbes;
 use ipw_agent::managed::ManagedOptions;
 use ipw_agent::meter::PowerOptions;
@@ -91,6 +92,8 @@ struct RunArgs {
     /// The OpenAI-compatible engine serving the run's model.
     #[arg(long, env = "IPW_ENGINE_URL", default_value = "http://127.0.0.1:8080")]
     engine_url: String,
+    #[command(flatten)]
+    access: AccessArgs,
     /// Durable results waiting for the coordinator's acknowledgement.
     #[arg(long, env = "IPW_SPOOL_DIR")]
     spool_dir: Option<PathBuf>,
@@ -132,6 +135,49 @@ struct RunArgs {
     /// 127.0.0.1:9465). Without it, they are not served.
     #[arg(long, env = "IPW_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// How the engine is reached: a remote endpoint, its key, its rate limits.
+#[derive(clap::Args, Debug)]
+struct AccessArgs {
+    /// The engine at --engine-url is a remote OpenAI-compatible endpoint (a cloud API, say),
+    /// run as a comparator: no local power is read for it, every query's energy is NULL
+    /// ("remote endpoint: energy is not observable from the client"), and the run records that
+    /// its engine was remote. Never guessed from the URL.
+    #[arg(long)]
+    engine_remote: bool,
+    /// A file whose first line is the engine's API key, sent as `Authorization: Bearer`
+    /// (remote or local). Or set IPW_ENGINE_KEY; a key is never taken on the command line.
+    #[arg(long)]
+    engine_key_file: Option<PathBuf>,
+    /// How many rate-limited (429) answers one request waits out, each for its Retry-After
+    /// (at most 60 s) or a backoff, before the query is recorded as an error.
+    #[arg(long, default_value_t = DEFAULT_RATE_LIMIT_RETRIES)]
+    engine_retries: u32,
+}
+
+/// The variable an engine's API key may come in, instead of --engine-key-file.
+const ENGINE_KEY_VAR: &str = "IPW_ENGINE_KEY";
+
+impl AccessArgs {
+    /// The engine access these flags and `env_key` (IPW_ENGINE_KEY's value) give. A key file
+    /// that cannot be read or is empty, or a key given both ways, is an error that says so.
+    fn access(&self, env_key: Option<String>) -> anyhow::Result<EngineAccess> {
+        let key =
+            match (&self.engine_key_file, env_key.filter(|k| !k.trim().is_empty())) {
+                (Some(_), Some(_)) => {
+                    anyhow::bail!(
+                        "the engine's API key is given twice: use --engine-key-file or {ENGINE_KEY_VAR}, not both"
+                    )
+                }
+                (Some(path), None) => Some(ipw_proto::openai::ApiKey::read(path).with_context(|| {
+                    format!("--engine-key-file {}: cannot read the engine's API key", path.display())
+                })?),
+                (None, Some(k)) => ipw_proto::openai::ApiKey::new(&k),
+                (None, None) => None,
+            };
+        Ok(EngineAccess { remote: self.engine_remote, key, rate_limit_retries: self.engine_retries })
+    }
 }
 
 /// How energy is measured while running: the idle baseline, attribution, and the sources.
@@ -346,6 +392,7 @@ async fn run_service(args: RunArgs, config_path: &std::path::Path) -> anyhow::Re
         heartbeat_interval,
         coordinator,
         engine_url,
+        access,
         spool_dir,
         exit_when_idle,
         poll_interval,
@@ -356,9 +403,16 @@ async fn run_service(args: RunArgs, config_path: &std::path::Path) -> anyhow::Re
         managed,
         metrics_listen,
     } = args;
+    if access.engine_remote && engine == "managed" {
+        anyhow::bail!(
+            "--engine-remote names a remote endpoint at --engine-url; it cannot be used with --engine managed"
+        );
+    }
+    let engine_access = access.access(std::env::var(ENGINE_KEY_VAR).ok())?;
     let spool = Spool::open(&spool_dir.unwrap_or_else(config::default_spool_dir))?;
     let opts = RunOptions {
         engine_url,
+        engine_access,
         exit_when_idle,
         poll_interval,
         request_timeout,
@@ -399,7 +453,7 @@ async fn serve_ops(
     };
     let probes = AgentProbes {
         config_path: config_path.to_owned(),
-        engine: ipw_agent::engine::Engine::new(&engine_url, ipw_ops::http::CHECK_TIMEOUT)?,
+        engine: ipw_agent::engine::Engine::new(&engine_url, ipw_ops::http::CHECK_TIMEOUT, &opts.engine_access)?,
         spool: spool.clone(),
         metrics: opts.metrics.clone(),
         heartbeat: opts.heartbeat_interval,
@@ -458,5 +512,45 @@ fn probe(seconds: Duration, power: &PowerArgs) {
     println!("power sources not usable:");
     for u in &d.unavailable {
         println!("  {}: {}", u.kind, u.reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(args: &[&str], env_key: Option<&str>) -> anyhow::Result<EngineAccess> {
+        let argv = ["ipw-agent", "run"].iter().chain(args).copied();
+        let Command::Run(run) = Args::try_parse_from(argv)?.command else { panic!("run") };
+        run.access.access(env_key.map(str::to_owned))
+    }
+
+    #[test]
+    fn the_engine_key_comes_from_a_file_or_the_environment_and_bad_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, empty) = (dir.path().join("key"), dir.path().join("empty"));
+        std::fs::write(&key, "sk-test\n").unwrap();
+        std::fs::write(&empty, " \n").unwrap();
+        let file = access(&["--engine-remote", "--engine-key-file", key.to_str().unwrap()], None).unwrap();
+        assert_eq!(file.key, ipw_proto::openai::ApiKey::new("sk-test"));
+        assert!(file.remote);
+        let env = access(&["--engine-retries", "2"], Some("sk-env")).unwrap();
+        assert_eq!((env.key, env.remote, env.rate_limit_retries), (ipw_proto::openai::ApiKey::new("sk-env"), false, 2));
+        assert_eq!(access(&[], None).unwrap(), EngineAccess::default());
+
+        let missing = dir.path().join("missing");
+        let e = format!("{:#}", access(&["--engine-key-file", missing.to_str().unwrap()], None).unwrap_err());
+        assert!(e.starts_with(&format!("--engine-key-file {}: cannot read the engine's API key: ", missing.display())));
+        let e = format!("{:#}", access(&["--engine-key-file", empty.to_str().unwrap()], None).unwrap_err());
+        assert_eq!(
+            e,
+            format!("--engine-key-file {}: cannot read the engine's API key: the file is empty", empty.display())
+        );
+        let e = access(&["--engine-key-file", key.to_str().unwrap()], Some("sk-env")).unwrap_err();
+        assert!(e.to_string().contains("given twice"), "{e}");
+        assert!(
+            Args::try_parse_from(["ipw-agent", "run", "--engine-key", "sk"]).is_err(),
+            "no key on the command line"
+        );
     }
 }

@@ -8,6 +8,9 @@ use crate::sampler::{DEFAULT_HZ, Sampler};
 use ipw_proto::v1::{Energy, PowerSourceInfo, SeriesChunk, SessionTelemetry};
 use std::time::{Duration, Instant, SystemTime};
 
+/// Why a remote endpoint's queries have no energy (`--engine-remote`).
+pub const REMOTE_ENDPOINT: &str = "remote endpoint: energy is not observable from the client";
+
 /// Samples per uploaded series chunk, at most.
 const CHUNK_SAMPLES: usize = 4096;
 /// How long the ring buffer reaches back: a session's steady window is measured on it.
@@ -97,6 +100,13 @@ impl Meter {
             }
         }
         Self { sampler, epoch: Instant::now(), null_reason, rule: opts.rule, idle: opts.idle }
+    }
+
+    /// A meter that reads nothing, for `reason` (a remote engine): no discovery, no sampler,
+    /// no idle baseline; every query's energy is NULL with `reason`.
+    pub fn unmetered(reason: &str, opts: &PowerOptions) -> Self {
+        tracing::info!(reason, "not reading power");
+        Self { sampler: None, epoch: Instant::now(), null_reason: reason.to_owned(), rule: opts.rule, idle: opts.idle }
     }
 
     /// Whether anything is being measured.

@@ -53,6 +53,9 @@ pub struct AgentMetrics {
     pub ttft_seconds: Histogram,
     /// Whole-request latency.
     pub request_seconds: Histogram,
+    /// 429 (rate limited) answers the engine gave, each waited out or, past the retries, the
+    /// request's error.
+    pub rate_limited: Counter,
     /// Current power per source.
     pub power_watts: Family<SourceLabels, GaugeF64>,
     /// Energy per source since the agent started sampling.
@@ -85,6 +88,7 @@ impl Default for AgentMetrics {
             // 10 ms to ~10 min.
             ttft_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
             request_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
+            rate_limited: Counter::default(),
             power_watts: Family::default(),
             energy_joules: Family::default(),
             spool_results: Gauge::default(),
@@ -154,6 +158,7 @@ impl AgentMetrics {
         r.register("requests_in_flight", "Engine requests in flight", self.in_flight.clone());
         r.register_with_unit("ttft", "Time to first token", Unit::Seconds, self.ttft_seconds.clone());
         r.register_with_unit("request_duration", "Engine request latency", Unit::Seconds, self.request_seconds.clone());
+        r.register("rate_limited", "Rate limited (429) answers from the engine", self.rate_limited.clone());
         r.register_with_unit(
             "power",
             "Current power per source",
@@ -182,5 +187,19 @@ impl AgentMetrics {
             self.last_upload.clone(),
         );
         root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AgentMetrics;
+
+    #[test]
+    fn rate_limits_are_a_prometheus_counter() {
+        let m = AgentMetrics::default();
+        m.rate_limited.inc_by(3);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &m.registry()).unwrap();
+        assert!(text.lines().any(|l| l == "ipw_agent_rate_limited_total 3"), "{text}");
     }
 }

@@ -177,6 +177,31 @@ pub async fn collect(
             "power_sources": power_details,
         })
         .to_string(),
+        engine_remote: false,
+    }
+}
+
+/// The provenance record for `run_id` on a remote endpoint (`--engine-remote`): what the
+/// endpoint says about itself and its model, and this machine's OS and CPU as the client's.
+/// Nothing local stands for the endpoint: no power sources or drivers, and a model path the
+/// endpoint reports is on its machine, so it is never hashed here.
+pub async fn collect_remote(run_id: &str, engine: &Engine) -> Provenance {
+    let info = probe_engine(engine).await;
+    let hw = tokio::task::spawn_blocking(hardware::probe).await.unwrap_or_default();
+    Provenance {
+        run_id: run_id.to_owned(),
+        agent_version: crate::VERSION.to_owned(),
+        agent_git_revision: GIT_REVISION.to_owned(),
+        engine_name: info.name,
+        engine_version: info.version,
+        engine_model: info.model,
+        quantization: info.quantization.unwrap_or_default(),
+        os: hw.os,
+        kernel: hw.kernel,
+        cpu_model: hw.cpu_model,
+        details_json: serde_json::json!({"client_hostname": hw.hostname}).to_string(),
+        engine_remote: true,
+        ..Provenance::default()
     }
 }
 

@@ -4,7 +4,7 @@
 use crate::client::{self, Coordinator};
 use crate::commit;
 use crate::config::AgentConfig;
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineAccess};
 use crate::leases::Held;
 use crate::managed::{ManagedEngine, ManagedOptions};
 use crate::meter::{Meter, PowerOptions};
@@ -28,6 +28,8 @@ use tonic::Code;
 pub struct RunOptions {
     /// The engine's base URL.
     pub engine_url: String,
+    /// Whether the engine is remote, its key, its rate-limit retries.
+    pub engine_access: EngineAccess,
     /// Per-request timeout.
     pub request_timeout: Duration,
     /// Wait between lease attempts when there is no work.
@@ -77,6 +79,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         Self {
             engine_url: "http://127.0.0.1:8080".into(),
+            engine_access: EngineAccess::default(),
             request_timeout: Duration::from_secs(600),
             poll_interval: Duration::from_secs(5),
             exit_when_idle: false,
@@ -111,8 +114,13 @@ pub async fn run(config: &AgentConfig, spool: &Spool, opts: &RunOptions) -> anyh
     let mut coord = client::connect(config).await?;
     let mut managed = opts.managed.clone().map(ManagedEngine::new).transpose().map_err(anyhow::Error::msg)?;
     let url = managed.as_ref().map(ManagedEngine::url).unwrap_or_else(|| opts.engine_url.clone());
-    let engine = Engine::new(&url, opts.request_timeout)?;
-    let meter = Arc::new(Meter::start(&opts.power));
+    let engine = Engine::new(&url, opts.request_timeout, &opts.engine_access)?;
+    // A remote engine's energy is not observable here: no local power is read for it.
+    let meter = Arc::new(if opts.engine_access.remote {
+        Meter::unmetered(crate::meter::REMOTE_ENDPOINT, &opts.power)
+    } else {
+        Meter::start(&opts.power)
+    });
     let power = tokio::spawn(power_gauges(meter.clone(), opts.metrics.clone()));
     let held = Held::default();
     let heartbeat =
@@ -202,7 +210,9 @@ async fn lease_loop(
             commit::give_back(coord, vec![lease.shard_id.clone()], Vec::new(), opts).await;
             anyhow::bail!("managed engine: {e}");
         }
-        if !reported.contains(&lease.run_id) && report_provenance(coord, engine, meter, spool, &lease.run_id).await {
+        if !reported.contains(&lease.run_id)
+            && report_provenance(coord, engine, meter, spool, &lease.run_id, opts).await
+        {
             reported.insert(lease.run_id.clone());
         }
         let tools = session::Tools { coord, engine, meter, spool, held };
@@ -324,9 +334,14 @@ async fn report_provenance(
     meter: &Meter,
     spool: &Spool,
     run_id: &str,
+    opts: &RunOptions,
 ) -> bool {
     let hashes = Some(spool.dir().join(MODEL_HASHES));
-    let record = provenance::collect(run_id, engine, meter.source_details(), hashes).await;
+    let record = if opts.engine_access.remote {
+        provenance::collect_remote(run_id, engine).await
+    } else {
+        provenance::collect(run_id, engine, meter.source_details(), hashes).await
+    };
     match coord.report_provenance(record).await {
         Ok(_) => true,
         Err(s) => {

@@ -479,6 +479,7 @@ impl<'a> Session<'a> {
         let m = &self.opts.metrics;
         m.in_flight.dec();
         m.request_seconds.observe(c.latency_s);
+        m.rate_limited.inc_by(u64::from(c.rate_limited));
         if let Some(t) = c.ttft_s {
             m.ttft_seconds.observe(t);
         }
@@ -744,6 +745,7 @@ fn to_result(lease: &Lease, item: usize, c: Completion) -> QueryResult {
         response: clamp(c.text, MAX_RESPONSE_BYTES),
         finish_reason: clamp(c.finish_reason, MAX_SHORT_TEXT_BYTES),
         error: clamp(c.error.unwrap_or_default(), MAX_SHORT_TEXT_BYTES),
+        rate_limited: c.rate_limited,
         ..Default::default()
     }
 }

@@ -237,6 +237,9 @@ pub enum Error {
         status: reqwest::StatusCode,
         /// The reply's body (empty when it could not be read), for the caller to quote.
         body: String,
+        /// How long the endpoint asked to wait before trying again (its `Retry-After`, in
+        /// seconds or as a date), when it said.
+        retry_after: Option<Duration>,
     },
     /// A successful reply's body could not be read, or is not the JSON expected.
     #[error("{request}: {cause}")]
@@ -322,11 +325,37 @@ impl ChunkDecoder {
     }
 }
 
+/// An endpoint's API key, sent as `Authorization: Bearer <key>`. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+impl ApiKey {
+    /// A key from text: its first line, trimmed. `None` when that is empty.
+    pub fn new(text: &str) -> Option<Self> {
+        let key = text.lines().next().unwrap_or_default().trim();
+        (!key.is_empty()).then(|| Self(key.to_owned()))
+    }
+
+    /// The key in the file at `path` (its first line). A missing, unreadable or empty file is
+    /// an error; the caller names the file.
+    pub fn read(path: &std::path::Path) -> std::io::Result<Self> {
+        Self::new(&std::fs::read_to_string(path)?)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is empty"))
+    }
+}
+
 /// A client for one OpenAI-compatible endpoint.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
     base_url: String,
+    key: Option<ApiKey>,
 }
 
 impl Client {
@@ -336,7 +365,21 @@ impl Client {
         // Idle connections are dropped before llama.cpp's 5 s keep-alive would close them under
         // us (a reused, half-closed connection fails the next request).
         let http = reqwest::Client::builder().timeout(timeout).pool_idle_timeout(Duration::from_secs(2)).build()?;
-        Ok(Self { http, base_url: base_url.trim_end_matches('/').to_owned() })
+        Ok(Self { http, base_url: base_url.trim_end_matches('/').to_owned(), key: None })
+    }
+
+    /// This client sending `key` with every request (none when `None`).
+    pub fn with_key(mut self, key: Option<ApiKey>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// `builder` with the key's `Authorization` header (marked sensitive), if there is a key.
+    fn authorized(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.key {
+            Some(ApiKey(key)) => builder.bearer_auth(key),
+            None => builder,
+        }
     }
 
     /// The endpoint's base URL, without a trailing `/`.
@@ -348,7 +391,7 @@ impl Client {
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
         let url = format!("{}{path}", self.base_url);
         let request = format!("GET {url}");
-        let resp = send(self.http.get(&url).timeout(GET_TIMEOUT), &request).await?;
+        let resp = send(self.authorized(self.http.get(&url).timeout(GET_TIMEOUT)), &request).await?;
         resp.json().await.map_err(|cause| Error::Decode { request, cause })
     }
 
@@ -372,7 +415,7 @@ impl Client {
     pub async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, Error> {
         let url = format!("{}/v1/chat/completions", self.base_url);
         let what = format!("POST {url}");
-        let resp = send(self.http.post(&url).json(request), &what).await?;
+        let resp = send(self.authorized(self.http.post(&url).json(request)), &what).await?;
         resp.json().await.map_err(|cause| Error::Decode { request: what, cause })
     }
 
@@ -382,7 +425,7 @@ impl Client {
     pub async fn chat_stream(&self, request: &ChatRequest, mut on_chunk: impl FnMut(ChatChunk)) -> Result<(), Error> {
         debug_assert!(request.stream, "chat_stream needs a request with `stream` set");
         let url = format!("{}/v1/chat/completions", self.base_url);
-        let resp = send(self.http.post(&url).json(request), &format!("POST {url}")).await?;
+        let resp = send(self.authorized(self.http.post(&url).json(request)), &format!("POST {url}")).await?;
         let mut bytes = resp.bytes_stream();
         let mut decoder = ChunkDecoder::default();
         while let Some(piece) = bytes.next().await {
@@ -409,10 +452,26 @@ async fn send(builder: reqwest::RequestBuilder, request: &str) -> Result<reqwest
     })?;
     let status = resp.status();
     if !status.is_success() {
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry_after(v, std::time::SystemTime::now()));
         let body = resp.text().await.unwrap_or_default();
-        return Err(Error::Status { request: request.to_owned(), status, body });
+        return Err(Error::Status { request: request.to_owned(), status, body, retry_after });
     }
     Ok(resp)
+}
+
+/// A `Retry-After` value as a wait from `now`: delay-seconds, or an HTTP-date (one already
+/// past is no wait). `None` when it is neither.
+pub fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// Reads a `T`, or `None` when the value is null or of another shape.
@@ -617,8 +676,11 @@ mod tests {
     }
 
     /// Serves one HTTP request on a local port: answers `head` then each of `pieces`, flushed
-    /// apart, and closes. Returns the base URL and the request's body.
-    async fn serve_once(head: &'static str, pieces: Vec<&'static [u8]>) -> (String, tokio::task::JoinHandle<String>) {
+    /// apart, and closes. Returns the base URL and the request's head and body.
+    async fn serve_once(
+        head: &'static str,
+        pieces: Vec<&'static [u8]>,
+    ) -> (String, tokio::task::JoinHandle<(String, String)>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -648,7 +710,10 @@ mod tests {
                 socket.flush().await.unwrap();
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            String::from_utf8_lossy(&req[body_start..]).into_owned()
+            (
+                String::from_utf8_lossy(&req[..body_start]).into_owned(),
+                String::from_utf8_lossy(&req[body_start..]).into_owned(),
+            )
         });
         (url, task)
     }
@@ -678,7 +743,7 @@ mod tests {
         assert_eq!(client.base_url(), url);
         let mut chunks = Vec::new();
         client.chat_stream(&streamed_request(), |c| chunks.push(c)).await.unwrap();
-        let sent: serde_json::Value = serde_json::from_str(&server.await.unwrap()).unwrap();
+        let sent: serde_json::Value = serde_json::from_str(&server.await.unwrap().1).unwrap();
         assert_eq!(sent["stream"], true);
         assert_eq!(sent["stream_options"]["include_usage"], true);
         let chunks: Vec<Result<ChatChunk, Error>> = chunks.into_iter().map(Ok).collect();
@@ -751,5 +816,47 @@ mod tests {
         assert!(matches!(e, Error::Decode { .. }), "{e:?}");
         assert!(e.to_string().starts_with(&format!("GET {url}/v1/models: ")), "{e}");
         assert!(!e.is_transient());
+    }
+
+    #[tokio::test]
+    async fn a_key_is_sent_as_a_bearer_and_a_rate_limit_says_how_long_to_wait() {
+        let (url, server) = serve_once(
+            "HTTP/1.1 429 Too Many Requests\r\nretry-after: 7\r\ncontent-length: 4\r\nconnection: close\r\n\r\n",
+            vec![b"slow"],
+        )
+        .await;
+        let key = ApiKey::new("s3cret\nignored").unwrap();
+        let client = Client::new(&url, Duration::from_secs(10)).unwrap().with_key(Some(key));
+        assert!(!format!("{client:?}").contains("s3cret"), "the key is never shown");
+        let e = client.chat_stream(&streamed_request(), |_| {}).await.unwrap_err();
+        let Error::Status { status, retry_after, .. } = &e else { panic!("{e:?}") };
+        assert_eq!((status.as_u16(), *retry_after), (429, Some(Duration::from_secs(7))));
+        assert!(e.is_transient());
+        let (head, _) = server.await.unwrap();
+        assert!(head.lines().any(|l| l == "authorization: Bearer s3cret"), "{head}");
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(retry_after(" 3 ", now), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now), Some(Duration::from_secs(10)));
+        assert_eq!(retry_after("Sun, 06 Nov 1994 08:49:00 GMT", now), Some(Duration::ZERO), "a date past");
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-1", now), None);
+    }
+
+    #[test]
+    fn an_api_key_is_its_first_line_and_never_empty() {
+        assert_eq!(ApiKey::new("  k  \n"), Some(ApiKey("k".into())));
+        assert_eq!(ApiKey::new(" \nk"), None);
+        assert_eq!(format!("{:?}", ApiKey::new("k").unwrap()), "ApiKey(<redacted>)");
+        let dir = std::env::temp_dir().join(format!("ipw-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("empty"), "\n").unwrap();
+        let e = ApiKey::read(&dir.join("empty")).unwrap_err();
+        assert_eq!(e.to_string(), "the file is empty");
+        assert_eq!(ApiKey::read(&dir.join("missing")).unwrap_err().kind(), std::io::ErrorKind::NotFound);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -510,7 +510,7 @@ pub fn agent_service_process_on(
     agent: &AgentConfig,
     engine_url: &str,
 ) -> anyhow::Result<tokio::process::Command> {
-    agent_command(dir, agent, engine_url, &dir.join("no-powercap"))
+    agent_command(dir, agent, engine_url, &dir.join("no-powercap"), "0s")
 }
 
 /// Like [`agent_process`], but sampling the RAPL zones under `powercap` (a
@@ -531,7 +531,21 @@ pub fn metered_agent_service_process(
     agent: &AgentConfig,
     powercap: &Path,
 ) -> anyhow::Result<tokio::process::Command> {
-    agent_command(dir, agent, &engine_url(), powercap)
+    agent_command(dir, agent, &engine_url(), powercap, "0s")
+}
+
+/// Like [`metered_agent_process`], against another engine and measuring an idle baseline of
+/// `idle` (e.g. `2s`) at the start of each session: for tests of what is, or is not, measured.
+pub fn metered_agent_process_on(
+    dir: &Path,
+    agent: &AgentConfig,
+    engine_url: &str,
+    powercap: &Path,
+    idle: &str,
+) -> anyhow::Result<tokio::process::Command> {
+    let mut cmd = agent_command(dir, agent, engine_url, powercap, idle)?;
+    cmd.arg("--exit-when-idle");
+    Ok(cmd)
 }
 
 fn agent_command(
@@ -539,6 +553,7 @@ fn agent_command(
     agent: &AgentConfig,
     engine_url: &str,
     powercap: &Path,
+    idle: &str,
 ) -> anyhow::Result<tokio::process::Command> {
     let config = dir.join(format!("{}.json", agent.name));
     agent.save(&config)?;
@@ -546,7 +561,7 @@ fn agent_command(
     cmd.arg("--config").arg(config).arg("run");
     cmd.arg("--engine-url").arg(engine_url);
     cmd.arg("--spool-dir").arg(agent_spool(dir, &agent.name).dir());
-    cmd.args(["--idle", "0s", "--poll-interval", "200ms", "--heartbeat-interval", "1s"]);
+    cmd.args(["--idle", idle, "--poll-interval", "200ms", "--heartbeat-interval", "1s"]);
     cmd.args(["--retry-for", "60s", "--gpus="]);
     cmd.arg("--powercap-root").arg(powercap);
     cmd.arg("--drm-root").arg(dir.join("no-drm"));

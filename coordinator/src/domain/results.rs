@@ -73,6 +73,8 @@ pub struct ValidResult {
     pub in_steady_window: bool,
     /// Open loop: how late the request started.
     pub start_delay_s: Option<f64>,
+    /// Rate-limited (429) answers the request waited out.
+    pub rate_limited: i32,
 }
 
 /// Checks one result on its own (ownership and membership are checked against the database).
@@ -161,6 +163,7 @@ pub fn validate(r: &QueryResult) -> Result<ValidResult, Invalid> {
         session_id,
         in_steady_window: r.in_steady_window,
         start_delay_s: optional("start_delay_s", r.start_delay_s)?,
+        rate_limited: i32::try_from(r.rate_limited).map_err(|_| "rate_limited out of range".to_owned())?,
     })
 }
 

@@ -19,8 +19,8 @@ pub async fn insert(
     sqlx::query!(
         "INSERT INTO run_provenance (run_id, agent_id, agent_version, agent_git_revision, engine_name,
              engine_version, engine_model, model_sha256, model_digest, quantization, driver_version, cuda_version,
-             rocm_version, os, kernel, cpu_model, power_limit_w, details)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+             rocm_version, os, kernel, cpu_model, power_limit_w, details, engine_remote)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
          ON CONFLICT (run_id, agent_id) DO NOTHING",
         run_id,
         agent_id,
@@ -40,6 +40,7 @@ pub async fn insert(
         p.cpu_model,
         p.power_limit_w,
         details,
+        p.engine_remote,
     )
     .execute(pool)
     .await?;

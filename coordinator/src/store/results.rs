@@ -186,22 +186,25 @@ async fn insert_new(
                                  ttft_s, mean_itl_s, tokens_in, tokens_out, response, finish_reason, error,
                                  energy_j, dynamic_energy_j, power_source, power_scope, sample_hz,
                                  energy_attribution, energy_null_reason, prefill_energy_j, decode_energy_j,
-                                 itl_p50_s, itl_p95_s, tpot_s, session_id, in_steady_window, start_delay_s)
+                                 itl_p50_s, itl_p95_s, tpot_s, session_id, in_steady_window, start_delay_s,
+                                 rate_limited)
             SELECT u.run_id, u.shard_id, u.query_id, u.repetition, $5, u.started_at, u.latency_s,
                    u.ttft_s, u.mean_itl_s, u.tokens_in, u.tokens_out, u.response, u.finish_reason, u.error,
                    u.energy_j, u.dynamic_energy_j, u.power_source, u.power_scope, u.sample_hz,
                    u.energy_attribution, u.energy_null_reason, u.prefill_energy_j, u.decode_energy_j,
-                   u.itl_p50_s, u.itl_p95_s, u.tpot_s, u.session_id, u.in_steady_window, u.start_delay_s
+                   u.itl_p50_s, u.itl_p95_s, u.tpot_s, u.session_id, u.in_steady_window, u.start_delay_s,
+                   u.rate_limited
             FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::int[], $6::timestamptz[], $7::float8[],
                         $8::float8[], $9::float8[], $10::int[], $11::int[], $12::text[], $13::text[], $14::text[],
                         $15::float8[], $16::float8[], $17::text[], $18::text[], $19::float8[],
                         $20::text[], $21::text[], $22::float8[], $23::float8[], $24::float8[], $25::float8[],
-                        $26::float8[], $27::uuid[], $28::bool[], $29::float8[])
+                        $26::float8[], $27::uuid[], $28::bool[], $29::float8[], $30::int[])
                  AS u(run_id, shard_id, query_id, repetition, started_at, latency_s,
                       ttft_s, mean_itl_s, tokens_in, tokens_out, response, finish_reason, error,
                       energy_j, dynamic_energy_j, power_source, power_scope, sample_hz,
                       energy_attribution, energy_null_reason, prefill_energy_j, decode_energy_j,
-                      itl_p50_s, itl_p95_s, tpot_s, session_id, in_steady_window, start_delay_s)
+                      itl_p50_s, itl_p95_s, tpot_s, session_id, in_steady_window, start_delay_s,
+                      rate_limited)
             ON CONFLICT (run_id, query_id, repetition) DO NOTHING
             RETURNING id, run_id, query_id, response, error
          )
@@ -238,6 +241,7 @@ async fn insert_new(
         &column(batch, |r| r.session_id) as &[Option<Uuid>],
         &column(batch, |r| r.in_steady_window),
         &column(batch, |r| r.start_delay_s) as &[Option<f64>],
+        &column(batch, |r| r.rate_limited),
     )
     .fetch_all(&mut **tx)
     .await?)
