@@ -47,7 +47,7 @@ async fn a_stream_cut_before_its_last_chunk_commits_nothing() -> anyhow::Result<
         name: "cut".into(),
         source: "test".into(),
         lines: vec![WorkloadLine { line_no: 1, text: r#"{"id": "1", "prompt": "p", "answer": "a"}"#.into() }],
-        last: false,
+        ..Default::default()
     };
     let e = fleet.admin.import_workload(tokio_stream::iter(vec![chunk])).await.unwrap_err();
     assert!(e.message().contains("ended before its last chunk"), "{}", e.message());
