@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// `ipw workload ...`
 #[derive(Subcommand, Debug)]
 pub enum WorkloadCmd {
-    /// Imports a workload file (JSONL or Parquet); all or nothing.
+    /// Imports a workload file (JSONL or Parquet); all or nothing
     ///
     /// Formats (the first record fixes which; a bad line or row is named and nothing is
     /// imported):
