@@ -28,7 +28,8 @@ use crate::steady::LoadTracker;
 use futures::future::BoxFuture;
 use ipw_proto::limits::{MAX_RESPONSE_BYTES, MAX_SHORT_TEXT_BYTES, clamp};
 use ipw_proto::v1::{
-    AcquireLeaseRequest, EngineFailure, IdleBaseline, Lease, LoadSummary, QueryResult, SessionTelemetry,
+    AcquireLeaseRequest, EngineFailure, GenerationParams, IdleBaseline, Lease, LoadSummary, QueryResult,
+    SessionTelemetry, WorkItem,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
@@ -248,6 +249,7 @@ impl<'a> Session<'a> {
     async fn warm_up(&mut self) {
         let params = self.first.params.unwrap_or_default();
         for item in self.first.items.iter().take(self.first.warmup as usize) {
+            let params = item_params(&params, item);
             tokio::select! {
                 _ = self.engine.chat(&self.first.model, &item.messages, &params) => self.telemetry.warmup += 1,
                 () = self.opts.shutdown.requested() => break,
@@ -445,7 +447,7 @@ impl<'a> Session<'a> {
         let request = Request { shard_id: a.lease.shard_id.clone(), item: a.next, energy_id: None, scheduled };
         a.next += 1;
         a.outstanding += 1;
-        let params = a.lease.params.unwrap_or_default();
+        let params = item_params(&a.lease.params.unwrap_or_default(), &item);
         let model = a.lease.model.clone();
         let now = self.now();
         self.tracker.started(now);
@@ -723,6 +725,13 @@ async fn upload_telemetry(
             None
         }
     }
+}
+
+/// The generation settings of one item: the lease's, with the query's own completion budget
+/// when it has one.
+fn item_params(lease: &GenerationParams, item: &WorkItem) -> GenerationParams {
+    let max_tokens = if item.max_tokens > 0 { item.max_tokens } else { lease.max_tokens };
+    GenerationParams { max_tokens, ..*lease }
 }
 
 fn to_result(lease: &Lease, item: usize, c: Completion) -> QueryResult {

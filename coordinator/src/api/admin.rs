@@ -11,7 +11,7 @@ use crate::domain::pricing;
 use crate::domain::scoring::judge::{Judge, JudgeConfig};
 use crate::domain::settings::Settings;
 use crate::domain::sweep::Definition;
-use crate::domain::workload::Parser;
+use crate::domain::workload::{FieldMap, Parser, Unit};
 use crate::infra::auth::{hash_secret, new_secret};
 use crate::jobs::rescore;
 use crate::store::{
@@ -474,7 +474,7 @@ async fn parse_stream(
     rows: tokio::sync::mpsc::Sender<Vec<u8>>,
 ) -> Result<Parser, Status> {
     let nothing = "; nothing was imported";
-    let mut parser = Parser::new();
+    let mut parser = import_parser(&first).map_err(|e| Status::invalid_argument(format!("{e}{nothing}")))?;
     let fresh = || Vec::with_capacity(workloads::COPY_CHUNK_BYTES + (64 << 10));
     let mut buf = fresh();
     let mut chunk = Some(first);
@@ -507,6 +507,15 @@ async fn parse_stream(
         let _ = rows.send(buf).await;
     }
     Ok(parser)
+}
+
+/// The parser an import's first chunk asks for: its field map, and what its numbers count.
+fn import_parser(first: &WorkloadChunk) -> Result<Parser, crate::domain::Invalid> {
+    let map = match first.field_map.is_empty() {
+        true => None,
+        false => Some(FieldMap::from_pairs(first.field_map.iter().map(|(t, f)| (t.clone(), f.clone())))?),
+    };
+    Ok(Parser::with(map, Unit::parse(&first.unit)?))
 }
 
 /// A scoring named in a request; empty means each run's latest.

@@ -10,11 +10,12 @@ use crate::store::{self, agents, leases, provenance, unix_us};
 use futures::Stream;
 use ipw_proto::v1::agent_service_server::AgentService;
 use ipw_proto::v1::{
-    AcquireLeaseRequest, AcquireLeaseResponse, BatchAck, CompleteShardRequest, CompleteShardResponse, GenerationParams,
-    HeartbeatRequest, HeartbeatResponse, Lease, LoadPattern, Provenance, ProvenanceAck, ReleaseLeasesRequest,
-    ReleaseLeasesResponse, ResultBatch, RotateCredentialRequest, RotateCredentialResponse, SessionTelemetry,
-    SessionTelemetryAck, ShardTelemetry, ShardTelemetryAck, WorkItem,
+    AcquireLeaseRequest, AcquireLeaseResponse, BatchAck, ChatMessage, CompleteShardRequest, CompleteShardResponse,
+    GenerationParams, HeartbeatRequest, HeartbeatResponse, Lease, LoadPattern, Provenance, ProvenanceAck,
+    ReleaseLeasesRequest, ReleaseLeasesResponse, ResultBatch, RotateCredentialRequest, RotateCredentialResponse,
+    SessionTelemetry, SessionTelemetryAck, ShardTelemetry, ShardTelemetryAck, WorkItem,
 };
+use std::collections::HashSet;
 use std::pin::Pin;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -273,16 +274,7 @@ async fn acquire(
         state.metrics.leases_expired.inc();
     }
 
-    let mut items = Vec::new();
-    for q in &queries {
-        let choices: Option<Vec<String>> = q.choices.clone().and_then(|c| serde_json::from_value(c).ok());
-        let messages = prompt::render(&q.prompt, choices.as_deref(), q.category.as_deref());
-        for repetition in 0..run.repetitions {
-            if !done.contains(&(q.id, repetition)) {
-                items.push(WorkItem { query_id: q.id, repetition: repetition as u32, messages: messages.clone() });
-            }
-        }
-    }
+    let items = work_items(&queries, &done, run.repetitions);
     tracing::info!(agent = %caller.id, shard = %shard.id, index = shard.shard_index, items = items.len(), "lease granted");
     Ok(Some(Lease {
         shard_id: shard.id.to_string(),
@@ -304,6 +296,31 @@ async fn acquire(
             seed: run.arrival_seed as u64,
         }),
     }))
+}
+
+/// A shard's work: each query's messages for every repetition not yet committed. A chat
+/// query's conversation goes as it was imported; other queries are rendered from their prompt.
+fn work_items(queries: &[leases::ShardQuery], done: &HashSet<(i64, i32)>, repetitions: i32) -> Vec<WorkItem> {
+    let mut items = Vec::new();
+    for q in queries {
+        let messages = match &q.messages {
+            Some(turns) => {
+                turns.iter().map(|t| ChatMessage { role: t.role.clone(), content: t.content.clone() }).collect()
+            }
+            None => {
+                let choices: Option<Vec<String>> = q.choices.clone().and_then(|c| serde_json::from_value(c).ok());
+                prompt::render(&q.prompt, choices.as_deref(), q.category.as_deref())
+            }
+        };
+        let max_tokens = q.max_tokens.map_or(0, |n| n as u32);
+        for repetition in 0..repetitions {
+            if !done.contains(&(q.id, repetition)) {
+                let messages = messages.clone();
+                items.push(WorkItem { query_id: q.id, repetition: repetition as u32, messages, max_tokens });
+            }
+        }
+    }
+    items
 }
 
 /// Validates and commits one batch; the ack is built only after the commit.

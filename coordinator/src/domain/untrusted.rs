@@ -60,6 +60,13 @@ pub fn workload_lines(data: &[u8]) {
                     assert!(((letter[0] - b'A') as usize) < choices.len());
                 }
                 assert!(q.tolerance.is_none_or(|t| t.is_finite() && t >= 0.0));
+                assert!(q.max_tokens.is_none_or(|n| n > 0));
+                if let Some(turns) = &q.messages {
+                    assert_eq!(turns.last().map(|t| (t.role.as_str(), &t.content)), Some(("user", &q.prompt)));
+                    for t in turns {
+                        assert!(!t.role.contains('\0') && !t.content.contains('\0'));
+                    }
+                }
             }
             Ok(None) => assert!(text.trim().is_empty()),
             Err(e) => assert_eq!(e.line_no, line_no),

@@ -1,7 +1,9 @@
 //! `shards` and `lease_attempts`: handing shards out, renewing, completing.
 
 use super::{Error, Result, stored};
+use crate::domain::workload::ChatTurn;
 use ipw_proto::kinds::{RunStatus, ShardStatus};
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -336,6 +338,10 @@ pub struct ShardQuery {
     pub choices: Option<serde_json::Value>,
     /// Its category.
     pub category: Option<String>,
+    /// A chat query's own conversation, sent as it is.
+    pub messages: Option<Json<Vec<ChatTurn>>>,
+    /// Its own completion budget, if it has one.
+    pub max_tokens: Option<i32>,
 }
 
 /// The shard's queries in sample order, and the (query, repetition) pairs an earlier attempt
@@ -343,9 +349,9 @@ pub struct ShardQuery {
 pub async fn shard_work(conn: &mut PgConnection, shard_id: Uuid) -> Result<(Vec<ShardQuery>, HashSet<(i64, i32)>)> {
     let queries = sqlx::query_as!(
         ShardQuery,
-        "SELECT q.id, q.prompt, q.choices, q.category
+        r#"SELECT q.id, q.prompt, q.choices, q.category, q.messages AS "messages: Json<Vec<ChatTurn>>", q.max_tokens
          FROM run_queries rq JOIN queries q ON q.id = rq.query_id
-         WHERE rq.shard_id = $1 ORDER BY rq.position",
+         WHERE rq.shard_id = $1 ORDER BY rq.position"#,
         shard_id
     )
     .fetch_all(&mut *conn)

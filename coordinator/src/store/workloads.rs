@@ -85,7 +85,8 @@ impl<'c> QueryCopy<'c> {
     pub async fn begin(conn: &'c mut PgConnection) -> Result<Self> {
         let mut copy = conn
             .copy_in_raw(
-                "COPY queries (workload_id, external_id, line_no, prompt, choices, answer, category, scorer, tolerance)
+                "COPY queries (workload_id, external_id, line_no, prompt, choices, answer, category, scorer, tolerance,
+                               messages, max_tokens)
                  FROM STDIN WITH (FORMAT binary)",
             )
             .await?;
@@ -117,16 +118,19 @@ pub const COPY_CHUNK_BYTES: usize = 1 << 20;
 /// Appends one query of `workload_id` to `buf` as a binary `COPY` row of [`QueryCopy`].
 pub fn encode_query(buf: &mut Vec<u8>, workload_id: Uuid, q: &NewQuery) {
     let choices = q.choices.as_ref().map(|c| serde_json::to_string(c).expect("strings are JSON"));
-    let mut row = CopyRow::new(buf, 9);
+    let messages = q.messages.as_ref().map(|m| serde_json::to_string(m).expect("strings are JSON"));
+    let mut row = CopyRow::new(buf, 11);
     row.uuid(workload_id);
     row.text(Some(&q.external_id));
-    row.int4(i32::try_from(q.line_no).unwrap_or(i32::MAX));
+    row.int4(Some(i32::try_from(q.line_no).unwrap_or(i32::MAX)));
     row.text(Some(&q.prompt));
     row.jsonb(choices.as_deref());
     row.text(Some(&q.answer));
     row.text(q.category.as_deref());
     row.text(Some(q.scorer.as_str()));
     row.float8(q.tolerance);
+    row.jsonb(messages.as_deref());
+    row.int4(q.max_tokens);
 }
 
 /// The binary `COPY` signature, flags (none) and header extension length (none).
@@ -173,8 +177,8 @@ impl<'b> CopyRow<'b> {
     }
 
     /// An `int4` field.
-    pub fn int4(&mut self, value: i32) {
-        self.field(Some(&value.to_be_bytes()));
+    pub fn int4(&mut self, value: Option<i32>) {
+        self.field(value.map(i32::to_be_bytes).as_ref().map(|b| b.as_slice()));
     }
 
     /// A `float8` field.
@@ -198,7 +202,7 @@ mod tests {
         let mut row = CopyRow::new(&mut buf, 4);
         row.text(Some("ab"));
         row.text(None);
-        row.int4(7);
+        row.int4(Some(7));
         row.jsonb(Some("[]"));
         assert_eq!(
             buf,
