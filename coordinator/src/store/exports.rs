@@ -33,6 +33,7 @@ pub async fn rows(
     let sql = format!(
         "SELECT row_to_json(x)::text FROM (
              SELECT {} FROM query_results qr
+             JOIN results r ON r.id = qr.result_id
              LEFT JOIN run_provenance_by_run p ON p.run_id = qr.run_id AND p.agent_id = qr.agent_id
              WHERE qr.run_id = ANY($1) ORDER BY qr.result_id) x",
         select_list()
