@@ -4,7 +4,7 @@
 use crate::engine::Engine;
 use crate::hardware;
 use ipw_proto::openai::{Props, Version};
-use ipw_proto::v1::Provenance;
+use ipw_proto::v1::{HardwareInfo, Provenance};
 use regex::Regex;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -149,23 +149,12 @@ pub async fn collect(
     let (driver_version, cuda_version) = hardware::nvidia_versions();
     let power_limit_w = power_details.iter().find_map(|d| d["details"]["power_limit_w"].as_f64());
     Provenance {
-        run_id: run_id.to_owned(),
-        agent_version: crate::VERSION.to_owned(),
-        agent_git_revision: GIT_REVISION.to_owned(),
-        engine_name: info.name,
-        engine_version: info.version,
-        engine_model: info.model,
         model_sha256,
-        model_digest: String::new(),
-        quantization: info.quantization.unwrap_or_default(),
         driver_version: driver_version.unwrap_or_default(),
         cuda_version: cuda_version.unwrap_or_default(),
         rocm_version: std::fs::read_to_string("/sys/module/amdgpu/version")
             .map(|v| v.trim().to_owned())
             .unwrap_or_default(),
-        os: hw.os,
-        kernel: hw.kernel,
-        cpu_model: hw.cpu_model,
         power_limit_w,
         details_json: serde_json::json!({
             "hostname": hw.hostname,
@@ -177,7 +166,25 @@ pub async fn collect(
             "power_sources": power_details,
         })
         .to_string(),
-        engine_remote: false,
+        ..common(run_id, info, &hw)
+    }
+}
+
+/// What every record holds: the run, this agent's build, the engine and its model as it
+/// describes them, and this machine's OS and CPU.
+fn common(run_id: &str, info: EngineInfo, hw: &HardwareInfo) -> Provenance {
+    Provenance {
+        run_id: run_id.to_owned(),
+        agent_version: crate::VERSION.to_owned(),
+        agent_git_revision: GIT_REVISION.to_owned(),
+        engine_name: info.name,
+        engine_version: info.version,
+        engine_model: info.model,
+        quantization: info.quantization.unwrap_or_default(),
+        os: hw.os.clone(),
+        kernel: hw.kernel.clone(),
+        cpu_model: hw.cpu_model.clone(),
+        ..Provenance::default()
     }
 }
 
@@ -189,19 +196,9 @@ pub async fn collect_remote(run_id: &str, engine: &Engine) -> Provenance {
     let info = probe_engine(engine).await;
     let hw = tokio::task::spawn_blocking(hardware::probe).await.unwrap_or_default();
     Provenance {
-        run_id: run_id.to_owned(),
-        agent_version: crate::VERSION.to_owned(),
-        agent_git_revision: GIT_REVISION.to_owned(),
-        engine_name: info.name,
-        engine_version: info.version,
-        engine_model: info.model,
-        quantization: info.quantization.unwrap_or_default(),
-        os: hw.os,
-        kernel: hw.kernel,
-        cpu_model: hw.cpu_model,
         details_json: serde_json::json!({"client_hostname": hw.hostname}).to_string(),
         engine_remote: true,
-        ..Provenance::default()
+        ..common(run_id, info, &hw)
     }
 }
 
