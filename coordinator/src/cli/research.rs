@@ -171,3 +171,28 @@ pub async fn capacity(admin: &mut Admin, url: &str, format: Format) -> anyhow::R
     print!("{}", render::render_analysis(&t, format));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Plot {
+        #[command(flatten)]
+        research: PlotResearchArgs,
+    }
+
+    #[test]
+    fn plot_flags_read_objectives_and_refuse_a_fallback_without_candidates() {
+        let p = Plot::try_parse_from(["plot", "--routing-runs", "A,B", "--routing-fallback", "F"]).unwrap().research;
+        assert_eq!((p.routing_runs, p.routing_fallback.as_deref()), (vec!["A".into(), "B".into()], Some("F")));
+        assert_eq!((p.routing_objective, p.routing_seed, p.weights), (vec![Objective::Energy], 0, None));
+        let p = Plot::try_parse_from(["plot", "--routing-objective", "energy,cost", "--weights", "tasks"]).unwrap();
+        assert_eq!(p.research.routing_objective, [Objective::Energy, Objective::Cost]);
+        let e = Plot::try_parse_from(["plot", "--routing-fallback", "F"]).unwrap_err().to_string();
+        assert!(e.contains("--routing-runs"), "{e}");
+        let e = Plot::try_parse_from(["plot", "--routing-objective", "speed"]).unwrap_err().to_string();
+        assert!(e.contains("'speed'") && e.contains("energy") && e.contains("cost"), "{e}");
+    }
+}

@@ -223,6 +223,8 @@ struct Costed {
     accuracy: f64,
     /// Costed at an API price (a remote engine), not at the electricity price.
     api: bool,
+    /// "3 of 4 queries: why", when the cost per query is over the costed queries only.
+    partial: Option<String>,
 }
 
 /// The rows with a cost and an accuracy, in the first such row's currency; the currency;
@@ -238,7 +240,13 @@ fn costed(t: &Table) -> (Vec<Costed>, Option<String>, Vec<String>) {
                 let here = t.text(i, "currency").unwrap_or("an unknown currency");
                 let first = currency.get_or_insert_with(|| here.to_owned());
                 if first == here {
-                    points.push(Costed { label, cost, accuracy, api: t.text(i, "cost_basis") == Some("api") });
+                    let (costed, queries) = (t.number(i, "costed"), t.number(i, "queries"));
+                    let partial = (costed < queries).then(|| {
+                        let why = t.text(i, "cost_null_reason").unwrap_or("no cost");
+                        format!("{} of {} queries: {why}", costed.unwrap_or(0.0), queries.unwrap_or(0.0))
+                    });
+                    let api = t.text(i, "cost_basis") == Some("api");
+                    points.push(Costed { label, cost, accuracy, api, partial });
                     continue;
                 }
                 format!("priced in {here}, not {first}")
@@ -275,8 +283,13 @@ fn cost_vs_accuracy(t: &Table, path: &Path) -> PlotResult {
     }
     let currency = currency.unwrap_or_default();
     let mut notes = vec![format!("Cost in {currency}: {BASIS}.")];
+    let partial: Vec<String> =
+        points.iter().filter_map(|p| Some(format!("{} ({})", p.label, p.partial.as_ref()?))).collect();
+    if !partial.is_empty() {
+        notes.push(format!("Cost per query over the costed queries only: {}.", partial.join("; ")));
+    }
     if !left_out.is_empty() {
-        notes.push(format!("Left out, with no cost: {}.", left_out.join("; ")));
+        notes.push(format!("Left out: {}.", left_out.join("; ")));
     }
     let (root, area) = canvas(path, &notes)?;
     let top = axis_top(points.iter().map(|p| p.cost));
@@ -441,7 +454,14 @@ mod tests {
             leaderboard: table(vec![
                 leaderboard_row("big", "remote:api", Some(35e-6), 0.75, "api", None),
                 leaderboard_row("small", "cpu:local", Some(4e-6), 0.5, "electricity", None),
-                leaderboard_row("mid", "cpu:local", Some(20e-6), 0.25, "electricity", None),
+                {
+                    // Costed over 3 of its 4 queries.
+                    let why = Some("energy unknown: no readable power source");
+                    let mut mid = leaderboard_row("mid", "cpu:local", Some(20e-6), 0.25, "electricity", why);
+                    mid["costed"] = json!(3);
+                    mid["queries"] = json!(4);
+                    mid
+                },
                 leaderboard_row(
                     "tiny",
                     "cpu:local",
@@ -489,11 +509,13 @@ mod tests {
             "small @ cpu:local (fx), electricity",
             "Pareto frontier",
             "Cost in USD: remote rows (triangles) cost their tokens at the API price, local rows (circles)",
-            "Left out, with no cost: tiny @ cpu:local (fx): energy unknown: no readable power source.",
+            "Left out: tiny @ cpu:local (fx): energy unknown: no readable power source.",
+            "Cost per query over the costed queries only: mid @ cpu:local (fx) (3 of 4 queries: energy unknown: \
+             no readable power source).",
         ] {
             assert!(t.contains(want), "{want:?} in {t}");
         }
-        assert!(!t.contains("mid @ cpu:local (fx): "), "a costed row is drawn, not left out");
+        assert!(!t.contains("mid @ cpu:local (fx): "), "a partly costed row is drawn, not left out");
         // The frontier: small (4e-6, 0.5) and big (35e-6, 0.75), ringed; mid is beaten.
         assert_eq!(count(&cost, "circle"), 2 + 2 + 2, "two local points, their legend marks, two rings");
         assert!(count(&cost, "polygon") >= 2, "the remote row's triangle and its legend mark");
