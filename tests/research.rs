@@ -369,3 +369,72 @@ async fn fleet_capacity_multiplies_the_best_measured_ipw_by_the_power_envelope()
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn ipw_plot_draws_the_routing_curve_cost_against_accuracy_and_weighted_ipw() -> anyhow::Result<()> {
+    use ipw_coordinator::cli::reports::plot;
+    use ipw_coordinator::cli::research::{Objective, PlotResearchArgs};
+    let mut fleet = Fleet::start().await?;
+    let r = routing_fixture(&fleet).await?;
+    electricity(&mut fleet, 0.36).await?;
+    // The fixture's queries have no category: they count as "(none)".
+    let weights = ImportWeightsRequest {
+        name: "tasks".into(),
+        csv: "category,weight\n(none),1\n".into(),
+        source: "fixture".into(),
+    };
+    fleet.admin.import_weights(weights).await?;
+    let (url, runs) = (fleet.coordinator.url(), vec![r.a.to_string(), r.b.to_string(), r.f.to_string()]);
+    let args = PlotResearchArgs {
+        routing_runs: vec![r.a.to_string(), r.b.to_string()],
+        routing_fallback: Some(r.f.to_string()),
+        routing_objective: vec![Objective::Energy, Objective::Cost],
+        routing_seed: 0,
+        weights: Some("tasks".into()),
+    };
+    let out = fleet.dir.path().join("plots");
+    let files = plot(&mut fleet.admin, &url, runs.clone(), None, &out, &args).await?;
+    // The figure's words, tags left out: a note wraps over several <text> elements.
+    let read = |name: &str| -> anyhow::Result<String> {
+        let svg = std::fs::read_to_string(out.join(name))?;
+        let words: String = svg.split('<').map(|s| s.split_once('>').map_or(s, |(_, text)| text)).collect();
+        Ok(words.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    assert!(files.contains(&out.join("routing.svg")) && files.len() == 7, "{files:?}");
+
+    let routing = read("routing.svg")?;
+    for want in ["energy savings (%)", "cost savings (%)", "accuracy kept, energy router (%)", "router accuracy p"] {
+        assert!(routing.contains(want), "{want}");
+    }
+    assert!(routing.contains(&format!("fallback {}, seed 0", &r.f.to_string()[..8])));
+    // A's q3 has no energy, so no cost either: the figure names A for both.
+    let a = &r.a.to_string()[..8];
+    assert!(routing.contains(&format!("Runs with results lacking energy: {a}.")), "{routing}");
+    assert!(routing.contains(&format!("Runs with results lacking cost: {a}.")), "{routing}");
+    let cost = read("cost_vs_accuracy.svg")?;
+    for want in [
+        "a @ cpu:local (fixture), electricity",
+        "f @ cpu:local (fixture), electricity",
+        "Pareto frontier",
+        "Cost in USD",
+    ] {
+        assert!(cost.contains(want), "{want}: {cost}");
+    }
+    // A's q3 has no energy: its cost per query is over 4 of 5 queries, and the figure says so.
+    assert!(
+        cost.contains("a @ cpu:local (fixture) (4 of 5 queries: energy unknown: no readable power source)"),
+        "{cost}"
+    );
+    let weighted = read("weighted_ipw.svg")?;
+    for want in ["(weights: tasks)", "y = x", "a @ cpu:local", "b @ cpu:local", "f @ cpu:local"] {
+        assert!(weighted.contains(want), "{want}");
+    }
+    assert!(!weighted.contains("Left out"), "every run has both IPWs: {weighted}");
+
+    // Without a fallback or weights: no routing curve and no weighted figure, and no error.
+    let bare = fleet.dir.path().join("bare");
+    let files = plot(&mut fleet.admin, &url, runs, None, &bare, &PlotResearchArgs::default()).await?;
+    assert_eq!(files.len(), 5, "{files:?}");
+    assert!(!bare.join("routing.svg").exists() && !bare.join("weighted_ipw.svg").exists());
+    Ok(())
+}

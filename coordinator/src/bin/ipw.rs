@@ -9,7 +9,7 @@ use ipw_coordinator::cli::export::ExportFormat;
 use ipw_coordinator::cli::prices::{PriceCmd, WeightsCmd};
 use ipw_coordinator::cli::render::Format;
 use ipw_coordinator::cli::reports::ScoreArgs;
-use ipw_coordinator::cli::research::RoutingArgs;
+use ipw_coordinator::cli::research::{PlotResearchArgs, RoutingArgs};
 use ipw_coordinator::cli::runs::RunCmd;
 use ipw_coordinator::cli::sweeps::SweepCmd;
 use ipw_coordinator::cli::tokens::TokenCmd;
@@ -74,7 +74,9 @@ enum Command {
     #[command(subcommand)]
     Sweep(SweepCmd),
     /// Writes SVG figures: IPW bars, accuracy vs energy with its Pareto frontier, energy vs
-    /// output tokens, IPW over time.
+    /// output tokens, IPW over time, accuracy vs cost per query with its Pareto frontier; with
+    /// --routing-fallback the routing curve (savings against router accuracy), with --weights
+    /// weighted against unweighted IPW.
     Plot {
         /// Run ids (none: every run).
         runs: Vec<String>,
@@ -84,6 +86,8 @@ enum Command {
         /// Use this scoring instead of each run's latest.
         #[arg(long)]
         scoring: Option<String>,
+        #[command(flatten)]
+        research: PlotResearchArgs,
     },
     /// API prices per model and the electricity price: what cost per query is computed at.
     #[command(subcommand)]
@@ -190,7 +194,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Command::Sweep(cmd) => sweeps::run(admin, url, cmd).await,
         Command::Report { runs, format, scoring } => reports::report(admin, url, runs, scoring, format).await,
         Command::Score(score) => reports::score(admin, url, score).await,
-        Command::Plot { runs, out, scoring } => reports::plot(admin, url, runs, scoring, &out).await,
+        Command::Plot { runs, out, scoring, research } => {
+            reports::plot(admin, url, runs, scoring, &out, &research).await.map(drop)
+        }
         Command::Price(cmd) => prices::run(admin, url, cmd).await,
         Command::Weights(cmd) => prices::weights(admin, url, cmd).await,
         Command::Leaderboard { runs, format } => research::leaderboard(admin, url, runs, format).await,

@@ -1,11 +1,12 @@
 //! `ipw report`, `ipw plot` and `ipw score`: reading the analysis views, and scoring again.
 
 use super::render::{self, Format};
+use super::research::PlotResearchArgs;
 use super::{Admin, refused};
 use crate::domain::report::Report;
 use ipw_proto::kinds::Strictness;
 use ipw_proto::v1::{ReportRequest, ScoreRunRequest};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Fetches the report of `runs` (every run when empty) under `scoring` (each run's latest
 /// when `None`).
@@ -34,19 +35,27 @@ pub async fn report(
     Ok(())
 }
 
-/// `ipw plot`: writes the SVG figures into `out`.
+/// `ipw plot`: writes the SVG figures into `out`, the research figures among them; returns
+/// the files written.
 pub async fn plot(
     admin: &mut Admin,
     url: &str,
     runs: Vec<String>,
     scoring: Option<String>,
     out: &Path,
-) -> anyhow::Result<()> {
+    research: &PlotResearchArgs,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let figures = super::research::figures(admin, url, &runs, research).await?;
     let report = fetch(admin, url, runs, scoring, true).await?;
-    for f in render::svg::write_all(&report, out).map_err(anyhow::Error::msg)? {
+    let mut files = render::svg::write_all(&report, out).map_err(anyhow::Error::msg)?;
+    files.extend(render::svg::research::write_all(&figures, out).map_err(anyhow::Error::msg)?);
+    for f in &files {
         println!("wrote {}", f.display());
     }
-    Ok(())
+    if figures.routing.is_none() && !research.routing_runs.is_empty() {
+        println!("no routing curve: it needs --routing-fallback");
+    }
+    Ok(files)
 }
 
 /// `ipw score`'s settings.

@@ -3,6 +3,8 @@
 //! Every figure has axes with units and names the power source and scope it rests on; when
 //! energy is unknown it says so, and why, instead of drawing made-up points.
 
+pub mod research;
+
 use crate::domain::report::{POINT_GRID, Report, SummaryRow as ReportRow};
 use plotters::coord::Shift;
 use plotters::coord::types::RangedCoordf64;
@@ -86,20 +88,40 @@ fn unavailable(path: &Path, title: &str, why: &str, provenance: &str) -> PlotRes
     root.fill(&WHITE)?;
     root.draw(&Text::new(title.to_owned(), (40, 40), ("sans-serif", 24)))?;
     root.draw(&Text::new(provenance.to_owned(), (40, 75), ("sans-serif", 16)))?;
-    let mut y = 130;
+    draw_lines(&root, &wrap(why), 130)?;
+    root.present()?;
+    Ok(())
+}
+
+/// Characters in a wrapped line of prose under or instead of a chart.
+const LINE_CHARS: usize = 100;
+/// Pixels from one wrapped line to the next.
+const LINE_HEIGHT: i32 = 22;
+
+/// `text` cut into lines of at most [`LINE_CHARS`] at spaces (a longer word stays whole).
+fn wrap(text: &str) -> Vec<String> {
+    let mut lines = Vec::new();
     let mut line = String::new();
-    for word in why.split_whitespace() {
-        if !line.is_empty() && line.len() + word.len() > 100 {
-            root.draw(&Text::new(std::mem::take(&mut line), (40, y), ("sans-serif", 15)))?;
-            y += 22;
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.len() + word.len() > LINE_CHARS {
+            lines.push(std::mem::take(&mut line));
         }
         if !line.is_empty() {
             line.push(' ');
         }
         line.push_str(word);
     }
-    root.draw(&Text::new(line, (40, y), ("sans-serif", 15)))?;
-    root.present()?;
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// Writes `lines` from the top `y` down, one under the other.
+fn draw_lines(area: &DrawingArea<SVGBackend<'_>, Shift>, lines: &[String], y: i32) -> PlotResult {
+    for (i, line) in lines.iter().enumerate() {
+        area.draw(&Text::new(line.clone(), (40, y + i as i32 * LINE_HEIGHT), ("sans-serif", 15)))?;
+    }
     Ok(())
 }
 
@@ -163,8 +185,18 @@ fn frame<'a, 'b>(
     y: std::ops::Range<f64>,
 ) -> Result<Chart<'a, 'b>, Box<dyn std::error::Error>> {
     root.fill(&WHITE)?;
-    Ok(ChartBuilder::on(root)
-        .caption(format!("{title} ({})", provenance(rows)), ("sans-serif", 20))
+    framed(root, &format!("{title} ({})", provenance(rows)), x, y)
+}
+
+/// A chart under `caption` on f64 axes, on an area already filled.
+fn framed<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    caption: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> Result<Chart<'a, 'b>, Box<dyn std::error::Error>> {
+    Ok(ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 20))
         .margin(20)
         .x_label_area_size(70)
         .y_label_area_size(90)
@@ -180,11 +212,17 @@ fn axis_top(values: impl Iterator<Item = f64>) -> f64 {
 
 /// The legend box, over the series that carry labels.
 fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> PlotResult {
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    legend_at(chart, SeriesLabelPosition::MiddleRight)
+}
+
+/// The legend box at `position`.
+fn legend_at<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) -> PlotResult {
+    chart.configure_series_labels().position(position).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
     Ok(())
 }
 
-/// Points not beaten by another with less energy and at least the accuracy, by energy.
+/// Points (price, accuracy) not beaten by another with a lower price and at least the
+/// accuracy, ordered by price; the price is energy or money per query.
 pub fn pareto_frontier(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
     let mut sorted: Vec<(f64, f64)> = points.to_vec();
     sorted.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
@@ -195,6 +233,18 @@ pub fn pareto_frontier(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
         }
     }
     frontier
+}
+
+/// Draws the Pareto frontier of (price, accuracy) `points`, labelled "Pareto frontier".
+fn draw_frontier<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, points: &[(f64, f64)]) -> PlotResult {
+    let frontier = pareto_frontier(points);
+    // Rings mark the frontier's points, so a frontier of one point still shows.
+    chart.draw_series(frontier.iter().map(|p| Circle::new(*p, 11, BLACK.stroke_width(2))))?;
+    chart
+        .draw_series(LineSeries::new(frontier, BLACK.stroke_width(2)))?
+        .label("Pareto frontier")
+        .legend(|(x, y)| PathElement::new(vec![(x - 10, y), (x + 10, y)], BLACK.stroke_width(2)));
+    Ok(())
 }
 
 /// Accuracy against joules per query, one point per (model, hardware class), with the
@@ -218,13 +268,7 @@ fn accuracy_vs_energy(report: &Report, path: &Path) -> PlotResult {
             .label(name.clone())
             .legend(move |(x, y)| Circle::new((x, y), 5, color.filled()));
     }
-    let frontier = pareto_frontier(&points.iter().map(|p| (p.1, p.2)).collect::<Vec<_>>());
-    // Rings mark the frontier's points, so a frontier of one point still shows.
-    chart.draw_series(frontier.iter().map(|p| Circle::new(*p, 11, BLACK.stroke_width(2))))?;
-    chart
-        .draw_series(LineSeries::new(frontier, BLACK.stroke_width(2)))?
-        .label("Pareto frontier")
-        .legend(|(x, y)| PathElement::new(vec![(x - 10, y), (x + 10, y)], BLACK.stroke_width(2)));
+    draw_frontier(&mut chart, &points.iter().map(|p| (p.1, p.2)).collect::<Vec<_>>())?;
     legend(&mut chart)?;
     root.present()?;
     Ok(())
