@@ -168,6 +168,26 @@ pub fn validate_provenance(p: &ipw_proto::v1::Provenance) -> Result<serde_json::
     serde_json::from_str(&p.details_json).map_err(|e| Invalid(format!("details_json is not JSON: {e}")))
 }
 
+/// One agent's power over a run: its session's samples per source, the queries' windows and the
+/// steady window, all in seconds on the session's sampler clock. For the run page's figure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PowerOverTime {
+    /// The session.
+    pub session_id: Uuid,
+    /// The agent's name.
+    pub agent: String,
+    /// The wall-clock origin of the session's sampler clock.
+    pub clock_zero: Option<chrono::DateTime<chrono::Utc>>,
+    /// Per source: its name and scope, and (t_s, cumulative joules) in time order.
+    pub sources: Vec<(String, Vec<(f64, f64)>)>,
+    /// Each query's (start, end).
+    pub queries: Vec<(f64, f64)>,
+    /// The steady-state window, if the session reached one.
+    pub steady: Option<(f64, f64)>,
+    /// Why there is no series, when there are no sources.
+    pub null_reason: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

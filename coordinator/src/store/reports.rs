@@ -157,3 +157,67 @@ async fn over_time(tx: &mut Transaction<'_, Postgres>) -> Result<Vec<TimePoint>>
         })
         .collect())
 }
+
+/// One result as the run page's per-query table shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryRow {
+    /// Its result id, the page's cursor.
+    pub result_id: i64,
+    /// The id the workload file gave the query.
+    pub external_id: String,
+    /// The query's category, if any.
+    pub category: Option<String>,
+    /// Scored correct or wrong; `None` when unscored.
+    pub correct: Option<bool>,
+    /// The engine's error, if it failed.
+    pub error: Option<String>,
+    /// Seconds.
+    pub latency_s: f64,
+    /// Time to first token, seconds.
+    pub ttft_s: Option<f64>,
+    /// Prompt tokens.
+    pub tokens_in: i32,
+    /// Output tokens.
+    pub tokens_out: i32,
+    /// Joules; `None` with `energy_null_reason`.
+    pub energy_j: Option<f64>,
+    /// Why energy is unknown.
+    pub energy_null_reason: Option<String>,
+    /// The response text.
+    pub response: String,
+}
+
+/// The run's results after result id `after`, in id order, at most `limit`: a page of the
+/// per-query table, read by keyset so a late page costs what the first does.
+pub async fn query_page(pool: &PgPool, run_id: Uuid, after: i64, limit: i64) -> Result<Vec<QueryRow>> {
+    let rows = sqlx::query!(
+        r#"SELECT qr.result_id AS "result_id!", qr.query_external_id AS "external_id!", qr.category, qr.correct,
+                  qr.error, qr.latency_s AS "latency_s!", qr.ttft_s, qr.tokens_in AS "tokens_in!",
+                  qr.tokens_out AS "tokens_out!", qr.energy_j, qr.energy_null_reason, r.response
+           FROM query_results qr JOIN results r ON r.id = qr.result_id
+           WHERE qr.run_id = $1 AND qr.result_id > $2
+           ORDER BY qr.result_id LIMIT $3"#,
+        run_id,
+        after,
+        limit
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| QueryRow {
+            result_id: r.result_id,
+            external_id: r.external_id,
+            category: r.category,
+            correct: r.correct,
+            error: r.error,
+            latency_s: r.latency_s,
+            ttft_s: r.ttft_s,
+            tokens_in: r.tokens_in,
+            tokens_out: r.tokens_out,
+            energy_j: r.energy_j,
+            energy_null_reason: r.energy_null_reason,
+            response: r.response,
+        })
+        .collect())
+}

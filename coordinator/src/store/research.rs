@@ -79,3 +79,48 @@ pub async fn capacity(pool: &PgPool) -> Result<Table> {
         sqlx::query_scalar!(r#"SELECT row_to_json(t)::text AS "row!" FROM fleet_capacity t"#).fetch_all(pool).await?;
     table(columns(pool, "SELECT * FROM fleet_capacity").await?, rows)
 }
+
+/// Which completed runs a leaderboard covers: the dashboard's filters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LeaderboardFilter {
+    /// Only this workload (by name).
+    pub workload: Option<String>,
+    /// Runs created on or after this day.
+    pub from: Option<chrono::NaiveDate>,
+    /// Runs created on or before this day.
+    pub to: Option<chrono::NaiveDate>,
+    /// Only runs measured by an agent with this label, `key=value`.
+    pub label: Option<(String, String)>,
+}
+
+/// The completed runs `f` selects.
+pub async fn runs_matching(pool: &PgPool, f: &LeaderboardFilter) -> Result<Vec<Uuid>> {
+    let (key, value) = f.label.clone().unzip();
+    Ok(sqlx::query_scalar!(
+        r#"SELECT r.id FROM runs r JOIN workloads w ON w.id = r.workload_id
+           WHERE r.status = 'completed'
+             AND ($1::text IS NULL OR w.name = $1)
+             AND ($2::date IS NULL OR r.created_at >= $2::date)
+             AND ($3::date IS NULL OR r.created_at < $3::date + 1)
+             AND ($4::text IS NULL OR EXISTS (
+                 SELECT 1 FROM run_provenance p JOIN agents a ON a.id = p.agent_id
+                 WHERE p.run_id = r.id AND a.labels ->> $4 = $5))
+           ORDER BY r.created_at, r.id"#,
+        f.workload,
+        f.from,
+        f.to,
+        key,
+        value
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The leaderboard of the completed runs `f` selects: exactly `leaderboard_of` over them.
+pub async fn leaderboard_filtered(pool: &PgPool, f: &LeaderboardFilter) -> Result<Table> {
+    let runs = runs_matching(pool, f).await?;
+    let rows = sqlx::query_scalar!(r#"SELECT row_to_json(t)::text AS "row!" FROM leaderboard_of($1) t"#, &runs)
+        .fetch_all(pool)
+        .await?;
+    table(columns(pool, "SELECT * FROM leaderboard").await?, rows)
+}

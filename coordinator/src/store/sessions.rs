@@ -2,7 +2,7 @@
 //! while working on a run, uploaded every few seconds as it goes.
 
 use super::{Error, Result};
-use crate::domain::telemetry::ValidSession;
+use crate::domain::telemetry::{PowerOverTime, ValidSession};
 use ipw_proto::v1::SessionTelemetry;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -98,4 +98,68 @@ async fn insert_series(tx: &mut Transaction<'_, Postgres>, session_id: Uuid, t: 
         .await?;
     }
     Ok(())
+}
+
+/// The power series of every session of `run_id`, with its query and steady windows.
+pub async fn power_over_time(pool: &PgPool, run_id: Uuid) -> Result<Vec<PowerOverTime>> {
+    let sessions = sqlx::query!(
+        r#"SELECT s.id, a.name AS agent, s.sources, s.null_reason, s.steady_from_s, s.steady_to_s, s.clock_zero
+           FROM measurement_sessions s JOIN agents a ON a.id = s.agent_id
+           WHERE s.run_id = $1 ORDER BY a.name, s.started_at"#,
+        run_id
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::with_capacity(sessions.len());
+    for s in sessions {
+        let chunks = sqlx::query!(
+            "SELECT source_index, t_s, energy_j FROM session_power_series WHERE session_id = $1
+             ORDER BY source_index, chunk_index",
+            s.id
+        )
+        .fetch_all(pool)
+        .await?;
+        let names: Vec<String> = s
+            .sources
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|src| {
+                        format!("{} ({})", src["name"].as_str().unwrap_or("?"), src["scope"].as_str().unwrap_or(""))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut sources: Vec<(String, Vec<(f64, f64)>)> = names.into_iter().map(|n| (n, Vec::new())).collect();
+        for c in chunks {
+            if let Some((_, points)) = sources.get_mut(c.source_index as usize) {
+                points.extend(c.t_s.into_iter().zip(c.energy_j));
+            }
+        }
+        let queries = match s.clock_zero {
+            Some(zero) => sqlx::query!(
+                r#"SELECT extract(epoch FROM started_at - $2)::float8 AS "from!", latency_s
+                   FROM results WHERE session_id = $1 ORDER BY started_at"#,
+                s.id,
+                zero
+            )
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|q| (q.from, q.from + q.latency_s))
+            .collect(),
+            None => Vec::new(),
+        };
+        let steady = s.steady_from_s.zip(s.steady_to_s);
+        out.push(PowerOverTime {
+            session_id: s.id,
+            agent: s.agent,
+            clock_zero: s.clock_zero,
+            sources,
+            queries,
+            steady,
+            null_reason: s.null_reason,
+        });
+    }
+    Ok(out)
 }

@@ -3,6 +3,7 @@
 //! Every figure has axes with units and names the power source and scope it rests on; when
 //! energy is unknown it says so, and why, instead of drawing made-up points.
 
+pub mod power;
 pub mod research;
 
 use crate::domain::report::{POINT_GRID, Report, SummaryRow as ReportRow};
@@ -12,13 +13,14 @@ use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
 const SIZE: (u32, u32) = (960, 600);
+/// Okabe and Ito's palette, told apart under the common colour-vision deficiencies.
 const PALETTE: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
+    RGBColor(0, 114, 178),
+    RGBColor(230, 159, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(213, 94, 0),
+    RGBColor(204, 121, 167),
+    RGBColor(86, 180, 233),
 ];
 
 type PlotResult = Result<(), Box<dyn std::error::Error>>;
