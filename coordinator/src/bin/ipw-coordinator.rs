@@ -126,15 +126,8 @@ async fn coordinate(args: Args) -> anyhow::Result<()> {
     }
     let served = async {
         let pool = pool::connect_and_migrate_within(options, args.db_wait).await?;
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        tracing::info!(addr = %args.listen, "coordinator listening");
-        probes.connected(pool.clone());
-        // Every replica runs the scheduler; the advisory lock lets one act at a time.
-        let every = std::time::Duration::from_secs(15);
-        let scheduler = tokio::spawn(scheduler::run_forever(pool.clone(), every, metrics.clone()));
-        let summaries = tokio::spawn(summaries::run_forever(pool.clone(), std::time::Duration::from_secs(5)));
+        // The CA and certificate exist before the port opens: whoever sees it listening can
+        // read the CA (tests, `ipw token create`) and be served TLS.
         let authority = match (&args.tls_dir, args.insecure) {
             (_, true) => None,
             (Some(dir), false) => Some(tls::Authority::load(dir)?),
@@ -149,6 +142,15 @@ async fn coordinate(args: Args) -> anyhow::Result<()> {
             ),
             None => tracing::warn!("serving plain-text gRPC (--insecure): credentials and results travel unencrypted"),
         }
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        tracing::info!(addr = %args.listen, "coordinator listening");
+        probes.connected(pool.clone());
+        // Every replica runs the scheduler; the advisory lock lets one act at a time.
+        let every = std::time::Duration::from_secs(15);
+        let scheduler = tokio::spawn(scheduler::run_forever(pool.clone(), every, metrics.clone()));
+        let summaries = tokio::spawn(summaries::run_forever(pool.clone(), std::time::Duration::from_secs(5)));
         let state = State {
             lease_ttl: args.lease_ttl,
             max_attempts: args.max_attempts,
