@@ -4,6 +4,7 @@
 //! llama-server with SmolLM2 (`IPW_TEST_ENGINE_URL`). Each test gets a fresh database,
 //! migrated by a real coordinator serving on a free port.
 
+pub mod browser;
 pub mod fixture;
 
 use anyhow::Context;
