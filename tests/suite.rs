@@ -11,6 +11,7 @@ mod end_to_end;
 mod engines;
 mod enrollment;
 mod faults;
+mod fleet_live;
 mod helm;
 mod leases;
 mod load;

@@ -13,6 +13,9 @@ pub const REMOTE_ENDPOINT: &str = "remote endpoint: energy is not observable fro
 
 /// Samples per uploaded series chunk, at most.
 const CHUNK_SAMPLES: usize = 4096;
+/// The window, in seconds, over which a source's current power is averaged for the metrics
+/// and the heartbeat.
+pub const READING_WINDOW_S: f64 = 1.0;
 /// How long the ring buffer reaches back: a session's steady window is measured on it.
 const RING_SECONDS: f64 = 4.0 * 3600.0;
 
@@ -109,6 +112,11 @@ impl Meter {
         Self { sampler: None, epoch: Instant::now(), null_reason: reason.to_owned(), rule: opts.rule, idle: opts.idle }
     }
 
+    /// The sampler's rate; `None` without a sampler.
+    pub fn sample_hz(&self) -> Option<f64> {
+        self.sampler.as_ref().map(Sampler::hz)
+    }
+
     /// Whether anything is being measured.
     pub fn is_measuring(&self) -> bool {
         self.sampler.is_some()
@@ -150,11 +158,11 @@ impl Meter {
     }
 
     /// Each source's mean power over the last `window` seconds sampled (`None` before two
-    /// samples) and its cumulative joules, for the metrics.
+    /// samples) and its cumulative joules, for the metrics and the heartbeat. Every source is
+    /// named from the start, so a source not yet sampled reads as unknown, not as absent.
     pub fn readings(&self, window: f64) -> Vec<SourceReading> {
         let Some(s) = &self.sampler else { return Vec::new() };
-        let Some(newest) = s.newest() else { return Vec::new() };
-        let samples = s.samples(newest - window, f64::INFINITY);
+        let samples = s.newest().map(|newest| s.samples(newest - window, f64::INFINITY)).unwrap_or_default();
         let (first, last) = (samples.first(), samples.last());
         s.sources()
             .iter()

@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
+/// Every outcome a query can end with.
+const OUTCOMES: [&str; 3] = ["answered", "error", "engine_failure"];
+
 /// Labels naming an outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -102,7 +105,7 @@ impl Default for AgentMetrics {
             contact: crate::health::Contact::default(),
         };
         // Every outcome from the start, at zero, so a rate over them is defined before the first.
-        for outcome in ["answered", "error", "engine_failure"] {
+        for outcome in OUTCOMES {
             let _ = m.queries.get_or_create(&OutcomeLabel { outcome });
         }
         m
@@ -118,6 +121,11 @@ impl AgentMetrics {
         let p = progress.entry(run.to_owned()).or_default();
         p.done += 1;
         p.errors += u64::from(outcome != "answered");
+    }
+
+    /// Queries finished (any outcome) since the agent started: the sum of `queries`.
+    pub fn queries_finished(&self) -> u64 {
+        OUTCOMES.into_iter().map(|outcome| self.queries.get_or_create(&OutcomeLabel { outcome }).get()).sum()
     }
 
     /// `items` queries of `run` were leased to this agent.
@@ -201,5 +209,15 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &m.registry()).unwrap();
         assert!(text.lines().any(|l| l == "ipw_agent_rate_limited_total 3"), "{text}");
+    }
+
+    #[test]
+    fn queries_finished_counts_every_outcome() {
+        let m = AgentMetrics::default();
+        assert_eq!(m.queries_finished(), 0);
+        m.query_done(Some("r"), "answered");
+        m.query_done(None, "error");
+        m.query_done(Some("r"), "engine_failure");
+        assert_eq!(m.queries_finished(), 3);
     }
 }

@@ -17,7 +17,9 @@ use crate::spool::{Spool, SpoolKey};
 use anyhow::Context;
 use futures::StreamExt;
 use ipw_proto::retry::backoff;
-use ipw_proto::v1::{AcquireLeaseRequest, CompleteShardRequest, HeartbeatRequest, Lease, QueryResult, ResultBatch};
+use ipw_proto::v1::{
+    AcquireLeaseRequest, CompleteShardRequest, HeartbeatRequest, Lease, PowerReading, QueryResult, ResultBatch,
+};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -123,8 +125,13 @@ pub async fn run(config: &AgentConfig, spool: &Spool, opts: &RunOptions) -> anyh
     });
     let power = tokio::spawn(power_gauges(meter.clone(), opts.metrics.clone()));
     let held = Held::default();
-    let heartbeat =
-        tokio::spawn(heartbeat_loop(coord.clone(), opts.heartbeat_interval, held.clone(), opts.metrics.clone()));
+    let beats = Beats {
+        every: opts.heartbeat_interval,
+        held: held.clone(),
+        meter: meter.clone(),
+        metrics: opts.metrics.clone(),
+    };
+    let heartbeat = tokio::spawn(heartbeat_loop(coord.clone(), beats));
     let parts = Parts { engine: &engine, meter: &meter, spool, held: &held };
     let outcome = lease_loop(&mut coord, &parts, managed.as_mut(), opts).await;
     if let Some(m) = managed.as_mut() {
@@ -140,7 +147,7 @@ async fn power_gauges(meter: Arc<Meter>, metrics: AgentMetrics) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        metrics.power(&meter.readings(1.0));
+        metrics.power(&meter.readings(crate::meter::READING_WINDOW_S));
     }
 }
 
@@ -588,17 +595,92 @@ pub async fn upload(
     Ok((committed, duplicates))
 }
 
-/// Says the agent is alive every `every`, naming the shards it holds (only those are
-/// renewed), and stops the work of any the coordinator says are lost.
-async fn heartbeat_loop(mut coord: Coordinator, every: Duration, held: Held, metrics: AgentMetrics) {
-    let mut tick = tokio::time::interval(every);
+/// What a heartbeat is made of: the leases held and the agent's state.
+struct Beats {
+    every: Duration,
+    held: Held,
+    meter: Arc<Meter>,
+    metrics: AgentMetrics,
+}
+
+impl Beats {
+    /// A heartbeat: the shards held (only those are renewed) and the agent's state now, read
+    /// from what the metrics and the meter keep anyway.
+    fn request(&self) -> HeartbeatRequest {
+        let power = self.meter.readings(crate::meter::READING_WINDOW_S).into_iter().map(|r| PowerReading {
+            kind: r.kind.into(),
+            scope: r.scope.into(),
+            name: r.name,
+            watts: r.watts.filter(|w| w.is_finite() && *w >= 0.0),
+        });
+        HeartbeatRequest {
+            shard_ids: self.held.shard_ids(),
+            in_flight: Some(u32::try_from(self.metrics.in_flight.get()).unwrap_or(0)),
+            queries_done: self.metrics.queries_finished(),
+            power: power.collect(),
+            sample_hz: self.meter.sample_hz(),
+            heartbeat_interval_s: self.every.as_secs_f64(),
+        }
+    }
+}
+
+/// Says the agent is alive, with its state, every `beats.every` (between leases too), and
+/// stops the work of any shard the coordinator says is lost.
+async fn heartbeat_loop(mut coord: Coordinator, beats: Beats) {
+    let mut tick = tokio::time::interval(beats.every);
     loop {
         tick.tick().await;
-        let beat = coord.heartbeat(HeartbeatRequest { shard_ids: held.shard_ids() }).await;
-        metrics.contact.record(&beat);
+        let beat = coord.heartbeat(beats.request()).await;
+        beats.metrics.contact.record(&beat);
         match beat {
-            Ok(r) => held.apply(r.get_ref()),
+            Ok(r) => beats.held.apply(r.get_ref()),
             Err(s) => tracing::warn!("heartbeat failed: {}", s.message()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beats(meter: Meter) -> Beats {
+        Beats {
+            every: Duration::from_secs(5),
+            held: Held::default(),
+            meter: Arc::new(meter),
+            metrics: AgentMetrics::default(),
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_carries_the_in_flight_gauge_and_the_query_counter() {
+        let b = beats(Meter::unmetered(crate::meter::REMOTE_ENDPOINT, &PowerOptions::default()));
+        b.metrics.in_flight.inc();
+        b.metrics.in_flight.inc();
+        b.metrics.query_done(None, "answered");
+        let r = b.request();
+        assert_eq!((r.in_flight, r.queries_done, r.heartbeat_interval_s), (Some(2), 1, 5.0));
+        // A remote engine's agent reads no power: no readings, no rate.
+        assert!(r.power.is_empty() && r.sample_hz.is_none());
+    }
+
+    #[test]
+    fn a_metered_heartbeat_names_each_source_with_the_sampler_rate() {
+        let root = tempfile::tempdir().unwrap();
+        let zone = root.path().join("intel-rapl:0");
+        std::fs::create_dir_all(&zone).unwrap();
+        std::fs::write(zone.join("name"), "package-0\n").unwrap();
+        std::fs::write(zone.join("max_energy_range_uj"), "262143328850\n").unwrap();
+        std::fs::write(zone.join("energy_uj"), "1000\n").unwrap();
+        let mut opts = PowerOptions::default();
+        opts.discovery.powercap_root = root.path().to_owned();
+        opts.discovery.drm_root = root.path().join("no-drm");
+        opts.discovery.gpus = Some(String::new());
+        let r = beats(Meter::start(&opts)).request();
+        assert_eq!(r.sample_hz, Some(opts.hz));
+        let names: Vec<_> = r.power.iter().map(|p| (p.kind.as_str(), p.scope.as_str(), p.name.as_str())).collect();
+        assert_eq!(names, [("rapl", "cpu-package", "package-0")]);
+        // A counter that stands still draws nothing; before two samples the power is unknown.
+        assert!(r.power[0].watts.is_none_or(|w| w == 0.0), "{:?}", r.power[0].watts);
     }
 }

@@ -3,7 +3,7 @@
 use super::auth::{Caller, caller};
 use super::error::prefixed;
 use super::{State, parse_uuid};
-use crate::domain::{prompt, results, telemetry};
+use crate::domain::{fleet, prompt, results, telemetry};
 use crate::infra::auth::{AgentCredential, hash_secret, new_secret};
 use crate::infra::metrics::Metrics;
 use crate::store::{self, agents, leases, provenance, unix_us};
@@ -59,7 +59,12 @@ impl AgentService for AgentServiceImpl {
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
         let caller = caller(&request)?;
         let named = shard_ids(&request.get_ref().shard_ids)?;
+        let live = fleet::live_state(request.get_ref())
+            .map_err(|e| Status::invalid_argument(format!("heartbeat state: {e}")))?;
         let renewed = leases::renew(&self.state.pool, caller.id, self.state.lease_ttl, &named).await?;
+        if let Some(live) = &live {
+            store::fleet::record_live(&self.state.pool, caller.id, live).await?;
+        }
         let lost_shard_ids: Vec<String> =
             named.iter().filter(|id| !renewed.contains(id)).map(Uuid::to_string).collect();
         if !lost_shard_ids.is_empty() {

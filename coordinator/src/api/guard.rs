@@ -33,7 +33,7 @@ pub struct Limits {
 /// Each method's limits, sized to what the agent sends (batches of at most 1,000 results or
 /// 4 MiB, telemetry every 5 s) with room to spare.
 pub const METHODS: &[Limits] = &[
-    Limits { method: "Heartbeat", max_bytes: 1 << 20, repeated: &[(1, 10_000)], pending_may_call: true },
+    Limits { method: "Heartbeat", max_bytes: 1 << 20, repeated: &[(1, 10_000), (4, 64)], pending_may_call: true },
     Limits { method: "RotateCredential", max_bytes: 1 << 10, repeated: &[], pending_may_call: true },
     Limits { method: "AcquireLease", max_bytes: 64 << 10, repeated: &[(1, 1_000)], pending_may_call: false },
     // The 10,000-result cap of a batch, counted before the batch is decoded.
@@ -336,7 +336,7 @@ impl Scan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipw_proto::v1::{PowerSourceInfo, QueryResult, ResultBatch, SessionTelemetry};
+    use ipw_proto::v1::{HeartbeatRequest, PowerReading, PowerSourceInfo, QueryResult, ResultBatch, SessionTelemetry};
     use prost::Message;
 
     /// `messages` framed as gRPC sends them.
@@ -385,6 +385,9 @@ mod tests {
         let sources = SessionTelemetry { sources: vec![PowerSourceInfo::default(); 65], ..Default::default() };
         let e = scan("UploadSessionTelemetry", &framed(&[sources.encode_to_vec()]), 7).unwrap_err();
         assert!(e.message().contains("field 6 repeats more than 64 times"), "{}", e.message());
+        let beat = HeartbeatRequest { power: vec![PowerReading::default(); 65], ..Default::default() };
+        let e = scan("Heartbeat", &framed(&[beat.encode_to_vec()]), 16).unwrap_err();
+        assert!(e.message().contains("field 4 repeats more than 64 times"), "{}", e.message());
     }
 
     #[test]

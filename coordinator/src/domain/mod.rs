@@ -2,6 +2,7 @@
 
 pub mod analysis;
 pub mod export;
+pub mod fleet;
 pub mod hardware;
 pub mod pricing;
 pub mod prompt;

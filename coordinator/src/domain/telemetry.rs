@@ -28,7 +28,7 @@ pub fn validate(t: &ShardTelemetry) -> Result<(), Invalid> {
 }
 
 /// Text the database will store as it is: no NUL, at most the short-text limit.
-fn short_text(field: &str, value: &str) -> Result<(), Invalid> {
+pub(crate) fn short_text(field: &str, value: &str) -> Result<(), Invalid> {
     if value.contains('\0') {
         return Err(Invalid(format!("{field} holds a NUL character")));
     }

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod agents;
 pub mod exports;
+pub mod fleet;
 pub mod gauges;
 pub mod leases;
 pub mod pricing;
