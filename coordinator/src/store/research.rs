@@ -124,3 +124,65 @@ pub async fn leaderboard_filtered(pool: &PgPool, f: &LeaderboardFilter) -> Resul
         .await?;
     table(columns(pool, "SELECT * FROM leaderboard").await?, rows)
 }
+
+/// A (model, hardware class) point with completed runs on a workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Point {
+    /// The model.
+    pub model: String,
+    /// The hardware class.
+    pub hardware_class: String,
+}
+
+/// Every (model, hardware class, workload) with a completed run, for the compare page's pickers.
+pub async fn points(pool: &PgPool) -> Result<Vec<(Point, String)>> {
+    let rows = sqlx::query!(
+        r#"SELECT DISTINCT m.name AS model, a.hardware_class, w.name AS workload
+           FROM runs r JOIN models m ON m.id = r.model_id JOIN workloads w ON w.id = r.workload_id
+           JOIN run_provenance p ON p.run_id = r.id JOIN agents a ON a.id = p.agent_id
+           WHERE r.status = 'completed'
+           ORDER BY w.name, m.name, a.hardware_class"#
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (Point { model: r.model, hardware_class: r.hardware_class }, r.workload)).collect())
+}
+
+/// `attribution(a, b, workload)`: the IPW ratio split into model and hardware factors, naming
+/// the cells of the 2x2 grid never measured.
+pub async fn attribution(pool: &PgPool, a: &Point, b: &Point, workload: &str) -> Result<Table> {
+    let rows = sqlx::query_scalar!(
+        r#"SELECT row_to_json(t)::text AS "row!" FROM attribution($1, $2, $3, $4, $5) t"#,
+        a.model,
+        a.hardware_class,
+        b.model,
+        b.hardware_class,
+        workload
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(rule_broken)?;
+    table(columns(pool, "SELECT * FROM attribution(NULL, NULL, NULL, NULL, NULL)").await?, rows)
+}
+
+/// `coverage` of the latest completed run of each point on `workload`.
+pub async fn coverage(pool: &PgPool, a: &Point, b: &Point, workload: &str) -> Result<Table> {
+    let rows = sqlx::query_scalar!(
+        r#"WITH latest AS (
+               SELECT DISTINCT ON (m.name, ag.hardware_class) r.id
+               FROM runs r JOIN models m ON m.id = r.model_id JOIN workloads w ON w.id = r.workload_id
+               JOIN run_provenance p ON p.run_id = r.id JOIN agents ag ON ag.id = p.agent_id
+               WHERE r.status = 'completed' AND w.name = $5
+                 AND ((m.name = $1 AND ag.hardware_class = $2) OR (m.name = $3 AND ag.hardware_class = $4))
+               ORDER BY m.name, ag.hardware_class, r.created_at DESC)
+           SELECT row_to_json(t)::text AS "row!" FROM coverage(ARRAY(SELECT id FROM latest)) t"#,
+        a.model,
+        a.hardware_class,
+        b.model,
+        b.hardware_class,
+        workload
+    )
+    .fetch_all(pool)
+    .await?;
+    table(columns(pool, "SELECT * FROM coverage('{}'::uuid[])").await?, rows)
+}
