@@ -151,6 +151,7 @@ impl Fleet {
                 max_uses: uses,
                 auto_approve,
                 description: "test".into(),
+                viewer: false,
             })
             .await?
             .into_inner()
