@@ -6,6 +6,7 @@
 //! it runs in a binary of its own, after this one.
 
 mod analysis;
+mod dashboard;
 mod end_to_end;
 mod engines;
 mod enrollment;
