@@ -7,6 +7,7 @@
 
 mod analysis;
 mod browser;
+mod dashboard;
 mod end_to_end;
 mod engines;
 mod enrollment;

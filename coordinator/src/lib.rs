@@ -9,10 +9,12 @@
 //! [`store`] (all SQL); the analysis views turn rows into figures, [`store::reports`] reads
 //! them, and [`cli`] renders them. [`jobs`] hold the background work (the scheduler,
 //! re-scoring) and [`infra`] the plumbing (secrets, TLS, limits, the pool, the embedded
-//! PostgreSQL).
+//! PostgreSQL). [`dashboard`] is the web UI: thin HTTP handlers over [`store`], as [`api`]
+//! is for gRPC.
 
 pub mod api;
 pub mod cli;
+pub mod dashboard;
 pub mod domain;
 pub mod infra;
 pub mod jobs;

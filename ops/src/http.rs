@@ -1,5 +1,6 @@
 //! The operations listener: `/metrics` (Prometheus text), `/healthz` (the process answers)
-//! and `/readyz` (it can do its work), for probes and scrapers.
+//! and `/readyz` (it can do its work), for probes and scrapers. A service may serve more
+//! routes beside them (the coordinator's dashboard); those three stay unauthenticated.
 
 use futures::future::BoxFuture;
 use prometheus_client::registry::Registry;
@@ -33,11 +34,14 @@ struct Shared {
     probes: Arc<dyn Probes>,
 }
 
-/// Serves the three routes on `listener` until `shutdown` resolves.
+/// Serves the three routes, and `extra`'s beside them, on `listener` until `shutdown`
+/// resolves. Handlers in `extra` can read the peer's address (`ConnectInfo<SocketAddr>`).
+/// `extra` must not route `/metrics`, `/healthz` or `/readyz` (axum panics on the overlap).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Registry,
     probes: Arc<dyn Probes>,
+    extra: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     use axum::routing::get;
@@ -46,7 +50,9 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(shared);
+        .with_state(shared)
+        .merge(extra);
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }
@@ -58,12 +64,22 @@ pub async fn spawn(
     registry: Registry,
     probes: Arc<dyn Probes>,
 ) -> anyhow::Result<std::net::SocketAddr> {
+    spawn_with(addr, registry, probes, axum::Router::new()).await
+}
+
+/// [`spawn`], with `extra`'s routes served beside the three (see [`serve`]).
+pub async fn spawn_with(
+    addr: std::net::SocketAddr,
+    registry: Registry,
+    probes: Arc<dyn Probes>,
+    extra: axum::Router,
+) -> anyhow::Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics and health: {e}"))?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
-        if let Err(e) = serve(listener, registry, probes, futures::future::pending()).await {
+        if let Err(e) = serve(listener, registry, probes, extra, futures::future::pending()).await {
             tracing::error!(error = %e, "the metrics and health listener stopped");
         }
     });

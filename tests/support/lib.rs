@@ -152,6 +152,7 @@ impl Fleet {
                 max_uses: uses,
                 auto_approve,
                 description: "test".into(),
+                viewer: false,
             })
             .await?
             .into_inner()
@@ -681,14 +682,64 @@ impl OwnEngine {
 
 /// `GET path` on `addr` over HTTP/1.0: the status and the body.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let response = http_request(addr, "GET", path, &[], "").await?;
+    Ok((response.status, response.body))
+}
+
+/// An HTTP response read by [`http_request`].
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The headers in order, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body, as text.
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first header named `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Every header named `name` (lower-case), e.g. `set-cookie`.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+    }
+}
+
+/// `method path` on `addr` over HTTP/1.0 with `headers` and `body` (a `Content-Length` is
+/// added when there is a body): the raw status, headers and body, redirects not followed.
+pub async fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<HttpResponse> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    s.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut response)).await??;
     let (head, body) = response.split_once("\r\n\r\n").context("an HTTP response")?;
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("a status code")?;
-    Ok((status, body.to_owned()))
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).context("a status code")?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(HttpResponse { status, headers, body: body.to_owned() })
 }
 
 /// Whether process `pid` holds a listening TCP socket on `port` (from `/proc/net/tcp*`).

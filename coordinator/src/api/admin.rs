@@ -16,7 +16,7 @@ use crate::infra::auth::{hash_secret, new_secret};
 use crate::jobs::rescore;
 use crate::store::{
     self, admin, agents, exports, pricing as prices, reports, research, run_list, runs, sweeps, tokens, unix_us,
-    workloads,
+    viewers, workloads,
 };
 use ipw_proto::kinds::{RunStatus as RunStatusKind, Strictness, SweepStatus};
 use ipw_proto::v1::admin_server::Admin;
@@ -34,9 +34,9 @@ use ipw_proto::v1::{
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
-/// Default join-token lifetime.
+/// Default token lifetime.
 const DEFAULT_TOKEN_TTL_SECS: u64 = 24 * 3600;
-/// The longest life a join token may have.
+/// The longest life a token may have.
 const MAX_TOKEN_TTL_SECS: i64 = 10 * 365 * 24 * 3600;
 
 /// The admin service.
@@ -49,6 +49,64 @@ impl AdminService {
     /// Serves admin calls over `state`.
     pub fn new(state: State) -> Self {
         Self { state }
+    }
+
+    /// A join token: agents enroll with it.
+    async fn create_join_token(
+        &self,
+        op: &Operator,
+        req: &CreateTokenRequest,
+        token: &str,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<CreateTokenResponse, Status> {
+        let max_uses = if req.max_uses == 0 { 1 } else { req.max_uses };
+        let max_uses = i32::try_from(max_uses).map_err(|_| Status::invalid_argument("too many uses"))?;
+        let new = tokens::NewToken {
+            hash: hash_secret(token),
+            description: &req.description,
+            expires_at,
+            max_uses,
+            auto_approve: req.auto_approve,
+        };
+        let id = tokens::create(&self.state.pool, &new).await?;
+        self.audit(op, "CreateToken", &id.to_string()).await?;
+        Ok(CreateTokenResponse {
+            token_id: id.to_string(),
+            max_uses: max_uses as u32,
+            auto_approve: req.auto_approve,
+            join_url: self.state.advertise_url.clone(),
+            ca_cert_hash: self.state.authority.as_ref().map(|a| a.fingerprint()).unwrap_or_default(),
+            ..CreateTokenResponse::default()
+        })
+    }
+
+    /// A viewer token: it logs in to the dashboard, and nothing else.
+    async fn create_viewer_token(
+        &self,
+        op: &Operator,
+        req: &CreateTokenRequest,
+        token: &str,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<CreateTokenResponse, Status> {
+        if req.max_uses != 0 || req.auto_approve {
+            return Err(Status::invalid_argument(
+                "a viewer token enrolls no agents: drop --uses and --auto-approve (or drop --viewer)",
+            ));
+        }
+        let new = viewers::NewViewer {
+            hash: hash_secret(token),
+            description: &req.description,
+            expires_at,
+            created_by: &op.name,
+        };
+        let id = viewers::create(&self.state.pool, &new).await?;
+        self.audit(op, "CreateViewerToken", &id.to_string()).await?;
+        Ok(CreateTokenResponse {
+            token_id: id.to_string(),
+            viewer: true,
+            dashboard_login_url: self.state.dashboard_login_url.clone(),
+            ..CreateTokenResponse::default()
+        })
     }
 
     /// Records an action that succeeded: who (the credential's name), from where, on what.
@@ -69,49 +127,41 @@ impl Admin for AdminService {
         let req = request.into_inner();
         let ttl = if req.ttl_seconds == 0 { DEFAULT_TOKEN_TTL_SECS } else { req.ttl_seconds };
         // A token that outlives ten years is a mistake, and a huge one overflowed the clock.
-        let ttl = i64::try_from(ttl)
+        let expires_at = i64::try_from(ttl)
             .ok()
             .filter(|s| *s <= MAX_TOKEN_TTL_SECS)
             .and_then(chrono::Duration::try_seconds)
+            .and_then(|ttl| chrono::Utc::now().checked_add_signed(ttl))
             .ok_or_else(|| {
                 Status::invalid_argument(format!("the ttl must be at most {MAX_TOKEN_TTL_SECS} s (10 years)"))
             })?;
-        let max_uses = if req.max_uses == 0 { 1 } else { req.max_uses };
-        let max_uses = i32::try_from(max_uses).map_err(|_| Status::invalid_argument("too many uses"))?;
         let token = new_secret();
-        let expires_at = chrono::Utc::now()
-            .checked_add_signed(ttl)
-            .ok_or_else(|| Status::invalid_argument("the ttl is too long"))?;
-        let new = tokens::NewToken {
-            hash: hash_secret(&token),
-            description: &req.description,
-            expires_at,
-            max_uses,
-            auto_approve: req.auto_approve,
+        let response = if req.viewer {
+            self.create_viewer_token(&op, &req, &token, expires_at).await?
+        } else {
+            self.create_join_token(&op, &req, &token, expires_at).await?
         };
-        let id = tokens::create(&self.state.pool, &new).await?;
-        self.audit(&op, "CreateToken", &id.to_string()).await?;
-        Ok(Response::new(CreateTokenResponse {
-            token_id: id.to_string(),
-            token,
-            expires_unix_us: unix_us(expires_at),
-            max_uses: max_uses as u32,
-            auto_approve: req.auto_approve,
-            join_url: self.state.advertise_url.clone(),
-            ca_cert_hash: self.state.authority.as_ref().map(|a| a.fingerprint()).unwrap_or_default(),
-        }))
+        Ok(Response::new(CreateTokenResponse { token, expires_unix_us: unix_us(expires_at), ..response }))
     }
 
     async fn list_tokens(&self, _: Request<ListTokensRequest>) -> Result<Response<ListTokensResponse>, Status> {
-        Ok(Response::new(ListTokensResponse { tokens: tokens::list(&self.state.pool).await? }))
+        let mut listed = tokens::list(&self.state.pool).await?;
+        listed.extend(viewers::list(&self.state.pool).await?);
+        listed.sort_by_key(|t| t.created_unix_us);
+        Ok(Response::new(ListTokensResponse { tokens: listed }))
     }
 
     async fn revoke_token(&self, request: Request<RevokeRequest>) -> Result<Response<TokenInfo>, Status> {
         let op = operator(&request)?;
         let req = request.into_inner();
         let id = parse_uuid("token", req.id.trim())?;
-        let token = tokens::revoke(&self.state.pool, id, &reason_or_default(&req.reason)?).await?;
-        tracing::info!(token = %id, by = %op.name, "join token revoked");
+        let reason = reason_or_default(&req.reason)?;
+        let token = match viewers::revoke(&self.state.pool, id, &reason).await? {
+            Some(viewer) => viewer,
+            None => tokens::revoke(&self.state.pool, id, &reason).await?,
+        };
+        let kind = if token.viewer { "viewer" } else { "join" };
+        tracing::info!(token = %id, kind, by = %op.name, "token revoked");
         self.audit(&op, "RevokeToken", &id.to_string()).await?;
         Ok(Response::new(token))
     }

@@ -39,6 +39,9 @@ pub struct State {
     pub require_client_cert: bool,
     /// Where agents should join, as join commands print it.
     pub advertise_url: String,
+    /// The dashboard's login page, as `ipw token create --viewer` prints it; empty when this
+    /// coordinator serves no dashboard.
+    pub dashboard_login_url: String,
     /// `Join` attempts per client address.
     pub join_limiter: Arc<RateLimiter>,
     /// What this replica counts, for `/metrics`.
@@ -73,6 +76,7 @@ impl State {
             authority: None,
             require_client_cert: false,
             advertise_url: String::new(),
+            dashboard_login_url: String::new(),
             join_limiter: Arc::new(RateLimiter::new(10, 10)),
             metrics: Metrics::default(),
         }

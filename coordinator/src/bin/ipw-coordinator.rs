@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use ipw_coordinator::api::ops::CoordinatorProbes;
 use ipw_coordinator::api::{State, server};
+use ipw_coordinator::dashboard::{Dashboard, Settings, router};
 use ipw_coordinator::infra::embedded_postgres::EmbeddedPostgres;
 use ipw_coordinator::infra::metrics::Metrics;
 use ipw_coordinator::infra::rate_limit::RateLimiter;
@@ -76,9 +77,22 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     join_per_minute: u32,
     /// Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this address (e.g.
-    /// 0.0.0.0:9464). Without it, they are not served.
+    /// 0.0.0.0:9464), and the web dashboard (log in with `ipw token create --viewer`).
+    /// Without it, none of them is served.
     #[arg(long, env = "IPW_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve no dashboard on the --metrics-listen listener: only /metrics, /healthz, /readyz.
+    #[arg(long, env = "IPW_NO_DASHBOARD")]
+    no_dashboard: bool,
+    /// Mark the dashboard's cookies Secure. The listener speaks plain HTTP: give this when
+    /// browsers reach it over HTTPS through a proxy that does not send X-Forwarded-Proto
+    /// (with `X-Forwarded-Proto: https` the cookies are Secure anyway).
+    #[arg(long, env = "IPW_DASHBOARD_SECURE_COOKIES")]
+    dashboard_secure_cookies: bool,
+    /// The dashboard's address as browsers reach it (e.g. through a proxy), for the login URL
+    /// `ipw token create --viewer` prints (default: http://<this host>:<--metrics-listen port>).
+    #[arg(long, env = "IPW_DASHBOARD_URL")]
+    dashboard_url: Option<String>,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -96,15 +110,7 @@ async fn main() -> anyhow::Result<()> {
 async fn coordinate(args: Args) -> anyhow::Result<()> {
     let data_dir = paths::data_dir(args.data_dir.clone()).context("resolving --data-dir")?;
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let admin_token = match (args.admin_token.clone(), &args.admin_token_file) {
-        (Some(_), Some(_)) => anyhow::bail!("give --admin-token or --admin-token-file, not both"),
-        (Some(t), None) => {
-            auth::check_admin_token(&t, "--admin-token")?;
-            t.trim().to_owned()
-        }
-        (None, Some(file)) => auth::read_admin_token(file)?,
-        (None, None) => auth::load_or_create_admin_token(&paths::admin_token_file(&data_dir))?,
-    };
+    let admin_token = admin_token(&args, &data_dir)?;
 
     let (options, embedded) = match &args.database_url {
         Some(url) => (PgConnectOptions::from_str(url).context("--database-url is not a valid PostgreSQL URL")?, None),
@@ -121,11 +127,12 @@ async fn coordinate(args: Args) -> anyhow::Result<()> {
 
     let metrics = Metrics::default();
     let probes = std::sync::Arc::new(CoordinatorProbes::new(metrics.clone()));
-    if let Some(addr) = args.metrics_listen {
-        ipw_ops::http::spawn(addr, metrics.registry(), probes.clone()).await?;
-    }
+    let (dashboard, dashboard_login_url) = serve_ops(&args, &metrics, probes.clone()).await?;
     let served = async {
         let pool = pool::connect_and_migrate_within(options, args.db_wait).await?;
+        if let Some(dashboard) = &dashboard {
+            dashboard.connect(pool.clone()).await?;
+        }
         // The CA and certificate exist before the port opens: whoever sees it listening can
         // read the CA (tests, `ipw token create`) and be served TLS.
         let authority = match (&args.tls_dir, args.insecure) {
@@ -158,6 +165,7 @@ async fn coordinate(args: Args) -> anyhow::Result<()> {
             authority: authority.map(std::sync::Arc::new),
             require_client_cert: args.require_client_cert,
             advertise_url: args.advertise_url.clone().unwrap_or_else(|| default_advertise_url(&args)),
+            dashboard_login_url,
             join_limiter: std::sync::Arc::new(RateLimiter::new(args.join_burst, args.join_per_minute)),
             metrics,
             ..State::new(pool.clone())
@@ -177,19 +185,56 @@ async fn coordinate(args: Args) -> anyhow::Result<()> {
     served
 }
 
+/// The admin token: --admin-token, --admin-token-file, or DATA_DIR/admin-token (made on
+/// first start).
+fn admin_token(args: &Args, data_dir: &std::path::Path) -> anyhow::Result<String> {
+    Ok(match (args.admin_token.clone(), &args.admin_token_file) {
+        (Some(_), Some(_)) => anyhow::bail!("give --admin-token or --admin-token-file, not both"),
+        (Some(t), None) => {
+            auth::check_admin_token(&t, "--admin-token")?;
+            t.trim().to_owned()
+        }
+        (None, Some(file)) => auth::read_admin_token(file)?,
+        (None, None) => auth::load_or_create_admin_token(&paths::admin_token_file(data_dir))?,
+    })
+}
+
+/// Starts the operations listener on --metrics-listen, with the dashboard unless
+/// --no-dashboard: returns the dashboard, to connect once the database is, and its login URL.
+async fn serve_ops(
+    args: &Args,
+    metrics: &Metrics,
+    probes: std::sync::Arc<CoordinatorProbes>,
+) -> anyhow::Result<(Option<std::sync::Arc<Dashboard>>, String)> {
+    let Some(addr) = args.metrics_listen else { return Ok((None, String::new())) };
+    if args.no_dashboard {
+        ipw_ops::http::spawn(addr, metrics.registry(), probes).await?;
+        return Ok((None, String::new()));
+    }
+    let dashboard = Dashboard::new(Settings { secure_cookies: args.dashboard_secure_cookies });
+    let bound = ipw_ops::http::spawn_with(addr, metrics.registry(), probes, router(dashboard.clone())).await?;
+    let base = args.dashboard_url.clone().unwrap_or_else(|| url_of("http", bound));
+    let login = format!("{}/login", base.trim_end_matches('/'));
+    tracing::info!(url = %login, "serving the dashboard");
+    Ok((Some(dashboard), login))
+}
+
 /// `https://<host name>:<port>`, or `http://` with --insecure; the loopback address when
 /// listening on loopback only.
 fn default_advertise_url(args: &Args) -> String {
-    let scheme = if args.insecure { "http" } else { "https" };
-    let host = if args.listen.ip().is_loopback() {
-        args.listen.ip().to_string()
-    } else if args.listen.ip().is_unspecified() {
+    url_of(if args.insecure { "http" } else { "https" }, args.listen)
+}
+
+/// `<scheme>://<host>:<port>` for a listening address: this host's name when it listens on
+/// every address, else the address itself.
+fn url_of(scheme: &str, addr: SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() {
         nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
     } else {
-        args.listen.ip().to_string()
+        addr.ip().to_string()
     };
     let host = if host.contains(':') { format!("[{host}]") } else { host };
-    format!("{scheme}://{host}:{}", args.listen.port())
+    format!("{scheme}://{host}:{}", addr.port())
 }
 
 async fn shutdown_signal() {

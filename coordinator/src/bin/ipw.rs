@@ -42,7 +42,7 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Join tokens for enrolling agents.
+    /// Join tokens for enrolling agents, and viewer tokens for the dashboard.
     #[command(subcommand)]
     Token(TokenCmd),
     /// Named admin credentials for operators and their tools.

@@ -1,5 +1,5 @@
-//! A per-address token bucket for the one unauthenticated call, `Join`: a guessing client
-//! is slowed to a trickle while a lab enrolling a rack at once is not.
+//! A per-address token bucket for what anyone may try: `Join`, and the dashboard's login. A
+//! guessing client is slowed to a trickle while a lab enrolling a rack at once is not.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -53,6 +53,14 @@ impl RateLimiter {
         self.check_at(addr, Instant::now())
     }
 
+    /// Gives back the token a call took (a login that succeeded): only failures count.
+    pub fn refund(&self, addr: IpAddr) {
+        let mut state = self.state.lock().expect("not poisoned");
+        if let Some((tokens, _)) = state.by_client.get_mut(&client_of(addr)) {
+            *tokens = (*tokens + 1.0).min(self.burst);
+        }
+    }
+
     fn check_at(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
         let client = client_of(addr);
         let mut state = self.state.lock().expect("not poisoned");
@@ -95,6 +103,21 @@ mod tests {
         assert!(limiter.check_at(a, t0 + Duration::from_secs(5)).is_err());
         assert!(limiter.check_at(a, t0 + Duration::from_secs(10)).is_ok());
         assert!(limiter.check_at(a, t0 + Duration::from_secs(10)).is_err());
+    }
+
+    #[test]
+    fn a_refunded_call_does_not_count() {
+        let limiter = RateLimiter::new(2, 1);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert!(limiter.check_at(a, t0).is_ok());
+            limiter.refund(a);
+        }
+        assert!(limiter.check_at(a, t0).is_ok() && limiter.check_at(a, t0).is_ok());
+        assert!(limiter.check_at(a, t0).is_err(), "two unrefunded calls used the burst");
+        limiter.refund("10.0.0.9".parse().unwrap());
+        assert_eq!(limiter.state.lock().unwrap().by_client.len(), 1, "a refund tracks no new client");
     }
 
     #[test]

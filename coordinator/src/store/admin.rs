@@ -35,6 +35,23 @@ pub async fn credential_name(pool: &PgPool, token_hash: &[u8]) -> Result<Option<
     .await?)
 }
 
+/// The id and name of the live credential with this hash, if any (a dashboard login).
+pub async fn live_by_hash(pool: &PgPool, token_hash: &[u8]) -> Result<Option<(Uuid, String)>> {
+    let row =
+        sqlx::query!("SELECT id, name FROM admin_credentials WHERE token_hash = $1 AND revoked_at IS NULL", token_hash)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|r| (r.id, r.name)))
+}
+
+/// The name of the live credential with this id, if any: a dashboard session made with an
+/// admin credential is good only while the credential is.
+pub async fn live_name_by_id(pool: &PgPool, id: Uuid) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar!("SELECT name FROM admin_credentials WHERE id = $1 AND revoked_at IS NULL", id)
+        .fetch_optional(pool)
+        .await?)
+}
+
 /// Stores a new credential named `name`, created by `by`.
 pub async fn create(pool: &PgPool, name: &str, token_hash: &[u8], by: &str) -> Result<()> {
     sqlx::query!(

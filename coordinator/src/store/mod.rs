@@ -20,6 +20,7 @@ pub mod summaries;
 pub mod sweeps;
 pub mod telemetry;
 pub mod tokens;
+pub mod viewers;
 pub mod workloads;
 
 use crate::domain::Invalid;

@@ -64,6 +64,7 @@ impl From<TokenRow> for TokenInfo {
             auto_approve: t.auto_approve,
             revoked_unix_us: t.revoked_at.map(unix_us).unwrap_or(0),
             revoked_reason: t.revoked_reason.unwrap_or_default(),
+            viewer: false,
         }
     }
 }
@@ -93,7 +94,7 @@ pub async fn revoke(pool: &PgPool, id: Uuid, reason: &str) -> Result<TokenInfo> 
     )
     .fetch_optional(pool)
     .await?
-    .ok_or_else(|| Error::NotFound(format!("no join token {id}; see `ipw token list`")))?;
+    .ok_or_else(|| Error::NotFound(format!("no join or viewer token {id}; see `ipw token list`")))?;
     Ok(row.into())
 }
 
