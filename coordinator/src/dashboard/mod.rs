@@ -9,6 +9,7 @@
 //! is in the database, so replicas are interchangeable.
 
 pub mod auth;
+pub mod events;
 pub mod layout;
 pub mod pages;
 
@@ -79,6 +80,19 @@ pub fn router(dashboard: Arc<Dashboard>) -> axum::Router {
     use axum::routing::{get, post};
     axum::Router::new()
         .route("/", get(pages::home::show))
+        .route("/fleet", get(pages::fleet::show))
+        .route("/events/fleet", get(pages::fleet::events))
+        .route("/runs", get(pages::runs::show))
+        .route("/events/runs", get(pages::runs::events))
+        .route("/runs/{id}", get(pages::run::show))
+        .route("/events/runs/{id}", get(pages::run::events))
+        .route("/runs/{id}/figures/{file}", get(pages::run::figure))
+        .route("/runs/{id}/export.csv", get(pages::run::export))
+        .route("/sweeps", get(pages::runs::sweeps))
+        .route("/leaderboard", get(pages::leaderboard::show))
+        .route("/leaderboard.csv", get(pages::leaderboard::csv))
+        .route("/compare", get(pages::compare::show))
+        .route("/favicon.ico", get(|| async { http::StatusCode::NO_CONTENT }))
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/logout", post(auth::logout))
         .route("/api/session", get(auth::session))
@@ -96,6 +110,8 @@ pub enum Failure {
     Connecting,
     /// A store call failed.
     Store(store::Error),
+    /// A figure could not be drawn.
+    Draw(String),
 }
 
 impl From<store::Error> for Failure {
@@ -108,6 +124,10 @@ impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let text = match self {
             Failure::Connecting => "The coordinator is still connecting to PostgreSQL; try again in a moment.",
+            Failure::Draw(e) => {
+                tracing::error!(error = %e, "a dashboard figure could not be drawn");
+                "The figure could not be drawn."
+            }
             Failure::Store(e) => {
                 tracing::error!(error = %e, "a dashboard request failed");
                 "The dashboard could not read the database; try again in a moment."

@@ -186,3 +186,14 @@ pub async fn coverage(pool: &PgPool, a: &Point, b: &Point, workload: &str) -> Re
     .await?;
     table(columns(pool, "SELECT * FROM coverage('{}'::uuid[])").await?, rows)
 }
+
+/// What each agent ran `run_id` with (`run_provenance_by_run`), one row per agent.
+pub async fn provenance(pool: &PgPool, run_id: Uuid) -> Result<Table> {
+    let rows = sqlx::query_scalar!(
+        r#"SELECT row_to_json(t)::text AS "row!" FROM run_provenance_by_run t WHERE t.run_id = $1 ORDER BY t.agent_name"#,
+        run_id
+    )
+    .fetch_all(pool)
+    .await?;
+    table(columns(pool, "SELECT * FROM run_provenance_by_run").await?, rows)
+}

@@ -5,6 +5,18 @@ use crate::cli::render::csv::cell;
 use crate::domain::export::COLUMNS;
 use std::io::{BufWriter, Write};
 
+/// The header line: every column's name.
+pub fn header() -> String {
+    COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(",") + "\n"
+}
+
+/// One result's line, in the columns' order.
+pub fn line(row: &serde_json::Map<String, serde_json::Value>) -> String {
+    let cells: Vec<String> =
+        COLUMNS.iter().map(|c| cell(row.get(c.name).unwrap_or(&serde_json::Value::Null))).collect();
+    cells.join(",") + "\n"
+}
+
 /// A CSV file.
 pub struct Csv {
     out: BufWriter<std::fs::File>,
@@ -14,7 +26,7 @@ impl Csv {
     /// Writes the header into `file`.
     pub fn new(file: std::fs::File) -> anyhow::Result<Self> {
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        writeln!(out, "{}", COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(","))?;
+        out.write_all(header().as_bytes())?;
         Ok(Self { out })
     }
 }
@@ -22,10 +34,7 @@ impl Csv {
 impl RowWriter for Csv {
     fn write(&mut self, rows: &[String]) -> anyhow::Result<()> {
         for row in rows {
-            let row = parse(row)?;
-            let cells: Vec<String> =
-                COLUMNS.iter().map(|c| cell(row.get(c.name).unwrap_or(&serde_json::Value::Null))).collect();
-            writeln!(self.out, "{}", cells.join(","))?;
+            self.out.write_all(line(&parse(row)?).as_bytes())?;
         }
         Ok(())
     }

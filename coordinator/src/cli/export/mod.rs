@@ -3,7 +3,7 @@
 //! are written as they come, so a run of any size exports in bounded memory; the file appears
 //! under its name only once it is complete.
 
-mod csv;
+pub mod csv;
 mod jsonl;
 mod parquet;
 

@@ -13,3 +13,24 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   }
 });
+
+// Live regions: an element marked data-live="URL" follows that server-sent event stream; each
+// event carries {id, html, last} and replaces the content of the element with that id (HTML the
+// server rendered and escaped). The region is marked stale while the stream is down.
+document.addEventListener("DOMContentLoaded", () => {
+  for (const region of document.querySelectorAll("[data-live]")) {
+    const source = new EventSource(region.dataset.live);
+    source.onmessage = (e) => {
+      const update = JSON.parse(e.data);
+      const target = document.getElementById(update.id);
+      if (target) {
+        target.innerHTML = update.html;
+      }
+      region.classList.remove("stale");
+      if (update.last) {
+        source.close();
+      }
+    };
+    source.onerror = () => region.classList.add("stale");
+  }
+});
