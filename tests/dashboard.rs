@@ -179,8 +179,8 @@ async fn a_viewer_token_opens_the_dashboard_until_it_expires_or_is_revoked() -> 
     assert_eq!((me["kind"].as_str(), me["name"].as_str()), (Some("viewer"), Some("e2e")));
     let js = get(ops, "/static/dashboard.js", None).await?;
     assert!(js.status == 200 && js.header("content-type").is_some_and(|t| t.starts_with("text/javascript")));
-    let missing = get(ops, "/fleet", Some(&session)).await?;
-    assert_eq!(missing.status, 404, "sections not built yet are a clean 404");
+    let missing = get(ops, "/nothing-here", Some(&session)).await?;
+    assert_eq!(missing.status, 404, "a path nothing serves is a clean 404");
 
     // A forged cookie: one byte of the signature changed.
     let mut forged = session.clone().into_bytes();
@@ -297,5 +297,135 @@ async fn login_needs_our_form_and_origin_and_failures_are_rate_limited() -> anyh
     let limited = post_login(ops, &viewer, Some(&csrf), &[]).await?;
     assert_eq!(limited.status, 429, "{limited:?}");
     assert!(limited.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s >= 1)));
+    Ok(())
+}
+
+/// A run started with the page open: two metered agents (FIXTURE powercap counters, so IPW
+/// exists) share it, and a second model runs after it.
+async fn start_two_agent_runs(
+    d: &mut Dashboard,
+    dir: &std::path::Path,
+) -> anyhow::Result<(uuid::Uuid, uuid::Uuid, Vec<tokio::process::Child>, ipw_e2e::PowercapFixture)> {
+    let slice = dir.join("slice.jsonl");
+    let text = std::fs::read_to_string(ipw_e2e::mmlu_pro())?;
+    std::fs::write(&slice, text.lines().take(100).collect::<Vec<_>>().join("\n"))?;
+    ipw_coordinator::cli::workloads::import_workload(&mut d.admin, &slice, "slice").await?;
+    let run = |model: &str, sample: u32| ipw_proto::v1::CreateRunRequest {
+        workload: "slice".into(),
+        model: model.into(),
+        sample,
+        seed: 3,
+        concurrency: 2,
+        shard_size: 2,
+        repetitions: 1,
+        params: Some(ipw_proto::v1::GenerationParams { max_tokens: 16, temperature: 0.0, top_p: 1.0 }),
+        ..Default::default()
+    };
+    let first = d.admin.create_run(run("SmolLM2-135M-Instruct", 12)).await?.into_inner();
+    let second = d.admin.create_run(run("smol-b", 8)).await?.into_inner();
+    let request = CreateTokenRequest { ttl_seconds: 600, max_uses: 2, auto_approve: true, ..Default::default() };
+    let join = d.admin.create_token(request).await?.into_inner();
+    let trust = ipw_agent::join::Trust::Pinned(join.ca_cert_hash.clone());
+    let powercap = ipw_e2e::PowercapFixture::start(dir, 20.0)?;
+    let mut children = Vec::new();
+    for name in ["agent-a", "agent-b"] {
+        let agent = ipw_agent::join::join(&d.coordinator.url, &trust, &join.token, name, Default::default()).await?;
+        let mut cmd = ipw_e2e::metered_agent_service_process(dir, &agent, &powercap.root)?;
+        cmd.args(["--model-alias", "smol-b"]).stdout(std::process::Stdio::null());
+        children.push(cmd.spawn()?);
+    }
+    Ok((uuid::Uuid::parse_str(&first.run_id)?, uuid::Uuid::parse_str(&second.run_id)?, children, powercap))
+}
+
+/// In headless Chromium: a viewer logs in; the fleet page lists both agents; the run's
+/// progress reaches 100% with no reload; the leaderboard sorts by IPW; its CSV is the view's
+/// rows; no request leaves the coordinator and no CSP rule is broken. Screenshots of every page
+/// at 1280 and 390 px land in `target/test-artefacts/browser/dashboard/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_viewer_watches_a_two_agent_run_in_a_real_browser() -> anyhow::Result<()> {
+    use ipw_e2e::browser::{Browser, artefact_dir};
+    let mut d = Dashboard::start().await?;
+    let dir = tempfile::tempdir()?;
+    let token = d.viewer_token(Duration::from_secs(3600)).await?.token;
+    let origin = format!("http://{}", d.ops);
+    let browser = Browser::launch().await?;
+    let page = browser.new_page(1280, 900).await?;
+    let shots = artefact_dir("dashboard")?;
+
+    page.goto(&format!("{origin}/login")).await?;
+    page.fill("#token", &token).await?;
+    page.submit("form[action='/login']").await?;
+    assert_eq!(page.eval("location.pathname").await?, "/", "logged in, at home");
+
+    let (first, second, mut agents, _powercap) = start_two_agent_runs(&mut d, dir.path()).await?;
+    page.goto(&format!("{origin}/runs/{first}")).await?;
+    let loads = page.navigations();
+    let done = "document.querySelector('#run-status .run-state')?.textContent === 'completed' \
+                && document.querySelector('#run-status .pct')?.textContent === '100%'";
+    page.wait_for(done, Duration::from_secs(180)).await?;
+    assert_eq!(page.navigations(), loads, "the progress moved to 100% without a reload");
+    page.screenshot(&shots.join("run-1280.png")).await?;
+
+    page.goto(&format!("{origin}/fleet")).await?;
+    let names = "[...document.querySelectorAll('#fleet tbody th')].map(e => e.textContent).sort().join(',')";
+    assert_eq!(
+        page.wait_for(&format!("{names} === 'agent-a,agent-b' && {names}"), Duration::from_secs(10)).await?,
+        "agent-a,agent-b"
+    );
+    page.screenshot(&shots.join("fleet-1280.png")).await?;
+
+    ipw_e2e::wait_for_results(&d.pool, second, 8).await?;
+    let second_done = "SELECT status = 'completed' FROM runs WHERE id = $1";
+    for _ in 0..100 {
+        if sqlx::query_scalar::<_, bool>(second_done).bind(second).fetch_one(&d.pool).await? {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    page.goto(&format!("{origin}/leaderboard")).await?;
+    page.click("th[data-column='ipw'] a").await?;
+    let sorted = "document.readyState === 'complete' \
+                  && document.querySelector('#leaderboard caption')?.textContent.includes('sorted by ipw descending')";
+    page.wait_for(sorted, Duration::from_secs(10)).await?;
+    let ipw: Vec<f64> = serde_json::from_value(
+        page.eval("[...document.querySelectorAll('#leaderboard tbody td[data-column=ipw]')].map(e => parseFloat(e.textContent))")
+            .await?,
+    )?;
+    assert_eq!(ipw.len(), 2, "two models on one hardware class");
+    assert!(ipw.windows(2).all(|w| w[0] >= w[1]), "sorted by IPW, highest first: {ipw:?}");
+    page.screenshot(&shots.join("leaderboard-1280.png")).await?;
+
+    let csv = page.eval("fetch('/leaderboard.csv').then(r => r.text())").await?;
+    let view = ipw_coordinator::store::research::leaderboard(&d.pool, &[]).await?;
+    assert_eq!(
+        csv.as_str(),
+        Some(ipw_coordinator::cli::render::csv::analysis(&view).as_str()),
+        "the CSV is the view's rows"
+    );
+    assert_eq!(csv.as_str().unwrap_or_default().lines().count(), 3, "a header and two rows");
+
+    for (path, name) in [("/", "home"), ("/runs", "runs"), ("/sweeps", "sweeps"), ("/compare", "compare")] {
+        page.goto(&format!("{origin}{path}")).await?;
+        page.screenshot(&shots.join(format!("{name}-1280.png"))).await?;
+    }
+    page.set_viewport(390, 844).await?;
+    for (path, name) in
+        [("/fleet".to_owned(), "fleet"), (format!("/runs/{first}"), "run"), ("/leaderboard".to_owned(), "leaderboard")]
+    {
+        page.goto(&format!("{origin}{path}")).await?;
+        let overflow = page.eval("document.documentElement.scrollWidth > window.innerWidth + 1").await?;
+        assert_eq!(overflow, false, "{path} fits 390 px without scrolling the page sideways");
+        page.screenshot(&shots.join(format!("{name}-390.png"))).await?;
+    }
+
+    // data: URLs are the browser's own (the date input's icon): they reach no host.
+    let foreign: Vec<String> =
+        page.requested_urls().into_iter().filter(|u| !u.starts_with(&origin) && !u.starts_with("data:")).collect();
+    assert!(foreign.is_empty(), "requests beyond the coordinator: {foreign:?}");
+    assert!(page.csp_violations().is_empty(), "{:?}", page.csp_violations());
+    assert!(page.console_errors().is_empty(), "{:?}", page.console_errors());
+    for a in &mut agents {
+        a.kill().await?;
+    }
     Ok(())
 }

@@ -90,7 +90,7 @@ fn picker(name: &str, label: &str, points: &[(Point, String)], chosen: Option<&P
 /// A research table with every column, NULL as n/a and arrays joined.
 fn table(t: &Table) -> Markup {
     html! {
-        div.scroll { table {
+        div.table-wrap { table {
             thead { tr { @for c in &t.columns { th scope="col" { (c) } } } }
             tbody { @for r in &t.rows { tr { @for c in &t.columns {
                 td { (crate::cli::render::readable(r.get(c).unwrap_or(&serde_json::Value::Null))) }

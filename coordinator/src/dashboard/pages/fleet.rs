@@ -46,7 +46,7 @@ pub fn agents_table(agents: &[AgentLive]) -> Markup {
     html! {
         @if agents.is_empty() { p { "No agent has joined yet (ipw token create, then ipw-agent join)." } }
         @else {
-            div.scroll { table #fleet {
+            div.table-wrap { table #fleet {
                 caption { (agents.len()) " agents" }
                 thead { tr {
                     th scope="col" { "Name" } th scope="col" { "Labels" } th scope="col" { "Hardware class" }

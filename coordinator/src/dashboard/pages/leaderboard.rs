@@ -161,7 +161,7 @@ fn content(table: &Table, params: &Params) -> Markup {
         @if table.rows.is_empty() {
             p { "No completed run matches." }
         } @else {
-            div.scroll {
+            div.table-wrap {
                 table #leaderboard {
                     caption { (table.rows.len()) " rows" @if let Some(s) = &params.sort { ", sorted by " (s) (if params.ascending { " ascending" } else { " descending" }) } }
                     thead { tr { @for (column, heading) in SHOWN {

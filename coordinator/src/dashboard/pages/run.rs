@@ -146,7 +146,7 @@ fn summary_table(report: &crate::domain::report::Report) -> Markup {
 fn table(t: &Table) -> Markup {
     html! {
         @if t.rows.is_empty() { p { "None recorded yet." } }
-        @else { div.scroll { table {
+        @else { div.table-wrap { table {
             thead { tr { @for c in &t.columns { th scope="col" { (c) } } } }
             tbody { @for r in &t.rows { tr { @for c in &t.columns { td { (crate::cli::render::readable(r.get(c).unwrap_or(&serde_json::Value::Null))) } } } } }
         } } }
@@ -156,7 +156,7 @@ fn table(t: &Table) -> Markup {
 fn query_table(rows: &[QueryRow]) -> Markup {
     html! {
         @if rows.is_empty() { p { "No results on this page." } }
-        @else { div.scroll { table #query-table {
+        @else { div.table-wrap { table #query-table {
             thead { tr {
                 th scope="col" { "Query" } th scope="col" { "Category" } th scope="col" { "Correct" } th scope="col" { "Latency (s)" }
                 th scope="col" { "TTFT (s)" } th scope="col" { "Tokens in / out" } th scope="col" { "Energy (J)" } th scope="col" { "Response" }

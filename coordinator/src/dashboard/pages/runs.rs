@@ -48,7 +48,7 @@ pub fn runs_table(runs: &[RunRow]) -> Markup {
     html! {
         @if runs.is_empty() { p { "No run yet (ipw run create)." } }
         @else {
-            div.scroll { table #runs {
+            div.table-wrap { table #runs {
                 caption { (runs.len()) " runs" }
                 thead { tr {
                     th scope="col" { "Run" } th scope="col" { "Model" } th scope="col" { "Workload" }
@@ -88,7 +88,7 @@ pub async fn sweeps(State(d): State<Arc<Dashboard>>, viewer: Viewer) -> Result<M
                 h2 { (s.name) " " small { "[" (s.status) "]" } }
                 @if !s.cron.is_empty() { p { "Schedule " code { (s.cron) } " (" (s.timezone) ")" } }
                 @if s.runs.is_empty() { p { "Not fired yet." } }
-                @else { div.scroll { table {
+                @else { div.table-wrap { table {
                     thead { tr { th scope="col" { "Run" } th scope="col" { "Model" } th scope="col" { "Hardware" } th scope="col" { "Results" } th scope="col" { "Progress" } } }
                     tbody { @for r in &s.runs { tr {
                         th scope="row" { a href=(format!("/runs/{}", r.run_id)) { (&r.run_id[..8.min(r.run_id.len())]) } }
