@@ -364,6 +364,9 @@ async fn a_viewer_watches_a_two_agent_run_in_a_real_browser() -> anyhow::Result<
                 && document.querySelector('#run-status .pct')?.textContent === '100%'";
     page.wait_for(done, Duration::from_secs(180)).await?;
     assert_eq!(page.navigations(), loads, "the progress moved to 100% without a reload");
+    page.screenshot(&shots.join("run-live-1280.png")).await?;
+    page.goto(&format!("{origin}/runs/{first}")).await?;
+    page.wait_for("[...document.images].every(i => i.complete)", Duration::from_secs(30)).await?;
     page.screenshot(&shots.join("run-1280.png")).await?;
 
     page.goto(&format!("{origin}/fleet")).await?;

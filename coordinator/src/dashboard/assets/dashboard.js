@@ -29,6 +29,10 @@ document.addEventListener("DOMContentLoaded", () => {
       region.classList.remove("stale");
       if (update.last) {
         source.close();
+        // The figures were drawn when the page loaded: draw them again with the final data.
+        for (const img of document.querySelectorAll("img[data-refresh]")) {
+          img.src = img.src.split("?")[0] + "?at=" + Date.now();
+        }
       }
     };
     source.onerror = () => region.classList.add("stale");

@@ -67,7 +67,7 @@ pub async fn show(
         h2 { "Figures" }
         div.figures { @for (file, about) in FIGURES {
             figure {
-                img src=(format!("/runs/{id}/figures/{file}")) alt=(about) loading="lazy" width="960" height="600";
+                img src=(format!("/runs/{id}/figures/{file}")) alt=(about) loading="lazy" width="960" height="600" data-refresh;
                 figcaption { (about) }
             }
         } }

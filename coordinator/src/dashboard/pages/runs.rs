@@ -89,11 +89,12 @@ pub async fn sweeps(State(d): State<Arc<Dashboard>>, viewer: Viewer) -> Result<M
                 @if !s.cron.is_empty() { p { "Schedule " code { (s.cron) } " (" (s.timezone) ")" } }
                 @if s.runs.is_empty() { p { "Not fired yet." } }
                 @else { div.table-wrap { table {
-                    thead { tr { th scope="col" { "Run" } th scope="col" { "Model" } th scope="col" { "Hardware" } th scope="col" { "Results" } th scope="col" { "Progress" } } }
+                    thead { tr { th scope="col" { "Run" } th scope="col" { "Model" } th scope="col" { "Hardware" } th scope="col" { "Results" } th scope="col" { "Progress" } th scope="col" { "ETA" } } }
                     tbody { @for r in &s.runs { tr {
                         th scope="row" { a href=(format!("/runs/{}", r.run_id)) { (&r.run_id[..8.min(r.run_id.len())]) } }
                         td { (r.model) } td { (r.hardware_class) } td.num { (r.results) " / " (r.expected_results) }
                         td { (progress(r.results, r.expected_results)) }
+                        td { @match r.eta_seconds { Some(e) => (format!("{e:.0} s")), None => "n/a" } }
                     } } }
                 } } }
             }
