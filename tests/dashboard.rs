@@ -407,7 +407,17 @@ async fn a_viewer_watches_a_two_agent_run_in_a_real_browser() -> anyhow::Result<
     );
     assert_eq!(csv.as_str().unwrap_or_default().lines().count(), 3, "a header and two rows");
 
-    for (path, name) in [("/", "home"), ("/runs", "runs"), ("/sweeps", "sweeps"), ("/compare", "compare")] {
+    // Compare the two models on their one hardware class: attribution and coverage appear.
+    page.goto(&format!("{origin}/compare")).await?;
+    page.eval("document.querySelector('select[name=a]').selectedIndex = 0; document.querySelector('select[name=b]').selectedIndex = 1")
+        .await?;
+    page.submit("form[action='/compare']").await?;
+    let compared =
+        "document.body.textContent.includes('model_factor') && document.body.textContent.includes('best-of-local')";
+    page.wait_for(compared, Duration::from_secs(10)).await?;
+    page.screenshot(&shots.join("compare-1280.png")).await?;
+
+    for (path, name) in [("/", "home"), ("/runs", "runs"), ("/sweeps", "sweeps")] {
         page.goto(&format!("{origin}{path}")).await?;
         page.screenshot(&shots.join(format!("{name}-1280.png"))).await?;
     }
