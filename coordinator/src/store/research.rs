@@ -22,13 +22,19 @@ async fn columns(pool: &PgPool, sql: &'static str) -> Result<Vec<String>> {
 
 /// `leaderboard_of(runs)`; every completed run when `runs` is empty (the `leaderboard` view).
 pub async fn leaderboard(pool: &PgPool, runs: &[Uuid]) -> Result<Table> {
-    let rows = if runs.is_empty() {
-        sqlx::query_scalar!(r#"SELECT row_to_json(t)::text AS "row!" FROM leaderboard t"#).fetch_all(pool).await?
-    } else {
-        sqlx::query_scalar!(r#"SELECT row_to_json(t)::text AS "row!" FROM leaderboard_of($1) t"#, runs)
-            .fetch_all(pool)
-            .await?
-    };
+    if !runs.is_empty() {
+        return leaderboard_of(pool, runs).await;
+    }
+    let rows =
+        sqlx::query_scalar!(r#"SELECT row_to_json(t)::text AS "row!" FROM leaderboard t"#).fetch_all(pool).await?;
+    table(columns(pool, "SELECT * FROM leaderboard").await?, rows)
+}
+
+/// `leaderboard_of(runs)`: no rows when `runs` is empty.
+async fn leaderboard_of(pool: &PgPool, runs: &[Uuid]) -> Result<Table> {
+    let rows = sqlx::query_scalar!(r#"SELECT row_to_json(t)::text AS "row!" FROM leaderboard_of($1) t"#, runs)
+        .fetch_all(pool)
+        .await?;
     table(columns(pool, "SELECT * FROM leaderboard").await?, rows)
 }
 
@@ -118,11 +124,7 @@ pub async fn runs_matching(pool: &PgPool, f: &LeaderboardFilter) -> Result<Vec<U
 
 /// The leaderboard of the completed runs `f` selects: exactly `leaderboard_of` over them.
 pub async fn leaderboard_filtered(pool: &PgPool, f: &LeaderboardFilter) -> Result<Table> {
-    let runs = runs_matching(pool, f).await?;
-    let rows = sqlx::query_scalar!(r#"SELECT row_to_json(t)::text AS "row!" FROM leaderboard_of($1) t"#, &runs)
-        .fetch_all(pool)
-        .await?;
-    table(columns(pool, "SELECT * FROM leaderboard").await?, rows)
+    leaderboard_of(pool, &runs_matching(pool, f).await?).await
 }
 
 /// A (model, hardware class) point with completed runs on a workload.
