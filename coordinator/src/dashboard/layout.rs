@@ -77,6 +77,19 @@ pub fn page(title: &str, current: Option<&str>, viewer: Option<&Viewer>, content
     }
 }
 
+/// A research table (see `domain::analysis`) with every column, in the SQL's order; NULL
+/// reads `n/a`, arrays are joined.
+pub fn table(t: &crate::domain::analysis::Table) -> Markup {
+    html! {
+        div.table-wrap { table {
+            thead { tr { @for c in &t.columns { th scope="col" { (c) } } } }
+            tbody { @for r in &t.rows { tr { @for c in &t.columns {
+                td { (crate::cli::render::readable(r.get(c).unwrap_or(&serde_json::Value::Null))) }
+            } } } }
+        } }
+    }
+}
+
 /// A page with one message, for errors: no navigation, a link home.
 pub fn message(status: StatusCode, title: &str, text: &str) -> Response {
     let content = html! {

@@ -25,25 +25,27 @@ const PALETTE: [RGBColor; 6] = [
 
 type PlotResult = Result<(), Box<dyn std::error::Error>>;
 /// A figure: its file name and how to draw it.
-type Figure = (&'static str, fn(&Report, &Path) -> PlotResult);
+pub type Figure = (&'static str, fn(&Report, &Path) -> PlotResult);
+
+/// Every figure of a report, in order: its file name and how to draw it.
+pub const FIGURES: [Figure; 4] = [
+    ("ipw_by_model_hardware.svg", ipw_bars),
+    ("accuracy_vs_energy.svg", accuracy_vs_energy),
+    ("energy_vs_output_tokens.svg", energy_vs_tokens),
+    ("ipw_over_time.svg", ipw_over_time),
+];
 
 /// Writes every figure into `dir`; returns the files written.
 pub fn write_all(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let figures: [Figure; 4] = [
-        ("ipw_by_model_hardware.svg", ipw_bars),
-        ("accuracy_vs_energy.svg", accuracy_vs_energy),
-        ("energy_vs_output_tokens.svg", energy_vs_tokens),
-        ("ipw_over_time.svg", ipw_over_time),
-    ];
-    figures
-        .iter()
-        .map(|(name, draw)| {
-            let path = dir.join(name);
-            draw(report, &path).map_err(|e| format!("drawing {}: {e}", path.display()))?;
-            Ok(path)
-        })
-        .collect()
+    FIGURES.iter().map(|(name, _)| write_one(report, name, &dir.join(name))).collect()
+}
+
+/// Writes the figure called `name` (one of [`FIGURES`]) to `path`.
+pub fn write_one(report: &Report, name: &str, path: &Path) -> Result<PathBuf, String> {
+    let (_, draw) = FIGURES.iter().find(|(n, _)| *n == name).ok_or_else(|| format!("no figure called {name}"))?;
+    draw(report, path).map_err(|e| format!("drawing {}: {e}", path.display()))?;
+    Ok(path.to_owned())
 }
 
 /// "power: rapl (cpu-package)" for the rows, or why energy is unknown.

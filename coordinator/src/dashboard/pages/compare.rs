@@ -3,9 +3,8 @@
 //! and `coverage` (the share each answered, and that either did).
 
 use crate::dashboard::auth::Viewer;
-use crate::dashboard::layout::page;
+use crate::dashboard::layout::{page, table};
 use crate::dashboard::{Dashboard, Failure};
-use crate::domain::analysis::Table;
 use crate::store::research::{self, Point};
 use axum::extract::State;
 use http::Uri;
@@ -84,17 +83,5 @@ fn picker(name: &str, label: &str, points: &[(Point, String)], chosen: Option<&P
                 @for p in options { option selected[chosen == Some(p)] { (encode(p)) } }
             }
         }
-    }
-}
-
-/// A research table with every column, NULL as n/a and arrays joined.
-fn table(t: &Table) -> Markup {
-    html! {
-        div.table-wrap { table {
-            thead { tr { @for c in &t.columns { th scope="col" { (c) } } } }
-            tbody { @for r in &t.rows { tr { @for c in &t.columns {
-                td { (crate::cli::render::readable(r.get(c).unwrap_or(&serde_json::Value::Null))) }
-            } } } }
-        } }
     }
 }

@@ -7,7 +7,7 @@ use crate::cli::export::csv;
 use crate::cli::render::svg;
 use crate::dashboard::auth::Viewer;
 use crate::dashboard::events::{self, Update};
-use crate::dashboard::layout::page;
+use crate::dashboard::layout::{page, table};
 use crate::dashboard::{Dashboard, Failure};
 use crate::domain::analysis::Table;
 use crate::store::reports::{self, QueryRow};
@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 /// Results per page of the per-query table.
 const PAGE: i64 = 50;
-/// The figures: (file, what it shows, for its text alternative).
+/// The figures: (file, what it shows, for its text alternative): `svg::FIGURES`, then power.
 const FIGURES: [(&str, &str); 5] = [
     ("ipw_by_model_hardware.svg", "IPW per model and hardware class"),
     ("accuracy_vs_energy.svg", "Accuracy against energy per query, with the Pareto frontier"),
@@ -73,7 +73,7 @@ pub async fn show(
         } }
         details { summary { "The figures' data as a table" } (summary_table(&report)) }
         h2 { "Provenance" }
-        (table(&provenance))
+        (table_or_none(&provenance))
         h2 #queries { "Queries" }
         (query_table(&queries))
         @if queries.len() as i64 == PAGE {
@@ -143,14 +143,9 @@ fn summary_table(report: &crate::domain::report::Report) -> Markup {
     }
 }
 
-fn table(t: &Table) -> Markup {
-    html! {
-        @if t.rows.is_empty() { p { "None recorded yet." } }
-        @else { div.table-wrap { table {
-            thead { tr { @for c in &t.columns { th scope="col" { (c) } } } }
-            tbody { @for r in &t.rows { tr { @for c in &t.columns { td { (crate::cli::render::readable(r.get(c).unwrap_or(&serde_json::Value::Null))) } } } } }
-        } } }
-    }
+/// A table of the run's, or a line saying there is nothing yet.
+fn table_or_none(t: &Table) -> Markup {
+    html! { @if t.rows.is_empty() { p { "None recorded yet." } } @else { (table(t)) } }
 }
 
 fn query_table(rows: &[QueryRow]) -> Markup {
@@ -192,7 +187,7 @@ pub async fn figure(
         svg::power::power_over_time(&sessions, &dir.path().join(&file)).map_err(|e| Failure::Draw(e.to_string()))?;
     } else {
         let report = reports::report(pool, &[id], None, true).await?;
-        svg::write_all(&report, dir.path()).map_err(Failure::Draw)?;
+        svg::write_one(&report, &file, &dir.path().join(&file)).map_err(Failure::Draw)?;
     }
     let body = std::fs::read(dir.path().join(&file)).map_err(|e| Failure::Draw(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-store")], body).into_response())
@@ -226,4 +221,17 @@ pub async fn export(
 
 fn csv_line(row: &str) -> String {
     csv::line(&serde_json::from_str(row).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_lists_every_report_figure_and_power() {
+        let names: Vec<&str> = FIGURES.iter().map(|(f, _)| *f).collect();
+        let mut want: Vec<&str> = svg::FIGURES.iter().map(|(f, _)| *f).collect();
+        want.push("power_over_time.svg");
+        assert_eq!(names, want);
+    }
 }
