@@ -5,7 +5,7 @@ use ipw_coordinator::domain::report::SummaryRow;
 use ipw_coordinator::infra::pool::connect_and_migrate;
 use ipw_e2e::fresh_database;
 use ipw_proto::kinds::{
-    AgentStatus, Attribution, MissedPolicy, PowerKind, RunStatus, ShardStatus, Strictness, SweepStatus,
+    AgentStatus, Attribution, IpwScope, MissedPolicy, PowerKind, RunStatus, ShardStatus, Strictness, SweepStatus,
 };
 
 #[tokio::test]
@@ -52,7 +52,7 @@ fn sorted(names: &[&str]) -> Vec<String> {
 #[tokio::test]
 async fn every_closed_set_matches_its_check_constraint() -> anyhow::Result<()> {
     let pool = connect_and_migrate(fresh_database().await?).await?;
-    let cases: [(&str, &str, &[&str]); 8] = [
+    let cases: [(&str, &str, &[&str]); 9] = [
         ("agents", "status", AgentStatus::NAMES),
         ("runs", "status", RunStatus::NAMES),
         ("shards", "status", ShardStatus::NAMES),
@@ -61,6 +61,7 @@ async fn every_closed_set_matches_its_check_constraint() -> anyhow::Result<()> {
         ("scorings", "judge_strictness", Strictness::NAMES),
         ("results", "energy_attribution", Attribution::NAMES),
         ("shard_telemetry", "attribution", Attribution::NAMES),
+        ("measurement_sessions", "ipw_scope", IpwScope::NAMES),
     ];
     for (table, column, names) in cases {
         let stored = checked_values(&pool, table, column).await?;

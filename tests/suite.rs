@@ -16,6 +16,7 @@ mod fleet_live;
 mod helm;
 mod leases;
 mod load;
+mod meters;
 mod operate;
 mod remote;
 mod research;

@@ -341,6 +341,7 @@ async fn a_managed_engine_switches_models_and_records_each_file() -> anyhow::Res
         threads: 1,
         parallel: 1,
         extra_args: Vec::new(),
+        gpus: None,
     });
     let summary = runner::run(&agent, &fleet.spool("managed"), &opts).await?;
     assert_eq!((summary.shards, summary.committed), (2, 4));

@@ -36,14 +36,15 @@ pub struct Attributed {
 }
 
 /// Cumulative energy at `t`, interpolated between the samples around it; `None` outside the
-/// series.
+/// series or in a gap (a NaN sample: never interpolated across).
 pub fn energy_at(series: &[(f64, f64)], t: f64) -> Option<f64> {
     let i = series.partition_point(|(ts, _)| *ts < t);
-    match (i.checked_sub(1).map(|j| series[j]), series.get(i)) {
-        (_, Some(&(t1, e1))) if t1 == t => Some(e1),
-        (Some((t0, e0)), Some(&(t1, e1))) => Some(e0 + (e1 - e0) * (t - t0) / (t1 - t0)),
-        _ => None,
-    }
+    let e = match (i.checked_sub(1).map(|j| series[j]), series.get(i)) {
+        (_, Some(&(t1, e1))) if t1 == t => e1,
+        (Some((t0, e0)), Some(&(t1, e1))) => e0 + (e1 - e0) * (t - t0) / (t1 - t0),
+        _ => return None,
+    };
+    e.is_finite().then_some(e)
 }
 
 /// Energy between `a` and `b`.
@@ -99,7 +100,10 @@ pub fn attribute(
         if active.is_empty() {
             continue; // an idle gap: nobody's query
         }
-        let energy = energy_between(series, a, b).expect("covered by the checks above");
+        let energy = energy_between(series, a, b)
+            // Inside a gap of a source the energy is unknown: NaN makes each query active
+            // here unknown too, and it is recorded as NULL with the reason.
+            .unwrap_or(f64::NAN);
         let total_weight: f64 = active.iter().map(|&i| weights[i]).sum();
         for &i in &active {
             // Queries with no weight (no tokens yet) share equally when all have none.

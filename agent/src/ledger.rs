@@ -26,6 +26,9 @@ pub struct QueryEnergy {
     pub decode_j: f64,
     /// Raw minus its share of idle power over its time, when an idle baseline is known.
     pub dynamic_j: Option<f64>,
+    /// When the query started, on the sampler clock: where to look for a gap that made its
+    /// energy unknown (NaN).
+    pub start: f64,
 }
 
 impl QueryEnergy {
@@ -72,8 +75,16 @@ impl Ledger {
     pub fn open(&mut self, start: f64) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.queries
-            .insert(id, Query { start, first_token: None, end: None, tokens: 0.0, energy: QueryEnergy::default() });
+        self.queries.insert(
+            id,
+            Query {
+                start,
+                first_token: None,
+                end: None,
+                tokens: 0.0,
+                energy: QueryEnergy { start, ..Default::default() },
+            },
+        );
         id
     }
 
@@ -186,7 +197,10 @@ impl Ledger {
             if enclosing_gap(series, (x + y) / 2.0) <= 2.0 * period {
                 coverage.covered_time_s += y - x;
             }
-            let energy = energy_between(series, x, y).expect("covered: checked by advance");
+            let energy = energy_between(series, x, y)
+                // Inside a gap of a source the energy is unknown: NaN makes each query active
+                // here unknown too, and it is recorded as NULL with the reason.
+                .unwrap_or(f64::NAN);
             let total: f64 = active.iter().map(|(id, _)| weights[id]).sum();
             for &(id, decode) in &active {
                 let share = if total > 0.0 { weights[&id] / total } else { 1.0 / active.len() as f64 };

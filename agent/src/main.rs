@@ -8,7 +8,8 @@ use ipw_agent::engine::{DEFAULT_RATE_LIMIT_RETRIES, EngineAccess};
 use ipw_agent::health::AgentProbes;
 use ipw_agent::managed::ManagedOptions;
 use ipw_agent::meter::PowerOptions;
-use ipw_agent::power::{self, DiscoveryOptions};
+use ipw_agent::power::meter_spec::MeterSpec;
+use ipw_agent::power::{self, DiscoveryOptions, IpwScope};
 use ipw_agent::runner::RunOptions;
 use ipw_agent::sampler::Sampler;
 use ipw_agent::spool::Spool;
@@ -205,6 +206,7 @@ impl MeasureArgs {
             idle_every: self.idle_every,
             rule: self.attribution,
             discovery: self.power.discovery(),
+            ipw_scope: self.power.ipw_scope,
         }
     }
 }
@@ -233,7 +235,7 @@ struct ManagedArgs {
 }
 
 impl ManagedArgs {
-    fn options(&self) -> anyhow::Result<ManagedOptions> {
+    fn options(&self, gpus: Option<String>) -> anyhow::Result<ManagedOptions> {
         let need =
             |v: &Option<PathBuf>, flag: &str| v.clone().ok_or_else(|| anyhow::anyhow!("--engine managed needs {flag}"));
         Ok(ManagedOptions {
@@ -243,6 +245,7 @@ impl ManagedArgs {
             threads: self.engine_threads,
             parallel: self.engine_parallel,
             extra_args: self.engine_args.clone(),
+            gpus,
         })
     }
 }
@@ -253,15 +256,32 @@ struct PowerArgs {
     /// Power samples per second.
     #[arg(long, env = "IPW_POWER_HZ", default_value_t = ipw_agent::sampler::DEFAULT_HZ)]
     power_hz: f64,
-    /// NVIDIA GPUs to measure: indices or UUIDs, comma-separated (default: CUDA_VISIBLE_DEVICES, else all).
+    /// GPUs that serve the model, the only ones measured: NVIDIA indices or UUIDs, AMD and
+    /// Intel cards as cardN or their position, comma-separated (default:
+    /// CUDA_VISIBLE_DEVICES, else all). The managed engine is given the same.
     #[arg(long, env = "IPW_GPUS")]
     gpus: Option<String>,
+    /// Which sources IPW energy sums: chips (GPUs, CPU packages, DRAM, SoC), gpu, node (a
+    /// BMC or exporter) or wall (a plug). The others are recorded beside it and cross-checked.
+    #[arg(long, env = "IPW_SCOPE", value_enum, default_value = "chips")]
+    ipw_scope: IpwScope,
+    /// A meter to read (repeatable): shelly:URL, tasmota:URL, json:URL#power=/ptr,
+    /// prometheus:URL#metric=NAME,scope=gpu,LABEL=VALUE, ipmi:lanplus://USER@HOST. Options
+    /// follow `#`: scope=, every=, error=, use=counter|power.
+    #[arg(long = "meter", env = "IPW_METERS", value_delimiter = ' ')]
+    meters: Vec<MeterSpec>,
+    /// The ipmitool binary, for this machine's BMC.
+    #[arg(long, default_value = "ipmitool")]
+    ipmitool: PathBuf,
     /// The powercap sysfs root, for RAPL.
     #[arg(long, default_value = power::rapl::POWERCAP_ROOT, hide = true)]
     powercap_root: PathBuf,
-    /// The DRM sysfs root, for AMD GPUs.
-    #[arg(long, default_value = power::amd_hwmon::DRM_ROOT, hide = true)]
+    /// The DRM sysfs root, for AMD and Intel GPUs.
+    #[arg(long, default_value = power::gpu_hwmon::DRM_ROOT, hide = true)]
     drm_root: PathBuf,
+    /// The I2C drivers directory, for a Jetson's INA3221 rails.
+    #[arg(long, default_value = power::jetson::I2C_DRIVERS, hide = true)]
+    i2c_root: PathBuf,
 }
 
 impl PowerArgs {
@@ -269,7 +289,10 @@ impl PowerArgs {
         DiscoveryOptions {
             powercap_root: self.powercap_root.clone(),
             drm_root: self.drm_root.clone(),
+            i2c_root: self.i2c_root.clone(),
             gpus: self.gpus.clone(),
+            meters: self.meters.clone(),
+            ipmitool: self.ipmitool.clone(),
         }
     }
 }
@@ -421,7 +444,7 @@ async fn run_service(args: RunArgs, config_path: &std::path::Path) -> anyhow::Re
         retry_for,
         heartbeat_interval,
         spool_min_free: spool_min_free_mib << 20,
-        managed: (engine == "managed").then(|| managed.options()).transpose()?,
+        managed: (engine == "managed").then(|| managed.options(measure.power.gpus.clone())).transpose()?,
         engine_wait,
         shutdown_grace,
         ..RunOptions::default()
@@ -481,29 +504,33 @@ fn probe(seconds: Duration, power: &PowerArgs) {
         );
     }
     let d = power::discover(&power.discovery());
-    println!("power sources found:");
+    println!("gpus      {}", d.gpu_selection);
+    println!("power sources found (* = summed into IPW energy, --ipw-scope {}):", power.ipw_scope);
     if d.sources.is_empty() {
         println!("  (none)");
     } else {
         let sampler =
             Sampler::start(d.sources, power.power_hz, (power.power_hz * (seconds.as_secs_f64() + 5.0)) as usize);
         std::thread::sleep(seconds);
-        let samples = sampler.samples(0.0, f64::INFINITY);
         for (i, info) in sampler.sources().iter().enumerate() {
-            let reading = match (samples.first(), samples.last()) {
-                (Some(a), Some(b)) if b.t > a.t => {
-                    let j = b.cumulative_j[i] - a.cumulative_j[i];
-                    format!(
-                        "{:.2} W mean over {:.1} s ({:.2} J, {} samples)",
-                        j / (b.t - a.t),
-                        b.t - a.t,
-                        j,
-                        samples.len()
-                    )
-                }
+            let samples: Vec<(f64, f64)> = sampler.series_of(&[i], 0.0, f64::INFINITY);
+            let known: Vec<&(f64, f64)> = samples.iter().filter(|s| s.1.is_finite()).collect();
+            let reading = match (known.first(), known.last()) {
+                (Some(a), Some(b)) if b.0 > a.0 => format!(
+                    "{:.2} W mean over {:.1} s ({:.2} J, {} samples, +/-{:.0} %)",
+                    (b.1 - a.1) / (b.0 - a.0),
+                    b.0 - a.0,
+                    b.1 - a.1,
+                    known.len(),
+                    info.stated_error * 100.0
+                ),
                 _ => "no reading in time".into(),
             };
-            println!("  {} {} ({}): {reading}", info.kind, info.name, info.scope);
+            let mark = if power.ipw_scope.includes(info.scope) { "*" } else { " " };
+            println!("{mark} {} {} ({}): {reading}", info.kind, info.name, info.scope);
+            for gap in sampler.gaps(0.0, f64::INFINITY).iter().filter(|g| g.source == i) {
+                println!("      gap {:.1}s..{:.1}s: {}", gap.from, gap.to, gap.reason);
+            }
             if !info.details.is_null() {
                 println!("      {}", info.details);
             }

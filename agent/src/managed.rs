@@ -26,6 +26,9 @@ pub struct ManagedOptions {
     pub parallel: usize,
     /// More arguments for the server, e.g. `-ngl 99` to offload to a GPU.
     pub extra_args: Vec<String>,
+    /// The GPUs it may use (`--gpus`), given to it as `CUDA_VISIBLE_DEVICES`, so the GPUs
+    /// it runs on are the ones measured.
+    pub gpus: Option<String>,
 }
 
 /// The server the agent runs, and the model it serves.
@@ -104,6 +107,9 @@ impl ManagedEngine {
             // server once its queries are in, not the server mid-query.
             .process_group(0)
             .kill_on_drop(true);
+        if let Some(gpus) = &o.gpus {
+            command.env("CUDA_VISIBLE_DEVICES", gpus);
+        }
         #[cfg(target_os = "linux")]
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {

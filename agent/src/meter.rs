@@ -3,9 +3,9 @@
 
 use crate::attribution::{self, Rule};
 use crate::ledger::QueryEnergy;
-use crate::power::{self, DiscoveryOptions, NoPower};
+use crate::power::{self, DiscoveryOptions, IpwScope, NoPower};
 use crate::sampler::{DEFAULT_HZ, Sampler};
-use ipw_proto::v1::{Energy, PowerSourceInfo, SeriesChunk, SessionTelemetry};
+use ipw_proto::v1::{Energy, PowerGap, PowerSourceInfo, SeriesChunk, SessionTelemetry};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Why a remote endpoint's queries have no energy (`--engine-remote`).
@@ -32,6 +32,8 @@ pub struct PowerOptions {
     pub rule: Rule,
     /// Where to look for sources.
     pub discovery: DiscoveryOptions,
+    /// Which sources IPW energy sums (`--ipw-scope`); the others are recorded beside it.
+    pub ipw_scope: IpwScope,
 }
 
 impl Default for PowerOptions {
@@ -42,6 +44,7 @@ impl Default for PowerOptions {
             idle_every: Duration::from_secs(30 * 60),
             rule: Rule::TimeShare,
             discovery: DiscoveryOptions::default(),
+            ipw_scope: IpwScope::Chips,
         }
     }
 }
@@ -66,6 +69,8 @@ pub struct SourceReading {
     pub name: String,
     /// What it covers.
     pub scope: &'static str,
+    /// Whether IPW energy sums it.
+    pub in_ipw_scope: bool,
     /// Mean power over the last window, in watts.
     pub watts: Option<f64>,
     /// Joules since sampling began.
@@ -75,6 +80,11 @@ pub struct SourceReading {
 /// Discovery plus a running sampler, or the reason there is none.
 pub struct Meter {
     sampler: Option<Sampler>,
+    /// The sources IPW energy sums, by index; empty when none is of the chosen scope.
+    ipw: Vec<usize>,
+    ipw_scope: IpwScope,
+    /// Which GPUs are measured, and what chose them.
+    gpu_selection: String,
     /// The clock's zero without a sampler: load and steady windows are timed all the same.
     epoch: Instant,
     null_reason: String,
@@ -86,30 +96,60 @@ impl Meter {
     /// Discovers sources and starts sampling them.
     pub fn start(opts: &PowerOptions) -> Self {
         let discovery = power::discover(&opts.discovery);
-        let null_reason = discovery.null_reason();
+        let mut null_reason = discovery.null_reason();
         for u in &discovery.unavailable {
             tracing::debug!(kind = u.kind, reason = %u.reason, "power source not usable");
         }
+        let gpu_selection = discovery.gpu_selection.clone();
         let sampler = (!discovery.sources.is_empty())
             .then(|| Sampler::start(discovery.sources, opts.hz, (opts.hz * RING_SECONDS) as usize));
+        let ipw: Vec<usize> = sampler
+            .iter()
+            .flat_map(|s| s.sources().iter().enumerate())
+            .filter(|(_, i)| opts.ipw_scope.includes(i.scope))
+            .map(|(n, _)| n)
+            .collect();
         match &sampler {
             Some(s) => {
                 let names: Vec<String> =
                     s.sources().iter().map(|i| format!("{} {} ({})", i.kind, i.name, i.scope)).collect();
-                tracing::info!(hz = opts.hz, sources = %names.join(", "), "sampling power");
+                tracing::info!(hz = opts.hz, sources = %names.join(", "), ipw_scope = %opts.ipw_scope, "sampling power");
+                if ipw.is_empty() {
+                    null_reason = format!(
+                        "--ipw-scope {}: no source of that scope here (sampled beside it: {})",
+                        opts.ipw_scope,
+                        names.join(", ")
+                    );
+                    tracing::warn!(reason = %null_reason, "energy will be recorded as unknown");
+                }
             }
             None => {
                 tracing::warn!(reason = %null_reason, "no readable power source: energy will be recorded as unknown")
             }
         }
-        Self { sampler, epoch: Instant::now(), null_reason, rule: opts.rule, idle: opts.idle }
+        let (rule, idle, ipw_scope) = (opts.rule, opts.idle, opts.ipw_scope);
+        Self { sampler, ipw, ipw_scope, gpu_selection, epoch: Instant::now(), null_reason, rule, idle }
     }
 
     /// A meter that reads nothing, for `reason` (a remote engine): no discovery, no sampler,
     /// no idle baseline; every query's energy is NULL with `reason`.
     pub fn unmetered(reason: &str, opts: &PowerOptions) -> Self {
         tracing::info!(reason, "not reading power");
-        Self { sampler: None, epoch: Instant::now(), null_reason: reason.to_owned(), rule: opts.rule, idle: opts.idle }
+        Self {
+            sampler: None,
+            ipw: Vec::new(),
+            ipw_scope: opts.ipw_scope,
+            gpu_selection: String::new(),
+            epoch: Instant::now(),
+            null_reason: reason.to_owned(),
+            rule: opts.rule,
+            idle: opts.idle,
+        }
+    }
+
+    /// The sampler, when it samples a source of the IPW scope.
+    fn measuring(&self) -> Option<&Sampler> {
+        self.sampler.as_ref().filter(|_| !self.ipw.is_empty())
     }
 
     /// The sampler's rate; `None` without a sampler.
@@ -117,18 +157,28 @@ impl Meter {
         self.sampler.as_ref().map(Sampler::hz)
     }
 
-    /// Whether anything is being measured.
+    /// Whether IPW energy is being measured.
     pub fn is_measuring(&self) -> bool {
-        self.sampler.is_some()
+        self.measuring().is_some()
     }
 
     /// Each sampled source's details (power limit, clocks, zone...), for provenance.
     pub fn source_details(&self) -> Vec<serde_json::Value> {
         self.sampler
             .iter()
-            .flat_map(|s| s.sources())
-            .map(|i| serde_json::json!({"kind": i.kind.as_str(), "scope": i.scope, "name": i.name, "details": i.details}))
+            .flat_map(|s| s.sources().iter().enumerate())
+            .map(|(n, i)| {
+                serde_json::json!({
+                    "kind": i.kind.as_str(), "scope": i.scope.as_str(), "name": i.name, "details": i.details,
+                    "stated_error": i.stated_error, "in_ipw_scope": self.ipw.contains(&n),
+                })
+            })
             .collect()
+    }
+
+    /// The IPW scope, and which GPUs are measured and what chose them, for provenance.
+    pub fn scope_provenance(&self) -> serde_json::Value {
+        serde_json::json!({"ipw_scope": self.ipw_scope.as_str(), "gpu_selection": self.gpu_selection})
     }
 
     /// Seconds on the sampler clock for an instant (on a clock of the meter's own without a
@@ -143,12 +193,12 @@ impl Meter {
     /// Measures idle power for the configured time. `None` without a source or with an idle
     /// time of zero.
     pub async fn idle_baseline(&self) -> Option<Idle> {
-        let s = self.sampler.as_ref().filter(|_| !self.idle.is_zero())?;
+        let s = self.measuring().filter(|_| !self.idle.is_zero())?;
         let from = s.clock(Instant::now());
         tokio::time::sleep(self.idle).await;
         let to = s.clock(Instant::now());
         s.wait_past(to).await;
-        let joules = attribution::energy_between(&s.total_series(from, to), from, to)?;
+        let joules = self.energy_between(from, to)?;
         Some(Idle { power_w: (joules / (to - from)).max(0.0), from, seconds: to - from })
     }
 
@@ -170,36 +220,58 @@ impl Meter {
             .map(|(i, info)| SourceReading {
                 kind: info.kind.as_str(),
                 name: info.name.clone(),
-                scope: info.scope,
+                scope: info.scope.as_str(),
+                in_ipw_scope: self.ipw.contains(&i),
+                // Unknown inside a gap (NaN), never a made-up figure.
                 watts: match (first, last) {
                     (Some(a), Some(b)) if b.t > a.t => Some((b.cumulative_j[i] - a.cumulative_j[i]) / (b.t - a.t)),
                     _ => None,
-                },
-                joules: last.map_or(0.0, |b| b.cumulative_j[i]),
+                }
+                .filter(|w| w.is_finite()),
+                joules: samples.iter().rev().map(|x| x.cumulative_j[i]).find(|j| j.is_finite()).unwrap_or(0.0),
             })
             .collect()
     }
 
-    /// The summed cumulative series `(t, J)` around `[from, to]` (empty without a sampler).
+    /// The IPW scope's cumulative series `(t, J)` around `[from, to]`, NaN in a gap (empty
+    /// without a source of that scope).
     pub fn series(&self, from: f64, to: f64) -> Vec<(f64, f64)> {
-        self.sampler.as_ref().map(|s| s.total_series(from, to)).unwrap_or_default()
+        self.measuring().map(|s| s.series_of(&self.ipw, from, to)).unwrap_or_default()
     }
 
     /// Energy measured between two instants on the sampler clock, from the samples around each
-    /// (not the whole series between: a steady window may span hours).
+    /// (not the whole series between: a steady window may span hours); `None` when a source
+    /// of the IPW scope has a gap in between.
     pub fn energy_between(&self, from: f64, to: f64) -> Option<f64> {
+        if self.gap_reason(from, to).is_some() {
+            return None;
+        }
         let at = |t: f64| attribution::energy_at(&self.series(t, t), t);
         Some(at(to)? - at(from)?)
+    }
+
+    /// Why energy between `from` and `to` is unknown: the gaps of the IPW scope's sources
+    /// there. `None` when there are none.
+    pub fn gap_reason(&self, from: f64, to: f64) -> Option<String> {
+        let s = self.measuring()?;
+        let gaps: Vec<String> = s
+            .gaps(from, to)
+            .into_iter()
+            .filter(|g| self.ipw.contains(&g.source))
+            .map(|g| format!("{} ({:.1}s..{:.1}s): {}", s.sources()[g.source].name, g.from, g.to, g.reason))
+            .collect();
+        (!gaps.is_empty()).then(|| format!("a gap in the power series, not interpolated across: {}", gaps.join("; ")))
     }
 
     /// The energy record of a query: its attributed energy, or `None` with the reason (the
     /// meter's own reason when there is no source).
     pub fn energy_record(&self, energy: Result<QueryEnergy, String>) -> Energy {
-        let Some(s) = &self.sampler else {
+        let Some(s) = self.measuring() else {
             return NoPower::new(self.null_reason.clone()).energy_record(self.rule);
         };
         let e = match energy {
-            Ok(e) => e,
+            Ok(e) if e.raw_j().is_finite() => e,
+            Ok(_) => return NoPower::new("a gap in the power series during this query").energy_record(self.rule),
             Err(reason) => return NoPower::new(reason).energy_record(self.rule),
         };
         let (source, scope) = self.provenance();
@@ -221,21 +293,22 @@ impl Meter {
         self.rule
     }
 
-    /// Why there is no energy, when there is no sampler.
+    /// Why there is no energy, when nothing of the IPW scope is sampled.
     pub fn null_reason(&self) -> Option<&str> {
-        self.sampler.is_none().then_some(self.null_reason.as_str())
+        self.measuring().is_none().then_some(self.null_reason.as_str())
     }
 
     /// `kind+kind`, `scope+scope`: every source that went into the totals.
     fn provenance(&self) -> (String, String) {
         let mut kinds: Vec<&str> = Vec::new();
         let mut scopes: Vec<&str> = Vec::new();
-        for i in self.sampler.iter().flat_map(|s| s.sources()) {
+        for &n in &self.ipw {
+            let Some(i) = self.sampler.as_ref().map(|s| &s.sources()[n]) else { continue };
             if !kinds.contains(&i.kind.as_str()) {
                 kinds.push(i.kind.as_str());
             }
-            if !scopes.contains(&i.scope) {
-                scopes.push(i.scope);
+            if !scopes.contains(&i.scope.as_str()) {
+                scopes.push(i.scope.as_str());
             }
         }
         (kinds.join("+"), scopes.join("+"))
@@ -259,30 +332,43 @@ impl Meter {
             null_reason: self.null_reason.clone(),
             ..Default::default()
         };
+        t.ipw_scope = self.ipw_scope.as_str().into();
         let Some(s) = &self.sampler else { return t };
-        t.null_reason.clear();
+        if self.measuring().is_some() {
+            t.null_reason.clear();
+        }
         let samples: Vec<_> = s.samples(after, upto).into_iter().filter(|x| x.t > after && x.t <= upto).collect();
         for (source_index, _) in s.sources().iter().enumerate() {
             for (i, part) in samples.chunks(CHUNK_SAMPLES).enumerate() {
+                // A source's samples in a gap are left out; the gap itself travels below.
+                let known = || part.iter().filter(|x| x.cumulative_j[source_index].is_finite());
                 t.chunks.push(SeriesChunk {
                     source_index: source_index as u32,
                     chunk_index: first_chunk + i as u32,
-                    t_s: part.iter().map(|x| x.t).collect(),
-                    energy_j: part.iter().map(|x| x.cumulative_j[source_index]).collect(),
+                    t_s: known().map(|x| x.t).collect(),
+                    energy_j: known().map(|x| x.cumulative_j[source_index]).collect(),
                 });
             }
         }
+        t.gaps = s
+            .gaps(after, upto)
+            .into_iter()
+            .map(|g| PowerGap { source_index: g.source as u32, from_s: g.from, to_s: g.to, reason: g.reason })
+            .collect();
         t.clock_zero_unix_us =
             s.epoch_wall().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
         t.sample_hz = s.hz();
         t.sources = s
             .sources()
             .iter()
-            .map(|i| PowerSourceInfo {
+            .enumerate()
+            .map(|(n, i)| PowerSourceInfo {
                 kind: i.kind.as_str().into(),
-                scope: i.scope.into(),
+                scope: i.scope.as_str().into(),
                 name: i.name.clone(),
                 details_json: i.details.to_string(),
+                stated_error: i.stated_error,
+                in_ipw_scope: self.ipw.contains(&n),
             })
             .collect();
         t

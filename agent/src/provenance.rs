@@ -128,12 +128,13 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
 }
 
 /// The provenance record for `run_id`. `power_details` are the power sources' own details
-/// (NVML power limits and clocks, RAPL zones, ...); `hash_cache` keeps model hashes across
-/// restarts (see [`file_sha256`]).
+/// (NVML power limits and clocks, RAPL zones, ...) and `power_scope` the IPW scope and the
+/// GPU selection; `hash_cache` keeps model hashes across restarts (see [`file_sha256`]).
 pub async fn collect(
     run_id: &str,
     engine: &Engine,
     power_details: Vec<serde_json::Value>,
+    power_scope: serde_json::Value,
     hash_cache: Option<PathBuf>,
 ) -> Provenance {
     let info = probe_engine(engine).await;
@@ -164,6 +165,8 @@ pub async fn collect(
                 "vendor": a.vendor, "model": a.model, "memory_bytes": a.memory_bytes, "uuid": a.uuid,
             })).collect::<Vec<_>>(),
             "power_sources": power_details,
+            "ipw_scope": power_scope["ipw_scope"],
+            "gpu_selection": power_scope["gpu_selection"],
         })
         .to_string(),
         ..common(run_id, info, &hw)

@@ -347,7 +347,7 @@ async fn report_provenance(
     let record = if opts.engine_access.remote {
         provenance::collect_remote(run_id, engine).await
     } else {
-        provenance::collect(run_id, engine, meter.source_details(), hashes).await
+        provenance::collect(run_id, engine, meter.source_details(), meter.scope_provenance(), hashes).await
     };
     match coord.report_provenance(record).await {
         Ok(_) => true,

@@ -596,7 +596,16 @@ impl<'a> Session<'a> {
                 self.telemetry.covered_time_s += coverage.covered_time_s;
                 for (id, e) in done {
                     if self.awaiting_energy.remove(&id) {
-                        let _ = self.commit.send(Msg::Energy(id, self.meter.energy_record(Ok(e))));
+                        // NaN: a source of the IPW scope had a gap while the query ran.
+                        let e = if e.raw_j().is_finite() {
+                            Ok(e)
+                        } else {
+                            Err(self
+                                .meter
+                                .gap_reason(e.start, to)
+                                .unwrap_or_else(|| "a gap in the power series".into()))
+                        };
+                        let _ = self.commit.send(Msg::Energy(id, self.meter.energy_record(e)));
                     }
                 }
             }

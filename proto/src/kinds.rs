@@ -86,6 +86,68 @@ closed_set! {
         AppleIoreport = "apple-ioreport",
         /// Apple's powermetrics tool.
         Powermetrics = "powermetrics",
+        /// A BMC's DCMI power reading, through ipmitool.
+        IpmiDcmi = "ipmi-dcmi",
+        /// A Shelly Gen2 smart plug or relay (`Switch.GetStatus`).
+        Shelly = "shelly",
+        /// A Tasmota smart plug (`Status 8`).
+        Tasmota = "tasmota",
+        /// Any meter answering JSON over HTTP, read at a JSON pointer.
+        JsonMeter = "json-meter",
+        /// A metric scraped from a Prometheus exporter (DCGM, Kepler, node_exporter...).
+        Prometheus = "prometheus",
+        /// A Jetson module's INA3221 power monitor rails.
+        JetsonIna3221 = "jetson-ina3221",
+        /// Intel GPUs through the i915 or xe hwmon energy counter.
+        IntelHwmon = "intel-hwmon",
+    }
+}
+
+closed_set! {
+    /// What a power source covers, from one chip to the whole machine at its plug.
+    PowerScope, "power scope" {
+        /// One GPU.
+        Gpu = "gpu",
+        /// A CPU package.
+        CpuPackage = "cpu-package",
+        /// The memory (RAPL's dram domain).
+        Dram = "dram",
+        /// A system on a chip: CPU, GPU and accelerators together (Apple silicon, Jetson).
+        Soc = "soc",
+        /// The whole server as its BMC or exporter sees it (DC side of the power supply).
+        Node = "node",
+        /// At the plug: the node plus the power supply's losses.
+        Wall = "wall",
+    }
+}
+
+closed_set! {
+    /// Which sources a run's IPW energy is the sum of (`--ipw-scope`). The other sources are
+    /// recorded beside it and cross-checked, never added in.
+    IpwScope, "IPW scope" {
+        /// Every chip-level source: GPUs, CPU packages, DRAM and SoCs (the default, and what
+        /// runs measured before node and wall sources existed).
+        Chips = "chips",
+        /// The GPUs that serve the model, only.
+        Gpu = "gpu",
+        /// The node's BMC or exporter.
+        Node = "node",
+        /// The meter at the plug.
+        Wall = "wall",
+    }
+}
+
+impl IpwScope {
+    /// Whether a source covering `scope` adds into this IPW scope.
+    pub fn includes(self, scope: PowerScope) -> bool {
+        match self {
+            IpwScope::Chips => {
+                matches!(scope, PowerScope::Gpu | PowerScope::CpuPackage | PowerScope::Dram | PowerScope::Soc)
+            }
+            IpwScope::Gpu => scope == PowerScope::Gpu,
+            IpwScope::Node => scope == PowerScope::Node,
+            IpwScope::Wall => scope == PowerScope::Wall,
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod fixture;
+pub mod meter;
 
 use anyhow::Context;
 use ipw_agent::config::AgentConfig;
@@ -215,6 +216,8 @@ impl Fleet {
         opts.power.idle = Duration::ZERO;
         opts.power.discovery.powercap_root = self.dir.path().join("no-powercap");
         opts.power.discovery.drm_root = self.dir.path().join("no-drm");
+        opts.power.discovery.i2c_root = self.dir.path().join("no-i2c");
+        opts.power.discovery.ipmitool = self.dir.path().join("no-ipmitool");
         opts.power.discovery.gpus = Some(String::new());
         opts
     }

@@ -4,7 +4,7 @@
 //! [`super::ioreport::soc_energy_j`].
 
 use super::ioreport::{Channel, soc_energy_j};
-use super::{PowerKind, PowerSource, Reading};
+use super::{PowerKind, PowerScope, PowerSource, Reading};
 use core_foundation::base::TCFType;
 use core_foundation::string::{CFString, CFStringRef};
 use core_foundation_sys::array::{CFArrayGetCount, CFArrayGetValueAtIndex, CFArrayRef};
@@ -133,8 +133,8 @@ impl PowerSource for IoReport {
         PowerKind::AppleIoreport
     }
 
-    fn scope(&self) -> &'static str {
-        "soc"
+    fn scope(&self) -> PowerScope {
+        PowerScope::Soc
     }
 
     fn name(&self) -> String {

@@ -4,18 +4,30 @@
 //! counter, or instantaneous power that the sampler integrates. When nothing readable is
 //! found, energy is recorded as unknown with the reason, never estimated.
 
-pub mod amd_hwmon;
+pub mod gpu_hwmon;
+pub mod http;
 pub mod ioreport;
 #[cfg(target_os = "macos")]
 pub mod ioreport_live;
+pub mod ipmi;
+pub mod jetson;
+pub mod json_meter;
+pub mod meter_spec;
 mod none;
 pub mod nvml;
+pub mod polled;
 pub mod powermetrics;
+pub mod prometheus;
 pub mod rapl;
+pub mod shelly;
+pub mod tasmota;
 
 pub use none::NoPower;
 
-pub use ipw_proto::kinds::PowerKind;
+pub use ipw_proto::kinds::{IpwScope, PowerKind, PowerScope};
+
+/// The stated error assumed for a source whose maker states none: NVML's +/-5 %.
+pub const DEFAULT_STATED_ERROR: f64 = 0.05;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -32,8 +44,8 @@ pub enum Reading {
 pub trait PowerSource: Send {
     /// The provenance name stored with results.
     fn kind(&self) -> PowerKind;
-    /// What the source covers: gpu, cpu-package, dram or soc.
-    fn scope(&self) -> &'static str;
+    /// What the source covers, from one chip to the plug.
+    fn scope(&self) -> PowerScope;
     /// Which device or domain, for people: "GPU 0 NVIDIA H100", "package-0".
     fn name(&self) -> String;
     /// Takes one reading.
@@ -47,9 +59,25 @@ pub trait PowerSource: Send {
     fn update_period(&self) -> Duration {
         Duration::ZERO
     }
+    /// The error its maker states, as a fraction of the reading; the cross-check between
+    /// scopes allows for it. 5 % where nothing is stated (NVML's own figure).
+    fn stated_error(&self) -> f64 {
+        DEFAULT_STATED_ERROR
+    }
     /// Settings worth keeping with the measurements: power limit, clocks, driver version.
     fn details(&self) -> serde_json::Value {
         serde_json::Value::Null
+    }
+}
+
+/// The provenance kind a `--meter` kind produces.
+fn meter_kind(meter: &str) -> &'static str {
+    match meter {
+        "ipmi" => PowerKind::IpmiDcmi.as_str(),
+        "shelly" => PowerKind::Shelly.as_str(),
+        "tasmota" => PowerKind::Tasmota.as_str(),
+        "json" => PowerKind::JsonMeter.as_str(),
+        _ => PowerKind::Prometheus.as_str(),
     }
 }
 
@@ -67,18 +95,27 @@ pub struct Unavailable {
 pub struct DiscoveryOptions {
     /// The powercap sysfs root (`/sys/class/powercap`).
     pub powercap_root: PathBuf,
-    /// The DRM sysfs root for AMD GPUs (`/sys/class/drm`).
+    /// The DRM sysfs root for AMD and Intel GPUs (`/sys/class/drm`).
     pub drm_root: PathBuf,
-    /// NVIDIA GPUs to measure (`--gpus`), overriding `CUDA_VISIBLE_DEVICES`.
+    /// The I2C drivers directory, for a Jetson's INA3221 rails.
+    pub i2c_root: PathBuf,
+    /// GPUs to measure (`--gpus`), overriding `CUDA_VISIBLE_DEVICES`.
     pub gpus: Option<String>,
+    /// Meters given with `--meter`.
+    pub meters: Vec<meter_spec::MeterSpec>,
+    /// The ipmitool binary, for this machine's BMC.
+    pub ipmitool: PathBuf,
 }
 
 impl Default for DiscoveryOptions {
     fn default() -> Self {
         Self {
             powercap_root: PathBuf::from(rapl::POWERCAP_ROOT),
-            drm_root: PathBuf::from(amd_hwmon::DRM_ROOT),
+            drm_root: PathBuf::from(gpu_hwmon::DRM_ROOT),
+            i2c_root: PathBuf::from(jetson::I2C_DRIVERS),
             gpus: None,
+            meters: Vec::new(),
+            ipmitool: PathBuf::from("ipmitool"),
         }
     }
 }
@@ -89,15 +126,42 @@ pub struct Discovery {
     pub sources: Vec<Box<dyn PowerSource>>,
     /// Sources looked for and not usable.
     pub unavailable: Vec<Unavailable>,
+    /// Which GPUs are measured, and what chose them, for the provenance.
+    pub gpu_selection: String,
+}
+
+/// Which GPUs to measure: `--gpus`, else `CUDA_VISIBLE_DEVICES`, else all; and what chose.
+fn gpu_selection(opts: &DiscoveryOptions) -> (Option<String>, String) {
+    if let Some(g) = &opts.gpus {
+        return (Some(g.clone()), format!("--gpus {g}"));
+    }
+    match std::env::var("CUDA_VISIBLE_DEVICES") {
+        Ok(v) => (Some(v.clone()), format!("CUDA_VISIBLE_DEVICES={v}")),
+        Err(_) => (None, "every GPU: neither --gpus nor CUDA_VISIBLE_DEVICES is set".into()),
+    }
 }
 
 /// Looks for every kind of source this platform can have.
 pub fn discover(opts: &DiscoveryOptions) -> Discovery {
-    let mut d = Discovery { sources: Vec::new(), unavailable: Vec::new() };
-    let gpu_spec = opts.gpus.clone().or_else(|| std::env::var("CUDA_VISIBLE_DEVICES").ok());
-    d.take("nvml", nvml::discover(gpu_spec.as_deref()));
+    let (gpu_spec, gpu_selection) = gpu_selection(opts);
+    let mut d = Discovery { sources: Vec::new(), unavailable: Vec::new(), gpu_selection };
+    let jetson = jetson::discover(&opts.i2c_root);
+    match nvml::discover(gpu_spec.as_deref()) {
+        // On Jetson NVML reads no power: say so, and read the rails below.
+        Err(e) if jetson.is_ok() => d.unavailable.push(Unavailable {
+            kind: "nvml",
+            reason: format!("{e} (a Jetson: NVML reads no power here; its INA3221 rails are read instead)"),
+        }),
+        found => _ = d.take("nvml", found),
+    }
+    d.take("jetson-ina3221", jetson);
     d.take("rapl", rapl::discover(&opts.powercap_root));
-    d.take("amd-hwmon", amd_hwmon::discover(&opts.drm_root));
+    for vendor in [gpu_hwmon::AMD, gpu_hwmon::INTEL] {
+        let found =
+            gpu_hwmon::discover(&opts.drm_root, vendor).and_then(|cards| gpu_hwmon::select(cards, gpu_spec.as_deref()));
+        d.take(vendor.kind.as_str(), found);
+    }
+    d.take_meters(opts);
     // IOReport and powermetrics both measure the SoC: powermetrics is only the fallback.
     #[cfg(target_os = "macos")]
     let ioreport_ok = d.take("apple-ioreport", ioreport_live::IoReport::open().map(|s| vec![s]));
@@ -115,6 +179,37 @@ pub fn discover(opts: &DiscoveryOptions) -> Discovery {
 }
 
 impl Discovery {
+    /// This machine's BMC (when it has an IPMI device) and every `--meter`.
+    fn take_meters(&mut self, opts: &DiscoveryOptions) {
+        let asked_for_ipmi = opts.meters.iter().any(|m| m.kind == "ipmi");
+        if !asked_for_ipmi {
+            self.take("ipmi-dcmi", ipmi::discover(&opts.ipmitool, ipmi::Bmc::InBand, None).map(|s| vec![s]));
+        }
+        for spec in &opts.meters {
+            let kind = spec.kind.clone();
+            let found = match kind.as_str() {
+                "ipmi" => ipmi::open(spec.clone(), &opts.ipmitool),
+                "shelly" => shelly::open(spec.clone()),
+                "tasmota" => tasmota::open(spec.clone()),
+                "json" => json_meter::open(spec.clone()),
+                _ => prometheus::open(spec.clone()),
+            };
+            self.take(meter_kind(&kind), found.map(|s| vec![s]).map_err(|e| format!("--meter {}: {e}", spec.given)));
+        }
+        // Meters on the network are never guessed at: say how to name one.
+        for (kind, example) in [
+            ("shelly", "shelly:http://HOST"),
+            ("tasmota", "tasmota:http://HOST"),
+            ("json", "'json:http://HOST/PATH#power=/POINTER'"),
+            ("prometheus", "'prometheus:http://HOST:9400/metrics#metric=NAME,scope=gpu,gpu=0'"),
+        ] {
+            if !opts.meters.iter().any(|m| m.kind == kind) {
+                let reason = format!("none given (--meter {example})");
+                self.unavailable.push(Unavailable { kind: meter_kind(kind), reason });
+            }
+        }
+    }
+
     /// Keeps what was found, or records why nothing was; says whether something was found.
     fn take<S: PowerSource + 'static>(&mut self, kind: &'static str, found: Result<Vec<S>, String>) -> bool {
         match found {

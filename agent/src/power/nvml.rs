@@ -4,7 +4,7 @@
 //! read directly (`nvml-counter`). Older GPUs only report power, which the sampler integrates
 //! (`nvml-power`); NVML updates that value about every 100 ms.
 
-use super::{PowerKind, PowerSource, Reading};
+use super::{PowerKind, PowerScope, PowerSource, Reading};
 use nvml_wrapper::Nvml;
 use nvml_wrapper::enum_wrappers::device::Clock;
 use nvml_wrapper::error::NvmlError;
@@ -99,8 +99,8 @@ impl PowerSource for NvmlGpu {
         if self.counter { PowerKind::NvmlCounter } else { PowerKind::NvmlPower }
     }
 
-    fn scope(&self) -> &'static str {
-        "gpu"
+    fn scope(&self) -> PowerScope {
+        PowerScope::Gpu
     }
 
     fn name(&self) -> String {

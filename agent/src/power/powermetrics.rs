@@ -2,7 +2,7 @@
 //! prints one XML plist per sample, separated by NUL bytes; `processor.combined_power`
 //! (CPU + GPU + ANE, mW) is the SoC power used here.
 
-use super::{PowerKind, PowerSource, Reading};
+use super::{PowerKind, PowerScope, PowerSource, Reading};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -91,8 +91,8 @@ impl PowerSource for Powermetrics {
         PowerKind::Powermetrics
     }
 
-    fn scope(&self) -> &'static str {
-        "soc"
+    fn scope(&self) -> PowerScope {
+        PowerScope::Soc
     }
 
     fn name(&self) -> String {

@@ -2,7 +2,7 @@
 //! exposes the same interface). Package and dram zones are read from `energy_uj`, which
 //! wraps at `max_energy_range_uj`.
 
-use super::{PowerKind, PowerSource, Reading};
+use super::{PowerKind, PowerScope, PowerSource, Reading};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -77,8 +77,8 @@ impl PowerSource for RaplDomain {
         PowerKind::Rapl
     }
 
-    fn scope(&self) -> &'static str {
-        if self.name == "dram" { "dram" } else { "cpu-package" }
+    fn scope(&self) -> PowerScope {
+        if self.name == "dram" { PowerScope::Dram } else { PowerScope::CpuPackage }
     }
 
     fn name(&self) -> String {
@@ -132,7 +132,7 @@ mod tests {
         let mut d = discover(root.path()).unwrap();
         assert_eq!(d.iter().map(|z| z.name.as_str()).collect::<Vec<_>>(), ["package-0", "dram"]);
         assert_eq!(d[0].wrap_j(), Some(262_143.328_85));
-        assert_eq!((d[0].scope(), d[1].scope()), ("cpu-package", "dram"));
+        assert_eq!((d[0].scope(), d[1].scope()), (PowerScope::CpuPackage, PowerScope::Dram));
         assert_eq!(d[0].read().unwrap(), Reading::EnergyJ(1.5));
     }
 
@@ -142,10 +142,10 @@ mod tests {
         let z = zone(root.path(), "intel-rapl:0", "package-0", 262_143_000_000);
         let mut d = discover(root.path()).unwrap().remove(0);
         let mut acc = Accumulator::new(d.wrap_j());
-        acc.add(0.0, d.read().unwrap());
+        acc.add(0.0, d.read().unwrap()).unwrap();
         // 328,850 µJ to the wrap point, then 1,000,000 µJ past zero.
         fs::write(z.join("energy_uj"), "1000000\n").unwrap();
-        let total = acc.add(0.05, d.read().unwrap());
+        let total = acc.add(0.05, d.read().unwrap()).unwrap();
         assert!((total - 1.328_85).abs() < 1e-9, "{total}");
     }
 

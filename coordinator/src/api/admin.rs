@@ -258,7 +258,7 @@ impl Admin for AdminService {
 
     async fn get_report(&self, request: Request<ReportRequest>) -> Result<Response<Report>, Status> {
         let req = request.into_inner();
-        let run_ids = req.run_ids.iter().map(|r| parse_uuid("run", r)).collect::<Result<Vec<Uuid>, _>>()?;
+        let run_ids = run_ids(&req.run_ids)?;
         let scoring = parse_scoring(&req.scoring_id)?;
         let report = reports::report(&self.state.pool, &run_ids, scoring, req.with_points).await?;
         Ok(Response::new(report.to_wire()))
@@ -271,7 +271,7 @@ impl Admin for AdminService {
         if req.run_ids.is_empty() {
             return Err(Status::invalid_argument("name at least one run to export"));
         }
-        let run_ids = req.run_ids.iter().map(|r| parse_uuid("run", r)).collect::<Result<Vec<Uuid>, _>>()?;
+        let run_ids = run_ids(&req.run_ids)?;
         let scoring = parse_scoring(&req.scoring_id)?;
         reports::check_exist(&self.state.pool, &run_ids, scoring).await?;
         let total = exports::count(&self.state.pool, &run_ids).await? as u64;
@@ -423,15 +423,15 @@ impl Admin for AdminService {
         use analysis_request::Kind;
         let pool = &self.state.pool;
         let table = match request.into_inner().kind {
-            Some(Kind::Leaderboard(q)) => {
-                let runs = q.run_ids.iter().map(|r| parse_uuid("run", r)).collect::<Result<Vec<Uuid>, _>>()?;
-                research::leaderboard(pool, &runs).await?
-            }
+            Some(Kind::Leaderboard(q)) => research::leaderboard(pool, &run_ids(&q.run_ids)?).await?,
+            Some(Kind::Sources(q)) => research::sources(pool, &run_ids(&q.run_ids)?).await?,
             Some(Kind::Routing(q)) => research::routing(pool, &parse::routing(q)?).await?,
             Some(Kind::Weighted(q)) => research::weighted(pool, &q.weights).await?,
             Some(Kind::Capacity(_)) => research::capacity(pool).await?,
             None => {
-                return Err(Status::invalid_argument("say which analysis: leaderboard, routing, weighted or capacity"));
+                return Err(Status::invalid_argument(
+                    "say which analysis: leaderboard, routing, weighted, capacity or sources",
+                ));
             }
         };
         Ok(Response::new(table.to_wire()))
@@ -613,4 +613,9 @@ fn reason_or_default(reason: &str) -> Result<String, Status> {
         return Err(Status::invalid_argument(format!("the reason is longer than {limit} bytes")));
     }
     Ok(if reason.is_empty() { "revoked by an operator".to_owned() } else { reason.to_owned() })
+}
+
+/// Run ids as a request gives them, each checked.
+fn run_ids(given: &[String]) -> Result<Vec<Uuid>, Status> {
+    given.iter().map(|r| parse_uuid("run", r)).collect()
 }

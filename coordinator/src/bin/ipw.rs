@@ -65,8 +65,12 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
         /// Use this scoring instead of each run's latest.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "sources")]
         scoring: Option<String>,
+        /// Instead: each session's power sources over one window (the steady one), their
+        /// energy and ratios (the GPU's share of the node's), and the gpu <= node <= wall check.
+        #[arg(long)]
+        sources: bool,
     },
     /// Scores a run again, keeping earlier scorings; with a judge for open answers.
     Score(ScoreArgs),
@@ -192,7 +196,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Command::Workload(cmd) => workloads::run(admin, url, cmd).await,
         Command::Run(cmd) => runs::run(admin, url, cmd).await,
         Command::Sweep(cmd) => sweeps::run(admin, url, cmd).await,
-        Command::Report { runs, format, scoring } => reports::report(admin, url, runs, scoring, format).await,
+        Command::Report { runs, format, sources: true, .. } => research::sources(admin, url, runs, format).await,
+        Command::Report { runs, format, scoring, .. } => reports::report(admin, url, runs, scoring, format).await,
         Command::Score(score) => reports::score(admin, url, score).await,
         Command::Plot { runs, out, scoring, research } => {
             reports::plot(admin, url, runs, scoring, &out, &research).await.map(drop)

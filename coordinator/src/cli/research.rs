@@ -1,12 +1,12 @@
-//! `ipw leaderboard`, `ipw routing`, `ipw weighted` and `ipw capacity`: the research
-//! functions and views, printed in any report format.
+//! `ipw leaderboard`, `ipw routing`, `ipw weighted`, `ipw capacity` and `ipw report
+//! --sources`: the research functions and views, printed in any report format.
 
 use super::render::svg::research::{Research, RoutingCurve, RoutingFigure};
 use super::render::{self, Format};
 use super::{Admin, refused};
 use crate::domain::analysis::Table;
 use ipw_proto::v1::analysis_request::Kind;
-use ipw_proto::v1::{AnalysisRequest, CapacityQuery, LeaderboardQuery, RoutingQuery, WeightedQuery};
+use ipw_proto::v1::{AnalysisRequest, CapacityQuery, LeaderboardQuery, RoutingQuery, SourcesQuery, WeightedQuery};
 
 /// `ipw routing`'s arguments.
 #[derive(clap::Args, Debug, Clone)]
@@ -161,6 +161,13 @@ pub async fn routing(admin: &mut Admin, url: &str, args: RoutingArgs, format: Fo
 /// `ipw weighted NAME`.
 pub async fn weighted(admin: &mut Admin, url: &str, weights: String, format: Format) -> anyhow::Result<()> {
     let t = analyze(admin, url, Kind::Weighted(WeightedQuery { weights })).await?;
+    print!("{}", render::render_analysis(&t, format));
+    Ok(())
+}
+
+/// `ipw report --sources`: every run's sessions when `runs` is empty.
+pub async fn sources(admin: &mut Admin, url: &str, runs: Vec<String>, format: Format) -> anyhow::Result<()> {
+    let t = analyze(admin, url, Kind::Sources(SourcesQuery { run_ids: runs })).await?;
     print!("{}", render::render_analysis(&t, format));
     Ok(())
 }

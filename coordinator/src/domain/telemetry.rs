@@ -2,8 +2,8 @@
 //! anything is stored.
 
 use super::Invalid;
-use ipw_proto::kinds::{Attribution, PowerKind};
-use ipw_proto::v1::{LoadSummary, PowerSourceInfo, SeriesChunk, SessionTelemetry, ShardTelemetry};
+use ipw_proto::kinds::{Attribution, IpwScope, PowerKind, PowerScope};
+use ipw_proto::v1::{LoadSummary, PowerGap, PowerSourceInfo, SeriesChunk, SessionTelemetry, ShardTelemetry};
 use uuid::Uuid;
 
 /// Most power sources one shard's telemetry may name.
@@ -54,6 +54,15 @@ fn check_series(sources: &[PowerSourceInfo], chunks: &[SeriesChunk]) -> Result<(
         if s.kind.parse::<PowerKind>().is_err() {
             return Err(Invalid(format!("unknown power source \"{}\"", s.kind)));
         }
+        if let Err(e) = s.scope.parse::<PowerScope>() {
+            return Err(Invalid(format!("source \"{}\": {e}", s.name)));
+        }
+        if !(s.stated_error.is_finite() && (0.0..1.0).contains(&s.stated_error)) {
+            return Err(Invalid(format!(
+                "source \"{}\": stated_error {} is not a fraction in [0, 1)",
+                s.name, s.stated_error
+            )));
+        }
         serde_json::from_str::<serde_json::Value>(if s.details_json.is_empty() { "null" } else { &s.details_json })
             .map_err(|e| Invalid(format!("details of {} are not JSON: {e}", s.name)))?;
     }
@@ -81,6 +90,23 @@ fn check_series(sources: &[PowerSourceInfo], chunks: &[SeriesChunk]) -> Result<(
     Ok(())
 }
 
+/// Checks the gaps: each names a source, spans forward, and says why.
+fn check_gaps(sources: &[PowerSourceInfo], gaps: &[PowerGap]) -> Result<(), Invalid> {
+    for g in gaps {
+        if g.source_index as usize >= sources.len() {
+            return Err(Invalid(format!("a gap names source {} of {}", g.source_index, sources.len())));
+        }
+        if !(g.from_s.is_finite() && g.to_s.is_finite() && g.to_s >= g.from_s) {
+            return Err(Invalid(format!("a gap from {} s to {} s does not span forward", g.from_s, g.to_s)));
+        }
+        if g.reason.trim().is_empty() {
+            return Err(Invalid(format!("the gap at {} s does not say why", g.from_s)));
+        }
+        short_text("gap reason", &g.reason)?;
+    }
+    Ok(())
+}
+
 /// A session's telemetry, checked: its ids, and the load summary in database types.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidSession {
@@ -92,6 +118,8 @@ pub struct ValidSession {
     pub clock_zero: Option<chrono::DateTime<chrono::Utc>>,
     /// The load summary (all figures finite, durations >= 0).
     pub load: LoadSummary,
+    /// Which sources its IPW energy sums.
+    pub ipw_scope: IpwScope,
 }
 
 /// Checks a session's telemetry on its own; the error names what is wrong.
@@ -102,6 +130,12 @@ pub fn validate_session(t: &SessionTelemetry) -> Result<ValidSession, Invalid> {
         return Err(Invalid(format!("unknown attribution \"{}\"", t.attribution)));
     }
     check_series(&t.sources, &t.chunks)?;
+    check_gaps(&t.sources, &t.gaps)?;
+    let ipw_scope = match t.ipw_scope.as_str() {
+        // Agents from before --ipw-scope summed every chip-level source.
+        "" => IpwScope::Chips,
+        s => s.parse::<IpwScope>().map_err(|e| Invalid(e.to_string()))?,
+    };
     if !(t.sources.is_empty() || t.sample_hz.is_finite() && t.sample_hz > 0.0) {
         return Err(Invalid(format!("sample_hz must be > 0, got {}", t.sample_hz)));
     }
@@ -130,7 +164,7 @@ pub fn validate_session(t: &SessionTelemetry) -> Result<ValidSession, Invalid> {
     }
     let clock_zero =
         (!t.sources.is_empty()).then(|| chrono::DateTime::from_timestamp_micros(t.clock_zero_unix_us)).flatten();
-    Ok(ValidSession { session_id, run_id, clock_zero, load })
+    Ok(ValidSession { session_id, run_id, clock_zero, load, ipw_scope })
 }
 
 /// A provenance record, checked on its own: text lengths, the model hash, the power limit
@@ -192,6 +226,27 @@ pub struct PowerOverTime {
 mod tests {
     use super::*;
 
+    #[test]
+    fn scopes_stated_errors_and_gaps_are_checked() {
+        let source = |scope: &str, stated_error: f64| PowerSourceInfo {
+            kind: "shelly".into(),
+            scope: scope.into(),
+            name: "plug".into(),
+            stated_error,
+            ..Default::default()
+        };
+        assert!(check_series(&[source("wall", 0.01)], &[]).is_ok());
+        assert!(check_series(&[source("plug", 0.01)], &[]).unwrap_err().0.contains("unknown power scope \"plug\""));
+        assert!(check_series(&[source("wall", 1.5)], &[]).unwrap_err().0.contains("stated_error 1.5"));
+        let gap =
+            |source_index, from_s, to_s, reason: &str| PowerGap { source_index, from_s, to_s, reason: reason.into() };
+        let one = [source("wall", 0.01)];
+        assert!(check_gaps(&one, &[gap(0, 1.0, 2.0, "no answer")]).is_ok());
+        assert!(check_gaps(&one, &[gap(1, 1.0, 2.0, "no answer")]).unwrap_err().0.contains("source 1 of 1"));
+        assert!(check_gaps(&one, &[gap(0, 2.0, 1.0, "no answer")]).unwrap_err().0.contains("does not span forward"));
+        assert!(check_gaps(&one, &[gap(0, 1.0, 2.0, " ")]).unwrap_err().0.contains("does not say why"));
+    }
+
     /// A NUL in a source's name used to reach jsonb, fail there, and come back as
     /// `unavailable`, which agents retry for an hour. It is now refused as bad input.
     #[test]
@@ -201,6 +256,7 @@ mod tests {
             scope: "cpu-package".into(),
             name: name.into(),
             details_json: details.into(),
+            ..Default::default()
         };
         assert!(check_series(&[source("package-0", "{}")], &[]).is_ok());
         let e = check_series(&[source("pkg\0", "{}")], &[]).unwrap_err();

@@ -86,6 +86,15 @@ pub async fn capacity(pool: &PgPool) -> Result<Table> {
     table(columns(pool, "SELECT * FROM fleet_capacity").await?, rows)
 }
 
+/// `source_report(runs)`: each session's sources over one window, with their ratios and the
+/// cross-check between scopes (every run when `runs` is empty).
+pub async fn sources(pool: &PgPool, runs: &[Uuid]) -> Result<Table> {
+    let rows = sqlx::query_scalar!(r#"SELECT row_to_json(t)::text AS "row!" FROM source_report($1) t"#, runs)
+        .fetch_all(pool)
+        .await?;
+    table(columns(pool, "SELECT * FROM source_report('{}'::uuid[])").await?, rows)
+}
+
 /// Which completed runs a leaderboard covers: the dashboard's filters.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LeaderboardFilter {

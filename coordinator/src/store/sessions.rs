@@ -17,9 +17,9 @@ pub async fn upsert(pool: &PgPool, agent_id: Uuid, s: &ValidSession, t: &Session
         r#"INSERT INTO measurement_sessions AS m
                (id, run_id, agent_id, clock_zero, sample_hz, attribution, sources, null_reason, load_pattern, target,
                 steady_from_s, steady_to_s, steady_load_mean, paused_s, steady_energy_j, steady_tokens_out,
-                query_time_s, covered_time_s, late_starts, arrivals, warmup_queries, finished)
+                query_time_s, covered_time_s, late_starts, arrivals, warmup_queries, finished, ipw_scope)
            VALUES ($1, $2, $3, $4, $5, $6, $7, nullif($8, ''), $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-                   $20, $21, $22)
+                   $20, $21, $22, $23)
            ON CONFLICT (id) DO UPDATE SET
                steady_from_s = EXCLUDED.steady_from_s, steady_to_s = EXCLUDED.steady_to_s,
                steady_load_mean = EXCLUDED.steady_load_mean, paused_s = EXCLUDED.paused_s,
@@ -52,6 +52,7 @@ pub async fn upsert(pool: &PgPool, agent_id: Uuid, s: &ValidSession, t: &Session
         l.arrivals as i64,
         l.warmup_queries as i32,
         t.finished,
+        s.ipw_scope.as_str(),
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -79,6 +80,19 @@ async fn insert_series(tx: &mut Transaction<'_, Postgres>, session_id: Uuid, t: 
             i.from_s,
             i.seconds,
             i.power_w
+        )
+        .execute(&mut **tx)
+        .await?;
+    }
+    for g in &t.gaps {
+        sqlx::query!(
+            "INSERT INTO session_power_gaps (session_id, source_index, from_s, to_s, reason) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (session_id, source_index, from_s) DO UPDATE SET to_s = greatest(session_power_gaps.to_s, EXCLUDED.to_s)",
+            session_id,
+            g.source_index as i32,
+            g.from_s,
+            g.to_s,
+            g.reason
         )
         .execute(&mut **tx)
         .await?;

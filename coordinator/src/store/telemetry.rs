@@ -6,8 +6,8 @@ use ipw_proto::v1::{PowerSourceInfo, ShardTelemetry};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// The sources as the telemetry tables store them: `[{kind, scope, name, details}]`, in
-/// series order.
+/// The sources as the telemetry tables store them: `[{kind, scope, name, details,
+/// stated_error, in_ipw_scope}]`, in series order.
 pub fn sources_json(sources: &[PowerSourceInfo]) -> serde_json::Value {
     sources
         .iter()
@@ -15,6 +15,7 @@ pub fn sources_json(sources: &[PowerSourceInfo]) -> serde_json::Value {
             serde_json::json!({
                 "kind": s.kind, "scope": s.scope, "name": s.name,
                 "details": serde_json::from_str::<serde_json::Value>(&s.details_json).unwrap_or(serde_json::Value::Null),
+                "stated_error": s.stated_error, "in_ipw_scope": s.in_ipw_scope,
             })
         })
         .collect()
