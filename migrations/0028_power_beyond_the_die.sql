@@ -139,6 +139,18 @@ SELECT session_id, run_id, agent_id, ipw_scope, from_s, to_s, window_is_steady,
        nullif(array_to_string(violations, '; ') || ' (beyond their stated errors)', ' (beyond their stated errors)') AS problem
 FROM checks;
 
+-- Per run: how many of its sessions could be cross-checked, how many failed, and why; and
+-- the GPU's share of the node's energy over their windows.
+CREATE VIEW run_source_checks AS
+SELECT run_id,
+       count(*) FILTER (WHERE consistent IS NOT NULL) AS sessions_checked,
+       count(*) FILTER (WHERE NOT consistent) AS sessions_inconsistent,
+       string_agg(problem, '; ') FILTER (WHERE NOT consistent) AS problems,
+       sum(gpu_j) FILTER (WHERE gpu_j IS NOT NULL AND node_j IS NOT NULL)
+           / nullif(sum(node_j) FILTER (WHERE gpu_j IS NOT NULL AND node_j IS NOT NULL), 0) AS gpu_share_of_node
+FROM source_crosscheck
+GROUP BY run_id;
+
 -- `ipw report --sources`: per run (every run when the list is empty), each session's sources
 -- over its window, their energy, their share of the IPW scope's, the node's and the wall's
 -- energy, and the session's cross-check.

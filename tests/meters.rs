@@ -13,6 +13,8 @@ use ipw_agent::power::{IpwScope, PowerSource, Reading, json_meter, prometheus, s
 use ipw_agent::runner;
 use ipw_e2e::meter::{FixtureMeter, MeterFormat};
 use ipw_e2e::{Fleet, PowercapFixture};
+use ipw_proto::v1::analysis_request::Kind;
+use ipw_proto::v1::{AnalysisRequest, SourcesQuery};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -185,6 +187,68 @@ async fn a_run_measured_at_the_wall_is_reported_beside_its_chips() -> anyhow::Re
     let share = rapl.4.expect("the package's share of the wall");
     assert!((share - PACKAGE_W / WALL_W).abs() < 0.25 * PACKAGE_W / WALL_W, "package share {share}");
     assert_eq!(rapl.5, Some(true), "chips inside the wall: {report:?}");
+
+    // The same through the admin API, as `ipw report --sources` asks for it.
+    let request = AnalysisRequest { kind: Some(Kind::Sources(SourcesQuery { run_ids: vec![run.run_id.clone()] })) };
+    let table = fleet.admin.analyze(request).await?.into_inner();
+    assert_eq!(table.rows_json.len(), 2);
+    for column in ["source", "scope", "in_ipw_scope", "energy_j", "share_of_ipw", "share_of_node", "consistent"] {
+        assert!(table.columns.iter().any(|c| c == column), "{column} in {:?}", table.columns);
+    }
+    Ok(())
+}
+
+/// A plug that stops answering in the middle of a run: the queries that ran while it was
+/// dead have NULL energy with the reason, the gap is stored with the session, and the
+/// queries before and after it keep their energy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queries_run_while_the_meter_was_dead_have_null_energy_with_the_reason() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start().await?;
+    let lines: Vec<String> = (1..=16)
+        .map(|i| format!("{{\"id\": \"{i}\", \"prompt\": \"Count from 1 to {}.\", \"answer\": \"x\"}}", i + 5))
+        .collect();
+    fleet.import_lines("sixteen", &lines.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+    let token = fleet.token(1, true, Duration::from_secs(60)).await?;
+    let agent = fleet.join(&token, "flaky-plug").await?;
+    let run = fleet.create_run("sixteen", 16, 4, 1, 48).await?;
+
+    let plug = std::sync::Arc::new(FixtureMeter::start(MeterFormat::Shelly, 60.0)?);
+    let mut opts = fleet.run_options();
+    opts.power.ipw_scope = IpwScope::Wall;
+    opts.power.discovery.meters = vec![spec(&format!("shelly:{}#every=200ms", plug.url))];
+    let outage = {
+        let plug = plug.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(2500));
+            plug.set_answering(false);
+            std::thread::sleep(Duration::from_millis(2000));
+            plug.set_answering(true);
+        })
+    };
+    let summary = runner::run(&agent, &fleet.spool("flaky-plug"), &opts).await;
+    outage.join().expect("the outage thread");
+    assert_eq!(summary?.committed, 16);
+    let run_id = Uuid::parse_str(&run.run_id)?;
+
+    let rows: Vec<(Option<f64>, Option<String>)> =
+        sqlx::query_as("SELECT energy_j, energy_null_reason FROM results WHERE run_id = $1 ORDER BY started_at")
+            .bind(run_id)
+            .fetch_all(&fleet.pool)
+            .await?;
+    let unknown: Vec<&String> = rows.iter().filter_map(|r| r.1.as_ref()).collect();
+    assert!(!unknown.is_empty(), "some query ran while the plug was dead: {rows:?}");
+    for reason in &unknown {
+        assert!(reason.contains("a gap in the power series") && reason.contains("shelly"), "{reason}");
+    }
+    assert!(rows.iter().any(|r| r.0.is_some()), "the queries outside the outage keep their energy");
+    assert!(rows.iter().all(|r| r.0.is_some() != r.1.is_some()));
+    let gaps: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM session_power_gaps g JOIN measurement_sessions m ON m.id = g.session_id WHERE m.run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_one(&fleet.pool)
+    .await?;
+    assert!(gaps >= 1, "the outage is stored with the session");
     Ok(())
 }
 
@@ -227,6 +291,15 @@ async fn a_gpu_reading_more_than_its_node_is_flagged() -> anyhow::Result<()> {
             .fetch_one(&fleet.pool)
             .await?;
     assert!(gaps.unwrap().contains("BMC did not answer"));
+    // The run is flagged: one of its three sessions failed the check.
+    let (checked, failed, problems): (i64, i64, Option<String>) = sqlx::query_as(
+        "SELECT sessions_checked, sessions_inconsistent, problems FROM run_source_checks WHERE run_id = $1",
+    )
+    .bind(run)
+    .fetch_one(&fleet.pool)
+    .await?;
+    assert_eq!((checked, failed), (3, 1));
+    assert!(problems.unwrap().starts_with("gpu 5000.0 J > node 4000.0 J"));
     Ok(())
 }
 

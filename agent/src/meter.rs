@@ -114,6 +114,10 @@ impl Meter {
                 let names: Vec<String> =
                     s.sources().iter().map(|i| format!("{} {} ({})", i.kind, i.name, i.scope)).collect();
                 tracing::info!(hz = opts.hz, sources = %names.join(", "), ipw_scope = %opts.ipw_scope, "sampling power");
+                let gpus = s.sources().iter().filter(|i| i.scope == power::PowerScope::Gpu).count();
+                if gpus > 1 && opts.discovery.gpus.is_none() {
+                    tracing::warn!(gpus, selection = %gpu_selection, "summing several GPUs: if the model runs on fewer, name them with --gpus");
+                }
                 if ipw.is_empty() {
                     null_reason = format!(
                         "--ipw-scope {}: no source of that scope here (sampled beside it: {})",

@@ -59,6 +59,7 @@ pub async fn show(
         .unwrap_or(0);
     let queries = reports::query_page(pool, id, after, PAGE).await?;
     let provenance = research::provenance(pool, id).await?;
+    let sources = research::sources(pool, &[id]).await?;
     let report = reports::report(pool, &[id], None, false).await?;
     let content = html! {
         h1 { "Run " (id) }
@@ -72,6 +73,9 @@ pub async fn show(
             }
         } }
         details { summary { "The figures' data as a table" } (summary_table(&report)) }
+        h2 { "Power sources" }
+        p { "Each source over the session's steady window, its share of the IPW scope's, the node's and the wall's energy, and whether gpu ≤ node ≤ wall held within their stated errors." }
+        (table_or_none(&sources))
         h2 { "Provenance" }
         (table_or_none(&provenance))
         h2 #queries { "Queries" }
