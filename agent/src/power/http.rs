@@ -42,15 +42,29 @@ impl HttpGet {
         }
         let (rt, client) = self.client.as_ref().expect("made above");
         let url = self.url.clone();
+        let failed = |e: reqwest::Error| format!("GET {url}: {}", causes(&e));
         rt.block_on(async {
-            let response = client.get(url.clone()).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+            let response = client.get(url.clone()).send().await.map_err(failed)?;
             let status = response.status();
             if !status.is_success() {
                 return Err(format!("GET {url}: HTTP {status}"));
             }
-            response.text().await.map_err(|e| format!("GET {url}: {e}"))
+            response.text().await.map_err(failed)
         })
     }
+}
+
+/// An error with its causes ("error sending request: connection refused"): reqwest's own
+/// message alone does not say what went wrong.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }
 
 /// Polls a meter over HTTP: a GET, then the meter's own parser.

@@ -194,7 +194,8 @@ impl Discovery {
                 "json" => json_meter::open(spec.clone()),
                 _ => prometheus::open(spec.clone()),
             };
-            self.take(meter_kind(&kind), found.map(|s| vec![s]).map_err(|e| format!("--meter {}: {e}", spec.given)));
+            // Each error names the flag or the meter's URL already.
+            self.take(meter_kind(&kind), found.map(|s| vec![s]));
         }
         // Meters on the network are never guessed at: say how to name one.
         for (kind, example) in [
