@@ -16,6 +16,8 @@ const CHUNK_SAMPLES: usize = 4096;
 /// The window, in seconds, over which a source's current power is averaged for the metrics
 /// and the heartbeat.
 pub const READING_WINDOW_S: f64 = 1.0;
+/// How far back [`Meter::newest`] looks for the series' reach: longer than any bridge.
+const REACH_WINDOW_S: f64 = 120.0;
 /// How long the ring buffer reaches back: a session's steady window is measured on it.
 const RING_SECONDS: f64 = 4.0 * 3600.0;
 
@@ -206,9 +208,15 @@ impl Meter {
         Some(Idle { power_w: (joules / (to - from)).max(0.0), from, seconds: to - from })
     }
 
-    /// The newest sample's time: how far the series reaches. `None` without a sampler.
+    /// How far the IPW scope's series reaches: the newest sample, less any a source's next
+    /// reading has yet to bridge. `None` without a sampler.
     pub fn newest(&self) -> Option<f64> {
-        self.sampler.as_ref().and_then(Sampler::newest)
+        let s = self.sampler.as_ref()?;
+        let newest = s.newest()?;
+        match self.measuring() {
+            Some(_) => self.series(newest - REACH_WINDOW_S, newest).last().map(|x| x.0),
+            None => Some(newest),
+        }
     }
 
     /// Each source's mean power over the last `window` seconds sampled (`None` before two

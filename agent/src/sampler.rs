@@ -69,7 +69,8 @@ pub struct Gap {
 pub struct Accumulator {
     wrap_j: Option<f64>,
     last: Option<(f64, Reading)>,
-    total_j: f64,
+    /// The joules counted so far.
+    pub total_j: f64,
 }
 
 impl Accumulator {
@@ -97,39 +98,68 @@ impl Accumulator {
         Ok(self.total_j)
     }
 
-    /// A reading failed: the next one starts afresh, and nothing is counted for the time
-    /// between.
+    /// The source is in a gap: the next reading starts afresh, and nothing is counted for
+    /// the time between.
     pub fn fail(&mut self) {
         self.last = None;
     }
 }
 
-/// Each source's gap bookkeeping on the sampler thread.
+/// How one reading of a source went, for the gap bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome<'a> {
+    /// A reading, counted.
+    Read,
+    /// No reading (the source failed or did not answer).
+    Missed(&'a str),
+    /// A counter went back: the energy since the last reading is unknown.
+    Reset(&'a str),
+}
+
+/// Each source's gap bookkeeping on the sampler thread. A source that misses readings for
+/// less than its bridge time is bridged: its next reading covers the time (a counter counts
+/// through it; power is integrated over the longer interval), as a slower sample would. Past
+/// it, or at a reset, the time from its last good sample is a gap.
 struct GapTracker {
     /// The last good sample's time, per source.
     last_ok: Vec<Option<f64>>,
     /// The index in `Shared::gaps` of each source's open gap.
     open: Vec<Option<usize>>,
+    /// How long each source may miss readings before it is a gap, in seconds.
+    bridge: Vec<f64>,
 }
 
 impl GapTracker {
-    fn new(n: usize) -> Self {
-        Self { last_ok: vec![None; n], open: vec![None; n] }
+    /// Bridges misses up to two of a source's update periods or three sample periods.
+    fn new(sources: &[Box<dyn PowerSource>], hz: f64) -> Self {
+        let bridge = sources.iter().map(|s| (2.0 * s.update_period().as_secs_f64()).max(3.0 / hz)).collect();
+        Self::with_bridge(bridge)
     }
 
-    /// Records source `i`'s outcome at `t`: a good reading closes its gap, a failure opens or
-    /// extends one.
-    fn record(&mut self, gaps: &Mutex<Vec<Gap>>, i: usize, t: f64, outcome: Result<(), &str>) {
+    fn with_bridge(bridge: Vec<f64>) -> Self {
+        Self { last_ok: vec![None; bridge.len()], open: vec![None; bridge.len()], bridge }
+    }
+
+    /// Records source `i`'s outcome at `t`; returns whether a gap opened (its accumulator
+    /// must then start afresh, counting nothing for the gap).
+    fn record(&mut self, gaps: &Mutex<Vec<Gap>>, i: usize, t: f64, outcome: Outcome) -> bool {
         let mut gaps = gaps.lock().expect("not poisoned");
         match (outcome, self.open[i]) {
-            (Ok(()), Some(g)) => {
-                gaps[g].to = t;
-                gaps[g].closed = true;
-                self.open[i] = None;
+            (Outcome::Read, open) => {
+                if let Some(g) = open {
+                    gaps[g].to = t;
+                    gaps[g].closed = true;
+                    self.open[i] = None;
+                }
+                self.last_ok[i] = Some(t);
+                false
             }
-            (Ok(()), None) => {}
-            (Err(_), Some(g)) => gaps[g].to = t,
-            (Err(reason), None) => {
+            (_, Some(g)) => {
+                gaps[g].to = t;
+                false
+            }
+            (Outcome::Missed(_), None) if self.last_ok[i].is_some_and(|ok| t - ok <= self.bridge[i]) => false,
+            (Outcome::Missed(reason) | Outcome::Reset(reason), None) => {
                 let from = self.last_ok[i].unwrap_or(t);
                 // Past the cap, the source's last gap is extended instead.
                 let last = gaps.iter().rposition(|g| g.source == i).filter(|_| gaps.len() >= MAX_GAPS);
@@ -137,14 +167,12 @@ impl GapTracker {
                     gaps[g].to = t;
                     gaps[g].closed = false;
                     self.open[i] = Some(g);
-                    return;
+                } else {
+                    gaps.push(Gap { source: i, from, to: t, closed: false, reason: reason.to_owned() });
+                    self.open[i] = Some(gaps.len() - 1);
                 }
-                gaps.push(Gap { source: i, from, to: t, closed: false, reason: reason.to_owned() });
-                self.open[i] = Some(gaps.len() - 1);
+                true
             }
-        }
-        if outcome.is_ok() {
-            self.last_ok[i] = Some(t);
         }
     }
 }
@@ -190,7 +218,7 @@ impl Sampler {
         let thread = (!sources.is_empty()).then(|| {
             let shared = shared.clone();
             let mut acc: Vec<Accumulator> = sources.iter().map(|s| Accumulator::new(s.wrap_j())).collect();
-            let mut tracker = GapTracker::new(sources.len());
+            let mut tracker = GapTracker::new(&sources, hz);
             std::thread::Builder::new()
                 .name("ipw-power-sampler".into())
                 .spawn(move || {
@@ -253,9 +281,27 @@ impl Sampler {
     }
 
     /// The cumulative series `(t, joules)` of the sources at `indices`, summed, around
-    /// `[from, to]`; NaN where one of them is in a gap.
+    /// `[from, to]`: NaN where one of them is in a gap, and no sample where one of them
+    /// missed a reading that its next one bridges (or may yet).
     pub fn series_of(&self, indices: &[usize], from: f64, to: f64) -> Vec<(f64, f64)> {
-        self.samples(from, to).into_iter().map(|s| (s.t, indices.iter().map(|&i| s.cumulative_j[i]).sum())).collect()
+        let samples = self.samples(from, to);
+        let (Some(first), Some(last)) = (samples.first(), samples.last()) else { return Vec::new() };
+        let gaps = self.gaps(first.t, last.t);
+        let in_gap = |i: usize, t: f64| gaps.iter().any(|g| g.source == i && g.from <= t && t <= g.to);
+        samples
+            .iter()
+            .filter_map(|s| {
+                let mut sum = 0.0;
+                for &i in indices {
+                    match s.cumulative_j[i] {
+                        e if !e.is_nan() => sum += e,
+                        _ if in_gap(i, s.t) => return Some((s.t, f64::NAN)),
+                        _ => return None,
+                    }
+                }
+                Some((s.t, sum))
+            })
+            .collect()
     }
 
     /// The gaps reaching into `[from, to]`, of every source.
@@ -280,8 +326,8 @@ impl Sampler {
     }
 }
 
-/// Reads every source once at `t`: a failed or reset source is NaN in the sample, and its
-/// gap is recorded; the others are kept.
+/// Reads every source once at `t`: a failed or reset source is NaN in the sample (bridged
+/// by its next reading, or inside a recorded gap); the others are kept.
 fn tick(
     sources: &mut [Box<dyn PowerSource>],
     acc: &mut [Accumulator],
@@ -291,26 +337,20 @@ fn tick(
 ) -> Sample {
     let mut cumulative_j = Vec::with_capacity(sources.len());
     for (i, (s, a)) in sources.iter_mut().zip(acc.iter_mut()).enumerate() {
-        let outcome = match s.read() {
-            Ok(r) => a.add(t, r),
-            Err(e) => {
-                a.fail();
-                Err(e.to_string())
-            }
+        let (read, error) = match s.read() {
+            Ok(r) => (true, a.add(t, r).err()),
+            Err(e) => (false, Some(e.to_string())),
         };
-        match outcome {
-            Ok(j) => {
-                tracker.record(gaps, i, t, Ok(()));
-                cumulative_j.push(j);
-            }
-            Err(e) => {
-                if tracker.open[i].is_none() {
-                    tracing::warn!(source = %s.name(), error = %e, "power reading failed: a gap in its energy");
-                }
-                tracker.record(gaps, i, t, Err(&e));
-                cumulative_j.push(f64::NAN);
-            }
+        let outcome = match (&error, read) {
+            (None, _) => Outcome::Read,
+            (Some(e), true) => Outcome::Reset(e),
+            (Some(e), false) => Outcome::Missed(e),
+        };
+        if tracker.record(gaps, i, t, outcome) {
+            tracing::warn!(source = %s.name(), error = error.as_deref().unwrap_or_default(), "a gap in a power source's energy");
+            a.fail();
         }
+        cumulative_j.push(if outcome == Outcome::Read { a.total_j } else { f64::NAN });
     }
     Sample { t, cumulative_j }
 }
@@ -362,20 +402,86 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_opens_at_the_last_good_sample_and_closes_at_the_next() {
+    fn a_short_miss_is_bridged_and_a_long_one_is_a_gap_from_the_last_good_sample() {
         let gaps = Mutex::new(Vec::new());
-        let mut g = GapTracker::new(2);
-        g.record(&gaps, 0, 1.0, Ok(()));
-        g.record(&gaps, 1, 1.0, Ok(()));
-        g.record(&gaps, 0, 2.0, Err("connection refused"));
-        g.record(&gaps, 0, 3.0, Err("connection refused"));
-        g.record(&gaps, 1, 3.0, Ok(()));
+        let mut g = GapTracker::with_bridge(vec![0.5, 0.5]);
+        assert!(!g.record(&gaps, 0, 1.0, Outcome::Read));
+        assert!(!g.record(&gaps, 1, 1.0, Outcome::Read));
+        // 0.4 s without a reading: bridged, no gap.
+        assert!(!g.record(&gaps, 0, 1.4, Outcome::Missed("timeout")));
+        assert!(!g.record(&gaps, 0, 1.5, Outcome::Read));
+        assert!(gaps.lock().unwrap().is_empty());
+        // 0.6 s: a gap from the last good sample.
+        assert!(!g.record(&gaps, 0, 1.9, Outcome::Missed("connection refused")));
+        assert!(g.record(&gaps, 0, 2.1, Outcome::Missed("connection refused")));
+        assert!(!g.record(&gaps, 0, 3.0, Outcome::Missed("connection refused")));
         assert_eq!(
             gaps.lock().unwrap().clone(),
-            [Gap { source: 0, from: 1.0, to: 3.0, closed: false, reason: "connection refused".into() }]
+            [Gap { source: 0, from: 1.5, to: 3.0, closed: false, reason: "connection refused".into() }]
         );
-        g.record(&gaps, 0, 4.0, Ok(()));
-        assert_eq!(gaps.lock().unwrap()[0].to, 4.0);
-        assert!(gaps.lock().unwrap()[0].closed);
+        assert!(!g.record(&gaps, 0, 4.0, Outcome::Read));
+        let closed = gaps.lock().unwrap()[0].clone();
+        assert_eq!((closed.to, closed.closed), (4.0, true));
+        // A reset is a gap at once.
+        assert!(g.record(&gaps, 1, 4.0, Outcome::Reset("went back")));
+        assert_eq!(gaps.lock().unwrap()[1].from, 1.0);
+    }
+
+    /// A source for the sampler's own tests: a counter at 100 W that fails while `failing`.
+    struct Flaky {
+        start: std::time::Instant,
+        failing: Arc<AtomicBool>,
+    }
+
+    impl PowerSource for Flaky {
+        fn kind(&self) -> crate::power::PowerKind {
+            crate::power::PowerKind::JsonMeter
+        }
+        fn scope(&self) -> PowerScope {
+            PowerScope::Wall
+        }
+        fn name(&self) -> String {
+            "flaky".into()
+        }
+        fn read(&mut self) -> std::io::Result<Reading> {
+            if self.failing.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("no answer"));
+            }
+            Ok(Reading::EnergyJ(100.0 * self.start.elapsed().as_secs_f64()))
+        }
+        fn update_period(&self) -> Duration {
+            Duration::from_millis(100)
+        }
+    }
+
+    #[test]
+    fn a_bridged_miss_keeps_the_counters_energy_and_a_gap_is_unknown_in_the_series() {
+        let failing = Arc::new(AtomicBool::new(false));
+        let source = Flaky { start: Instant::now(), failing: failing.clone() };
+        let sampler = Sampler::start(vec![Box::new(source)], 100.0, 10_000);
+        let pause = |ms| std::thread::sleep(Duration::from_millis(ms));
+        pause(200);
+        // 60 ms without readings: bridged (the bridge is 200 ms).
+        failing.store(true, Ordering::Relaxed);
+        pause(60);
+        failing.store(false, Ordering::Relaxed);
+        pause(200);
+        let series = sampler.series_of(&[0], 0.0, f64::INFINITY);
+        assert!(series.iter().all(|(_, e)| e.is_finite()), "bridged: no unknown sample");
+        let (a, b) = (series[0], series[series.len() - 1]);
+        assert!(((b.1 - a.1) / (b.0 - a.0) - 100.0).abs() < 5.0, "the counter counted through the miss");
+        assert!(sampler.gaps(0.0, f64::INFINITY).is_empty());
+        // 500 ms: a gap, unknown in the series.
+        failing.store(true, Ordering::Relaxed);
+        pause(500);
+        failing.store(false, Ordering::Relaxed);
+        pause(100);
+        let gaps = sampler.gaps(0.0, f64::INFINITY);
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert!(gaps[0].closed && gaps[0].to - gaps[0].from >= 0.45, "{gaps:?}");
+        let series = sampler.series_of(&[0], 0.0, f64::INFINITY);
+        assert!(series.iter().any(|(_, e)| e.is_nan()));
+        let mid = (gaps[0].from + gaps[0].to) / 2.0;
+        assert!(crate::attribution::energy_between(&series, mid - 0.1, mid + 0.1).is_none(), "unknown inside the gap");
     }
 }

@@ -26,6 +26,8 @@ use tokio::sync::{oneshot, watch};
 /// How long one protocol call may take, and a page load.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Why a call failed when Chromium has gone.
+const PIPE_CLOSED: &str = "Chromium closed its DevTools pipe (it exited or crashed)";
 /// How often [`Page::wait_for`] re-evaluates its condition.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -167,6 +169,12 @@ impl Conn {
             Ok(Ok(Ok(Ok(result)))) => Ok(result),
             Ok(Ok(Ok(Err(error)))) => bail!("{method} failed: {error}"),
             Ok(Ok(Err(_))) => bail!("{method}: {}", self.closed_reason()),
+            // The pipe may break before the reader has seen it close: the same cause either way.
+            Ok(Err(e))
+                if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+            {
+                bail!("{method}: {PIPE_CLOSED}")
+            }
             Ok(Err(e)) => bail!("{method}: writing to Chromium: {e}; {}", self.closed_reason()),
             Err(_) => {
                 self.lock().pending.remove(&id);
@@ -220,7 +228,7 @@ impl Conn {
         let mut chunk = vec![0u8; 64 * 1024];
         let why = loop {
             match rx.read(&mut chunk).await {
-                Ok(0) => break "Chromium closed its DevTools pipe (it exited or crashed)".to_string(),
+                Ok(0) => break PIPE_CLOSED.to_string(),
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 Err(e) => break format!("reading Chromium's DevTools pipe: {e}"),
             }

@@ -149,6 +149,7 @@ pub fn discover(ipmitool: &Path, bmc: Bmc, stated_error: Option<f64>) -> Result<
         scope: PowerScope::Node,
         name,
         period: PERIOD,
+        timeout: TIMEOUT,
         stated_error: stated_error.unwrap_or(super::DEFAULT_STATED_ERROR),
         details: serde_json::json!({
             "reading": "instantaneous",

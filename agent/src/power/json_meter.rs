@@ -71,6 +71,7 @@ pub fn open(mut spec: MeterSpec) -> Result<Polled, String> {
         scope,
         name: format!("json meter {}", get.url().host_str().unwrap_or_default()),
         period,
+        timeout: http::TIMEOUT,
         stated_error,
         details: serde_json::json!({
             "url": get.url().as_str(),

@@ -26,6 +26,8 @@ pub struct Described {
     pub name: String,
     /// How often it is polled, which is as often as its value can change here.
     pub period: Duration,
+    /// How long one poll may take before it fails.
+    pub timeout: Duration,
     /// The maker's stated error, as a fraction of the reading.
     pub stated_error: f64,
     /// Settings worth keeping: the URL, the metric, the BMC's averaging window...
@@ -81,8 +83,11 @@ impl Polled {
                 }
             })
             .map_err(|e| format!("starting the polling thread: {e}"))?;
-        let stale_after = period * 2 + Duration::from_secs(2);
-        let first = first_rx.recv_timeout(stale_after).unwrap_or_else(|_| Err(format!("no answer in {stale_after:?}")));
+        // A reading is stale once two polls have been missed, each allowed its timeout.
+        let stale_after = period * 2 + about.timeout;
+        let first_within = about.timeout + Duration::from_secs(1);
+        let first =
+            first_rx.recv_timeout(first_within).unwrap_or_else(|_| Err(format!("no answer in {first_within:?}")));
         let polled = Self { about, latest, stop, stale_after };
         first.map(|_| polled)
     }

@@ -39,6 +39,7 @@ pub fn open(mut spec: MeterSpec) -> Result<Polled, String> {
         scope,
         name: format!("shelly {} switch {id}", get.url().host_str().unwrap_or_default()),
         period,
+        timeout: http::TIMEOUT,
         stated_error,
         details: serde_json::json!({"url": get.url().as_str(), "use": format!("{prefer:?}").to_lowercase()}),
     };

@@ -77,6 +77,7 @@ pub fn open(mut spec: MeterSpec) -> Result<Polled, String> {
         scope,
         name: format!("tasmota {}", get.url().host_str().unwrap_or_default()),
         period,
+        timeout: http::TIMEOUT,
         stated_error,
         details: serde_json::json!({
             "url": get.url().as_str(),

@@ -149,6 +149,8 @@ async fn coordinate(args: Args) -> anyhow::Result<()> {
             ),
             None => tracing::warn!("serving plain-text gRPC (--insecure): credentials and results travel unencrypted"),
         }
+        // Before the port answers: a stop sent as soon as it does must be a clean one.
+        let shutdown = shutdown_signal();
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -170,7 +172,7 @@ async fn coordinate(args: Args) -> anyhow::Result<()> {
             metrics,
             ..State::new(pool.clone())
         };
-        server::serve(listener, state, &admin_token, &args.tls_names, shutdown_signal()).await?;
+        server::serve(listener, state, &admin_token, &args.tls_names, shutdown).await?;
         scheduler.abort();
         summaries.abort();
         pool.close().await;
@@ -237,11 +239,17 @@ fn url_of(scheme: &str, addr: SocketAddr) -> String {
     format!("{scheme}://{host}:{}", addr.port())
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Handles SIGTERM and SIGINT from now on (not from the first poll, as `ctrl_c()` would), and
+/// resolves at the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
