@@ -290,3 +290,18 @@ async fn read_request(s: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
     }
     Ok((head, buf[end..end + length].to_vec()))
 }
+
+/// `--engine-url https://...` is spoken over TLS (rustls with this machine's roots). Against
+/// the coordinator's TLS port the handshake fails inside TLS (its gRPC server wants HTTP/2,
+/// and its certificate has no trusted root), and the error says so. Before, the client had no
+/// TLS at all and refused the scheme.
+#[tokio::test]
+async fn an_https_endpoint_is_spoken_to_over_tls() -> anyhow::Result<()> {
+    let fleet = Fleet::start_tls(false).await?;
+    let client = Client::new(&format!("https://{}", fleet.coordinator.addr), Duration::from_secs(10))?;
+    let refused = client.models().await.expect_err("not an OpenAI endpoint, nor a trusted one");
+    let text = format!("{:#}", anyhow::Error::from(refused));
+    assert!(text.contains("fatal alert") || text.contains("certificate"), "a TLS failure: {text}");
+    assert!(!text.contains("scheme"), "{text}");
+    Ok(())
+}

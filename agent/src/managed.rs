@@ -125,7 +125,7 @@ impl ManagedEngine {
     }
 
     async fn wait_healthy(&mut self, file: &Path) -> Result<(), String> {
-        let http = reqwest::Client::new();
+        let http = ipw_proto::tls::http_client().build().map_err(|e| e.to_string())?;
         let url = format!("{}/health", self.url());
         let deadline = tokio::time::Instant::now() + STARTUP;
         loop {

@@ -364,7 +364,7 @@ impl Client {
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
         // Idle connections are dropped before llama.cpp's 5 s keep-alive would close them under
         // us (a reused, half-closed connection fails the next request).
-        let http = reqwest::Client::builder().timeout(timeout).pool_idle_timeout(Duration::from_secs(2)).build()?;
+        let http = crate::tls::http_client().timeout(timeout).pool_idle_timeout(Duration::from_secs(2)).build()?;
         Ok(Self { http, base_url: base_url.trim_end_matches('/').to_owned(), key: None })
     }
 

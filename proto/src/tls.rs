@@ -85,6 +85,16 @@ pub fn endpoint(url: &str, tls: Option<&ClientTls>) -> Result<Endpoint, String> 
     }
 }
 
+/// The builder of every HTTP client here (the OpenAI-compatible client, the meters): https
+/// through rustls with ring, the crypto the gRPC side uses, and this machine's trusted roots.
+/// Installs ring as rustls's process default first, which reqwest needs without a provider of
+/// its own.
+pub fn http_client() -> reqwest::ClientBuilder {
+    // Already installed (by an earlier call, or by the binary) is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,7 +37,7 @@ impl HttpGet {
                 .enable_all()
                 .build()
                 .map_err(|e| format!("starting an HTTP runtime: {e}"))?;
-            let client = reqwest::Client::builder().timeout(TIMEOUT).build().map_err(|e| e.to_string())?;
+            let client = ipw_proto::tls::http_client().timeout(TIMEOUT).build().map_err(|e| e.to_string())?;
             self.client = Some((rt, client));
         }
         let (rt, client) = self.client.as_ref().expect("made above");

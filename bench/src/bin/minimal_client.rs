@@ -193,7 +193,7 @@ async fn run(args: Args) -> anyhow::Result<Value> {
     let concurrency = args.concurrency.max(1);
     let job = Arc::new(Job {
         // Idle connections go before llama.cpp's 5 s keep-alive closes them, as the agent does.
-        client: reqwest::Client::builder()
+        client: ipw_proto::tls::http_client()
             .pool_max_idle_per_host(concurrency)
             .pool_idle_timeout(std::time::Duration::from_secs(2))
             .build()?,
