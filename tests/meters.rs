@@ -128,6 +128,30 @@ async fn a_dead_meter_and_a_reset_counter_leave_gaps_never_interpolated() -> any
     Ok(())
 }
 
+/// An IPW scope with no source of its own here: nothing is summed in its place, energy is
+/// NULL, and the reason names what was sampled beside it.
+#[tokio::test]
+async fn a_scope_without_a_source_is_null_and_says_what_was_sampled() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let package = PowercapFixture::start(dir.path(), 25.0)?;
+    let mut opts = PowerOptions { ipw_scope: IpwScope::Node, ..PowerOptions::default() };
+    opts.discovery.powercap_root = package.root.clone();
+    opts.discovery.drm_root = dir.path().join("none");
+    opts.discovery.i2c_root = dir.path().join("none");
+    opts.discovery.ipmitool = dir.path().join("none");
+    opts.discovery.gpus = Some(String::new());
+    let meter = Meter::start(&opts);
+    assert!(!meter.is_measuring());
+    let reason = meter.null_reason().expect("a reason").to_owned();
+    assert!(reason.contains("--ipw-scope node") && reason.contains("rapl package-0 (cpu-package)"), "{reason}");
+    let record = meter.energy_record(Ok(QueryEnergy { prefill_j: 1.0, ..Default::default() }));
+    assert_eq!((record.energy_j, record.null_reason), (None, reason));
+    // The package is still recorded beside it, for the cross-check.
+    let t = meter.session_telemetry(&Uuid::new_v4().to_string(), &Uuid::new_v4().to_string(), 0.0, 1e9, 0);
+    assert_eq!((t.sources.len(), t.sources[0].in_ipw_scope, t.ipw_scope.as_str()), (1, false, "node"));
+    Ok(())
+}
+
 /// A run measured at the wall (`--ipw-scope wall`) beside a CPU package (a FIXTURE powercap
 /// counter): results carry the plug's energy and provenance, the package is recorded beside
 /// it, and `ipw report --sources` shows both with their ratio and a passing cross-check.
