@@ -9,6 +9,7 @@
 //!
 //! Integrated Intel GPUs have no hwmon energy of their own: RAPL's package covers them.
 
+use super::sysfs::{read_number, read_trimmed};
 use super::{PowerKind, PowerScope, PowerSource, Reading};
 use std::path::{Path, PathBuf};
 
@@ -54,16 +55,6 @@ pub struct HwmonGpu {
     details: serde_json::Value,
 }
 
-fn read_trimmed(path: &Path) -> std::io::Result<String> {
-    std::fs::read_to_string(path).map(|s| s.trim().to_owned())
-}
-
-fn read_u64(path: &Path) -> std::io::Result<u64> {
-    read_trimmed(path)?
-        .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
-}
-
 /// Every card of `vendor` under `root` with a readable power or energy file, or why there is
 /// none.
 pub fn discover(root: &Path, vendor: Vendor) -> Result<Vec<HwmonGpu>, String> {
@@ -97,7 +88,7 @@ pub fn discover(root: &Path, vendor: Vendor) -> Result<Vec<HwmonGpu>, String> {
         let mut chosen = None;
         for &(file, counter) in vendor.files {
             let path = hwmon.join(file);
-            match read_u64(&path) {
+            match read_number::<u64>(&path) {
                 Ok(_) => {
                     chosen = Some((path, counter));
                     break;
@@ -118,7 +109,7 @@ pub fn discover(root: &Path, vendor: Vendor) -> Result<Vec<HwmonGpu>, String> {
             "card": card_name,
             "pci_device": read_trimmed(&device.join("device")).ok(),
             "driver": read_trimmed(&hwmon.join("name")).ok(),
-            "power_cap_w": read_u64(&hwmon.join("power1_cap")).or_else(|_| read_u64(&hwmon.join("power1_max"))).ok().map(|uw| uw as f64 / 1e6),
+            "power_cap_w": read_number::<u64>(&hwmon.join("power1_cap")).or_else(|_| read_number::<u64>(&hwmon.join("power1_max"))).ok().map(|uw| uw as f64 / 1e6),
             "file": file.display().to_string(),
         });
         found.push(HwmonGpu { kind: vendor.kind, card: card_name, file, counter, details });
@@ -165,7 +156,7 @@ impl PowerSource for HwmonGpu {
     }
 
     fn read(&mut self) -> std::io::Result<Reading> {
-        let v = read_u64(&self.file)? as f64 / 1e6;
+        let v = read_number::<u64>(&self.file)? as f64 / 1e6;
         Ok(if self.counter { Reading::EnergyJ(v) } else { Reading::PowerW(v) })
     }
 

@@ -13,6 +13,7 @@
 //! input rail (AGX Xavier) is measured as the sum of its rails, as jetson-stats does. Either
 //! way it is one source, of scope `soc`; the carrier board is outside it.
 
+use super::sysfs::read_number;
 use super::{PowerKind, PowerScope, PowerSource, Reading};
 use std::path::{Path, PathBuf};
 
@@ -38,18 +39,11 @@ struct Rail {
     files: RailFiles,
 }
 
-fn read_f64(path: &Path) -> std::io::Result<f64> {
-    let text = std::fs::read_to_string(path)?;
-    text.trim()
-        .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
-}
-
 impl Rail {
     fn watts(&self) -> std::io::Result<f64> {
         Ok(match &self.files {
-            RailFiles::Power(p) => read_f64(p)? / 1e3,
-            RailFiles::VoltsAmps(v, a) => read_f64(v)? * read_f64(a)? / 1e6,
+            RailFiles::Power(p) => read_number::<f64>(p)? / 1e3,
+            RailFiles::VoltsAmps(v, a) => read_number::<f64>(v)? * read_number::<f64>(a)? / 1e6,
         })
     }
 }

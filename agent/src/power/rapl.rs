@@ -2,6 +2,7 @@
 //! exposes the same interface). Package and dram zones are read from `energy_uj`, which
 //! wraps at `max_energy_range_uj`.
 
+use super::sysfs::{read_number, read_trimmed};
 use super::{PowerKind, PowerScope, PowerSource, Reading};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,16 +19,6 @@ pub struct RaplDomain {
     pub name: String,
     /// `max_energy_range_uj`: where the counter wraps.
     pub max_energy_range_uj: u64,
-}
-
-fn read_trimmed(path: &Path) -> std::io::Result<String> {
-    std::fs::read_to_string(path).map(|s| s.trim().to_owned())
-}
-
-fn read_uj(path: &Path) -> std::io::Result<u64> {
-    read_trimmed(path)?
-        .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
 }
 
 /// Finds readable package and dram zones under `root`, or says why there are none.
@@ -50,9 +41,9 @@ pub fn discover(root: &Path) -> Result<Vec<RaplDomain>, String> {
             continue; // core, uncore and psys overlap the package or the whole platform
         }
         let counter = path.join("energy_uj");
-        match read_uj(&counter) {
+        match read_number::<u64>(&counter) {
             Ok(_) => found.push(RaplDomain {
-                max_energy_range_uj: read_uj(&path.join("max_energy_range_uj")).unwrap_or(0),
+                max_energy_range_uj: read_number::<u64>(&path.join("max_energy_range_uj")).unwrap_or(0),
                 path,
                 name,
             }),
@@ -86,7 +77,7 @@ impl PowerSource for RaplDomain {
     }
 
     fn read(&mut self) -> std::io::Result<Reading> {
-        Ok(Reading::EnergyJ(read_uj(&self.path.join("energy_uj"))? as f64 / 1e6))
+        Ok(Reading::EnergyJ(read_number::<u64>(&self.path.join("energy_uj"))? as f64 / 1e6))
     }
 
     fn wrap_j(&self) -> Option<f64> {
