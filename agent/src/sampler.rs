@@ -232,14 +232,7 @@ impl Sampler {
                         }
                         ring.push_back(sample);
                         drop(ring);
-                        // Deadline-based ticks do not drift with read time.
-                        next += period;
-                        let now = Instant::now();
-                        if next > now {
-                            std::thread::sleep(next - now);
-                        } else {
-                            next = now;
-                        }
+                        pace(&mut next, period);
                     }
                 })
                 .expect("spawning the sampler thread")
@@ -323,6 +316,18 @@ impl Sampler {
             }
             tokio::time::sleep(Duration::from_secs_f64(0.5 / self.hz.max(0.1))).await;
         }
+    }
+}
+
+/// Sleeps until the next tick, `period` after the last one: deadline-based ticks do not drift
+/// with the time the work took; a tick that overran starts the next period now.
+pub fn pace(next: &mut Instant, period: Duration) {
+    *next += period;
+    let now = Instant::now();
+    if *next > now {
+        std::thread::sleep(*next - now);
+    } else {
+        *next = now;
     }
 }
 

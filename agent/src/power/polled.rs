@@ -73,13 +73,7 @@ impl Polled {
                         Err(e) => l.error = Some(e),
                     }
                     drop(l);
-                    next += period;
-                    let now = Instant::now();
-                    if next > now {
-                        std::thread::sleep(next - now);
-                    } else {
-                        next = now;
-                    }
+                    crate::sampler::pace(&mut next, period);
                 }
             })
             .map_err(|e| format!("starting the polling thread: {e}"))?;
