@@ -71,8 +71,6 @@ pub struct SourceReading {
     pub name: String,
     /// What it covers.
     pub scope: &'static str,
-    /// Whether IPW energy sums it.
-    pub in_ipw_scope: bool,
     /// Mean power over the last window, in watts.
     pub watts: Option<f64>,
     /// Joules since sampling began.
@@ -116,10 +114,6 @@ impl Meter {
                 let names: Vec<String> =
                     s.sources().iter().map(|i| format!("{} {} ({})", i.kind, i.name, i.scope)).collect();
                 tracing::info!(hz = opts.hz, sources = %names.join(", "), ipw_scope = %opts.ipw_scope, "sampling power");
-                let gpus = s.sources().iter().filter(|i| i.scope == power::PowerScope::Gpu).count();
-                if gpus > 1 && opts.discovery.gpus.is_none() {
-                    tracing::warn!(gpus, selection = %gpu_selection, "summing several GPUs: if the model runs on fewer, name them with --gpus");
-                }
                 if ipw.is_empty() {
                     null_reason = format!(
                         "--ipw-scope {}: no source of that scope here (sampled beside it: {})",
@@ -233,7 +227,6 @@ impl Meter {
                 kind: info.kind.as_str(),
                 name: info.name.clone(),
                 scope: info.scope.as_str(),
-                in_ipw_scope: self.ipw.contains(&i),
                 // Unknown inside a gap (NaN), never a made-up figure.
                 watts: match (first, last) {
                     (Some(a), Some(b)) if b.t > a.t => Some((b.cumulative_j[i] - a.cumulative_j[i]) / (b.t - a.t)),

@@ -20,6 +20,7 @@ pub mod powermetrics;
 pub mod prometheus;
 pub mod rapl;
 pub mod shelly;
+mod sysfs;
 pub mod tasmota;
 
 pub use none::NoPower;
@@ -160,6 +161,10 @@ pub fn discover(opts: &DiscoveryOptions) -> Discovery {
         let found =
             gpu_hwmon::discover(&opts.drm_root, vendor).and_then(|cards| gpu_hwmon::select(cards, gpu_spec.as_deref()));
         d.take(vendor.kind.as_str(), found);
+    }
+    let gpus = d.sources.iter().filter(|s| s.scope() == PowerScope::Gpu).count();
+    if gpus > 1 && gpu_spec.is_none() {
+        tracing::warn!(gpus, "summing several GPUs: if the model runs on fewer, name them with --gpus");
     }
     d.take_meters(opts);
     // IOReport and powermetrics both measure the SoC: powermetrics is only the fallback.
